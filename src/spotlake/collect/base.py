@@ -1,0 +1,140 @@
+"""What every collector shares: the protocol, the result and report types, endpoints, and a sync facade.
+
+A collector is built with everything it needs (injected HTTP transport or SDK client, credential,
+clock, options) and exposes ``acollect()`` (the async core) and ``collect()`` (a blocking facade
+for notebooks and scripts). It returns a :class:`CollectResult`: a frame with a documented schema
+(see :mod:`spotlake.model`) and a :class:`CollectReport` that accounts for every page or call:
+``planned == succeeded + failed`` always holds, and each failure names what and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+import pandas as pd
+
+__all__ = [
+    "AzureEndpoints",
+    "CollectReport",
+    "CollectResult",
+    "Collector",
+    "Failure",
+    "run_sync",
+]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class AzureEndpoints:
+    """Base URLs of the Azure services spotlake talks to. Point them all at the emulator in tests."""
+
+    management: str = "https://management.azure.com"
+    prices: str = "https://prices.azure.com"
+    authority: str = "https://login.microsoftonline.com"
+
+    @classmethod
+    def single(cls, base_url: str) -> AzureEndpoints:
+        """Every service behind one base URL (how the loopback emulator serves them)."""
+        base = base_url.rstrip("/")
+        return cls(management=base, prices=base, authority=base)
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """One page or call that finally failed: what it was, why, and after how many attempts."""
+
+    what: str
+    reason: str
+    status: int | None = None
+    attempts: int = 1
+
+    def __str__(self) -> str:
+        code = f" (HTTP {self.status})" if self.status is not None else ""
+        return f"{self.what}: {self.reason}{code} after {self.attempts} attempt(s)"
+
+
+@attrs.define(kw_only=True)
+class CollectReport:
+    """Accounting of one collection.
+
+    ``planned`` units of work (pages, calls); each ends ``succeeded`` or in ``failures``.
+    ``requests`` counts HTTP requests actually sent (including retries); ``retried`` the retries.
+    """
+
+    source: str
+    planned: int = 0
+    succeeded: int = 0
+    failures: list[Failure] = attrs.field(factory=list)
+    requests: int = 0
+    retried: int = 0
+    rows: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    notes: list[str] = attrs.field(factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def complete(self) -> bool:
+        """True when every planned unit succeeded."""
+        return not self.failures and self.succeeded == self.planned
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "planned": self.planned,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "failures": [attrs.asdict(f) for f in self.failures],
+            "requests": self.requests,
+            "retried": self.retried,
+            "rows": self.rows,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "notes": list(self.notes),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class CollectResult:
+    """A collector's output: the frame (schema in :mod:`spotlake.model`) and its report."""
+
+    frame: pd.DataFrame = attrs.field(eq=False)
+    report: CollectReport
+
+
+@runtime_checkable
+class Collector(Protocol):
+    """The shape every collector has."""
+
+    source: str
+
+    async def acollect(self) -> CollectResult:
+        """Collect, concurrently where the source allows."""
+        ...
+
+    def collect(self) -> CollectResult:
+        """Blocking facade over :meth:`acollect` (safe inside a running event loop, e.g. Jupyter)."""
+        ...
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code.
+
+    Works whether or not an event loop is already running in this thread (a notebook has one):
+    in that case the coroutine runs on a fresh loop in a worker thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

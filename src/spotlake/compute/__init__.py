@@ -1,0 +1,1 @@
+"""Spot-first compute allocation with on-demand fallback (from the DCluster resource manager)."""

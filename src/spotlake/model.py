@@ -1,0 +1,245 @@
+"""Value objects and frame schemas shared by every part of spotlake.
+
+The collectors, the scoring engine, the stores and the allocator exchange pandas frames whose
+columns and dtypes are fixed here, so each part can be written and tested on its own. Missing data
+is ``<NA>``/``NaN`` (never ``-1`` or ``"N/A"``). Region names are Azure ARM names (``eastus``);
+size names keep Azure's case exactly (``Standard_DC2as_v5``).
+
+Schemas (column -> pandas dtype):
+
+``PRICES_SCHEMA`` (one row per (region, size) with a Linux price)
+    region, region_name, size, ondemand_price, spot_price, savings_pct
+``SPS_SCHEMA`` (one row per score returned by the Spot Placement Scores API)
+    size, region, zone (``<NA>`` for a regional request), desired_count, score (the API's string,
+    unknown strings kept), score_value (High=3, Medium=2, Low=1, else ``<NA>``), quota_available
+``EVICTION_SCHEMA`` (one row per (region, size) in Resource Graph's SpotResources)
+    region, size, eviction_bucket ("0-5" ... "20+", unknown kept), if_score (3.0 ... 1.0, else NaN)
+``SKUS_SCHEMA`` (one row per (size, region) from the Compute SKUs API)
+    size, region, family, vcpus, memory_gib, zones ("1,2,3" or ``<NA>``), restricted, restriction
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+import attrs
+import pandas as pd
+
+from spotlake.errors import ConfigError, PayloadError
+
+__all__ = [
+    "DESIRED_COUNTS",
+    "EVICTION_BUCKETS",
+    "EVICTION_SCHEMA",
+    "KNOWN_SCORES",
+    "PRICES_SCHEMA",
+    "SCORE_VALUES",
+    "SKUS_SCHEMA",
+    "SPS_SCHEMA",
+    "Secret",
+    "SpsCall",
+    "conform",
+    "empty_frame",
+    "if_score",
+    "score_value",
+]
+
+# --- Spot Placement Scores -------------------------------------------------------------------
+
+#: Score strings the SPS API documents. Others may appear (schema drift) and are kept as-is.
+KNOWN_SCORES: Final = ("High", "Medium", "Low", "DataNotFoundOrStale", "RestrictedSkuNotAvailable")
+
+#: Numeric value of a score; every other string has no numeric value (``<NA>``).
+SCORE_VALUES: Final[Mapping[str, int]] = {"High": 3, "Medium": 2, "Low": 1}
+
+#: The desired-count rotation: one count per 10-minute run, a full cycle every 110 minutes.
+DESIRED_COUNTS: Final = (1, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50)
+
+#: Per-call limits of the SPS API.
+MAX_SPS_REGIONS: Final = 8
+MAX_SPS_SIZES: Final = 5
+
+
+def score_value(score: str | None) -> int | None:
+    """High=3, Medium=2, Low=1; anything else (including unknown strings) has no score."""
+    if score is None:
+        return None
+    return SCORE_VALUES.get(score)
+
+
+# --- Eviction rate ---------------------------------------------------------------------------
+
+#: Eviction-rate buckets (percent) and the original system's IF score (higher = more stable).
+EVICTION_BUCKETS: Final[Mapping[str, float]] = {
+    "0-5": 3.0,
+    "5-10": 2.5,
+    "10-15": 2.0,
+    "15-20": 1.5,
+    "20+": 1.0,
+}
+
+
+def if_score(bucket: str | None) -> float:
+    """IF score of an eviction bucket; NaN for a missing or unknown bucket (kept, not guessed)."""
+    if bucket is None:
+        return math.nan
+    return EVICTION_BUCKETS.get(bucket.strip(), math.nan)
+
+
+# --- SPS calls -------------------------------------------------------------------------------
+
+
+def _check_names(
+    kind: str, limit: int
+) -> Callable[[object, attrs.Attribute[tuple[str, ...]], tuple[str, ...]], None]:
+    def check(_inst: object, _attr: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+        if not value:
+            raise ConfigError(f"an SPS call needs at least one {kind}")
+        if len(value) > limit:
+            raise ConfigError(f"an SPS call takes at most {limit} {kind}s, got {len(value)}: {list(value)}")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"an SPS call lists a {kind} twice: {list(value)}")
+
+    return check
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in values)
+
+
+@attrs.frozen(kw_only=True)
+class SpsCall:
+    """One Spot Placement Scores request: every size in ``sizes`` scored in every region of ``regions``.
+
+    The desired count and zonal/regional mode are chosen per run, not per call.
+    """
+
+    regions: tuple[str, ...] = attrs.field(
+        converter=_str_tuple, validator=_check_names("region", MAX_SPS_REGIONS)
+    )
+    sizes: tuple[str, ...] = attrs.field(converter=_str_tuple, validator=_check_names("size", MAX_SPS_SIZES))
+
+    @property
+    def cells(self) -> int:
+        """Number of (region, size) cells this call scores."""
+        return len(self.regions) * len(self.sizes)
+
+    def pairs(self) -> set[tuple[str, str]]:
+        """The (region, size) pairs this call covers."""
+        return {(r, s) for r in self.regions for s in self.sizes}
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"regions": list(self.regions), "sizes": list(self.sizes)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> SpsCall:
+        regions, sizes = data.get("regions"), data.get("sizes")
+        if not isinstance(regions, list) or not isinstance(sizes, list):
+            raise ConfigError(f"an SPS call needs lists 'regions' and 'sizes', got {dict(data)!r}")
+        return cls(regions=regions, sizes=sizes)
+
+
+# --- Secrets ---------------------------------------------------------------------------------
+
+
+@attrs.frozen(repr=False, eq=False)
+class Secret:
+    """A secret string that never shows itself: ``repr``/``str``/f-strings print ``Secret('***')``.
+
+    Call :meth:`reveal` at the single place that must send it (an HTTP header, an SDK argument).
+    """
+
+    _value: str = attrs.field(alias="value")
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> str:
+        # Refuse pickling so a secret cannot end up in a file by accident.
+        raise TypeError("spotlake.model.Secret cannot be pickled")
+
+
+# --- Frame schemas ---------------------------------------------------------------------------
+
+Schema = Mapping[str, str]
+
+PRICES_SCHEMA: Final[Schema] = {
+    "region": "string",
+    "region_name": "string",
+    "size": "string",
+    "ondemand_price": "float64",
+    "spot_price": "float64",
+    "savings_pct": "float64",
+}
+
+SPS_SCHEMA: Final[Schema] = {
+    "size": "string",
+    "region": "string",
+    "zone": "string",
+    "desired_count": "int64",
+    "score": "string",
+    "score_value": "Int8",
+    "quota_available": "boolean",
+}
+
+EVICTION_SCHEMA: Final[Schema] = {
+    "region": "string",
+    "size": "string",
+    "eviction_bucket": "string",
+    "if_score": "float64",
+}
+
+SKUS_SCHEMA: Final[Schema] = {
+    "size": "string",
+    "region": "string",
+    "family": "string",
+    "vcpus": "Int64",
+    "memory_gib": "float64",
+    "zones": "string",
+    "restricted": "boolean",
+    "restriction": "string",
+}
+
+
+def empty_frame(schema: Schema) -> pd.DataFrame:
+    """A zero-row frame with exactly the schema's columns and dtypes."""
+    return pd.DataFrame({col: pd.Series([], dtype=dtype) for col, dtype in schema.items()})
+
+
+def conform(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.DataFrame:
+    """Return ``frame`` with exactly the schema's columns, in order, cast to the schema's dtypes.
+
+    Raises :class:`PayloadError` naming ``source`` and the column when a column is missing or a
+    value cannot be cast (so a drifted payload becomes a clear error, not a KeyError downstream).
+    """
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise PayloadError(f"{source}: frame lacks columns {missing}", source=source)
+    out: dict[str, pd.Series] = {}
+    for col, dtype in schema.items():
+        try:
+            out[col] = frame[col].astype(pd.api.types.pandas_dtype(dtype))
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(
+                f"{source}: column {col!r} cannot be read as {dtype}: {exc}", source=source
+            ) from exc
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))

@@ -1,0 +1,1 @@
+"""Test support shipped with spotlake: a faithful, deterministic Azure emulator and fakes."""

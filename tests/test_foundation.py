@@ -1,0 +1,106 @@
+"""The package's foundations: cheap import, secrets never shown, call limits, fake time."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from spotlake.clock import FakeClock
+from spotlake.collect.http import Backoff, error_for_response, parse_retry_after
+from spotlake.errors import AuthError, ConfigError, InvalidRequestError, TransientCollectError
+from spotlake.model import SPS_SCHEMA, Secret, SpsCall, conform, empty_frame, if_score, score_value
+
+
+def test_import_spotlake_does_not_import_heavy_sdks() -> None:
+    code = (
+        "import sys, spotlake, spotlake.collect, spotlake.scoring, spotlake.storage, spotlake.compute;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'azure', 'moto'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_secret_is_redacted_everywhere() -> None:
+    s = Secret("hunter2-very-secret")
+    for shown in (repr(s), str(s), f"{s}", f"{s!r}", repr([s]), repr({"k": s})):
+        assert "hunter2" not in shown
+    assert s.reveal() == "hunter2-very-secret"
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+
+
+def test_sps_call_limits() -> None:
+    call = SpsCall(regions=["eastus", "westus"], sizes=("Standard_D2_v2",))
+    assert call.cells == 2 and call.pairs() == {("eastus", "Standard_D2_v2"), ("westus", "Standard_D2_v2")}
+    assert SpsCall.from_json(call.to_json()) == call
+    with pytest.raises(ConfigError):
+        SpsCall(regions=[f"r{i}" for i in range(9)], sizes=["s"])
+    with pytest.raises(ConfigError):
+        SpsCall(regions=["r"], sizes=[f"s{i}" for i in range(6)])
+    with pytest.raises(ConfigError):
+        SpsCall(regions=["r", "r"], sizes=["s"])
+
+
+def test_scores_and_buckets() -> None:
+    assert [score_value(s) for s in ("High", "Medium", "Low", "DataNotFoundOrStale", "Weird")] == [
+        3,
+        2,
+        1,
+        None,
+        None,
+    ]
+    assert if_score("0-5") == 3.0 and if_score("20+") == 1.0
+    assert if_score("??") != if_score("??")  # NaN
+
+
+def test_conform_names_missing_columns() -> None:
+    frame = empty_frame(SPS_SCHEMA)
+    assert list(conform(frame, SPS_SCHEMA, source="sps").dtypes.astype(str)) == list(SPS_SCHEMA.values())
+    with pytest.raises(Exception, match="lacks columns"):
+        conform(frame.drop(columns=["score"]), SPS_SCHEMA, source="sps")
+
+
+def test_fake_clock_sleeps_instantly() -> None:
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    clock.sleep(3600)
+    assert clock.now() == datetime(2026, 1, 1, 1, tzinfo=UTC)
+    assert clock.slept == [3600]
+
+
+def test_http_error_mapping() -> None:
+    req = httpx.Request("POST", "https://example.invalid/x")
+    r429 = httpx.Response(
+        429,
+        text="You have reached the maximum number of requests allowed. Please try again after 3600 seconds.",
+        request=req,
+    )
+    assert parse_retry_after(r429) == 3600.0
+    err = error_for_response("sps", "call", r429)
+    assert isinstance(err, TransientCollectError) and err.retry_after == 3600.0
+    r400 = httpx.Response(
+        400,
+        json={
+            "error": {
+                "code": "InvalidParameter",
+                "message": "The value 'xyz' provided for the input parameter 'desiredLocations' is not valid",
+            }
+        },
+        request=req,
+    )
+    err = error_for_response("sps", "call", r400)
+    assert isinstance(err, InvalidRequestError)
+    assert err.parameter == "desiredLocations" and err.invalid_values == ("xyz",)
+    assert isinstance(error_for_response("sps", "call", httpx.Response(403, request=req)), AuthError)
+    assert parse_retry_after(httpx.Response(503, headers={"Retry-After": "7"}, request=req)) == 7.0
+
+
+def test_backoff_honours_retry_after_and_is_bounded() -> None:
+    b = Backoff(base=1, cap=8, seed=1)
+    assert all(0 <= b.delay(n) <= 8 for n in range(1, 20))
+    assert b.delay(1, retry_after=30.0) >= 30.0
