@@ -30,6 +30,7 @@ demo: $(STAMP)
 
 ## make bench: benchmarks with baselines, report in benchmarks/results/
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m benchmarks
 
 clean:

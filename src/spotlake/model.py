@@ -16,6 +16,11 @@ Schemas (column -> pandas dtype):
     region, size, eviction_bucket ("0-5" ... "20+", unknown kept), if_score (3.0 ... 1.0, else NaN)
 ``SKUS_SCHEMA`` (one row per (size, region) from the Compute SKUs API)
     size, region, family, vcpus, memory_gib, zones ("1,2,3" or ``<NA>``), restricted, restriction
+``SNAPSHOT_SCHEMA`` (the merged frame of one run; key: size, region, zone, desired_count)
+    SPS columns, prices, eviction, family, T2/T3 and the observation time. Rows without an SPS
+    partner (a price with no score) are kept with ``<NA>`` SPS columns.
+``CHANGES_SCHEMA`` (what goes to the time-series sink): the snapshot columns plus ``change``
+    ("new", "changed" or "ceased") and ``changed_fields`` (comma-separated value columns).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import pandas as pd
 from spotlake.errors import ConfigError, PayloadError
 
 __all__ = [
+    "CHANGES_SCHEMA",
+    "CHANGE_KINDS",
     "DESIRED_COUNTS",
     "EVICTION_BUCKETS",
     "EVICTION_SCHEMA",
@@ -37,6 +44,8 @@ __all__ = [
     "PRICES_SCHEMA",
     "SCORE_VALUES",
     "SKUS_SCHEMA",
+    "SNAPSHOT_KEY",
+    "SNAPSHOT_SCHEMA",
     "SPS_SCHEMA",
     "Secret",
     "SpsCall",
@@ -217,6 +226,39 @@ SKUS_SCHEMA: Final[Schema] = {
     "zones": "string",
     "restricted": "boolean",
     "restriction": "string",
+}
+
+
+#: Key of a snapshot/changeset row.
+SNAPSHOT_KEY: Final = ("size", "region", "zone", "desired_count")
+
+SNAPSHOT_SCHEMA: Final[Schema] = {
+    "size": "string",
+    "region": "string",
+    "zone": "string",
+    "desired_count": "Int64",
+    "region_name": "string",
+    "family": "string",
+    "score": "string",
+    "score_value": "Int8",
+    "quota_available": "boolean",
+    "ondemand_price": "float64",
+    "spot_price": "float64",
+    "savings_pct": "float64",
+    "eviction_bucket": "string",
+    "if_score": "float64",
+    "t2": "Int64",
+    "t3": "Int64",
+    "observed_at": "datetime64[us, UTC]",
+}
+
+#: Change kinds in a changeset.
+CHANGE_KINDS: Final = ("new", "changed", "ceased")
+
+CHANGES_SCHEMA: Final[Schema] = {
+    **SNAPSHOT_SCHEMA,
+    "change": "string",
+    "changed_fields": "string",
 }
 
 
