@@ -1,0 +1,125 @@
+"""``python -m spotlake.testing.azure serve``: run the Azure emulator as a loopback HTTP server.
+
+Prints one line to stdout and flushes it, then serves until interrupted (SIGINT/SIGTERM)::
+
+    http://127.0.0.1:8123 {"url": "...", "tenant_id": "...", "client_id": "...", "client_secret": "...",
+                           "subscriptions": [...], "seed": 0}
+
+The first token is the base URL (every service and the token endpoint live under it); the rest is
+JSON with the credentials the emulator accepts. These are emulator-only values, never real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from types import FrameType
+
+from spotlake.clock import Clock, FakeClock, SystemClock
+from spotlake.errors import ConfigError
+from spotlake.testing.azure.emulator import AzureEmulator
+from spotlake.testing.azure.wire import base_url, make_server
+from spotlake.testing.faults import Faults
+from spotlake.testing.world import World
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m spotlake.testing.azure", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve every emulated Azure endpoint on a loopback port")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (0 = any free port; the URL is printed)")
+    serve.add_argument("--seed", type=int, default=0, help="world and credential seed (default 0)")
+    serve.add_argument("--regions", type=int, default=60, help="regions in a generated world (default 60)")
+    serve.add_argument("--sizes", type=int, default=800, help="VM sizes in a generated world (default 800)")
+    serve.add_argument("--layout", choices=("family", "uniform"), default="family")
+    serve.add_argument(
+        "--catalog", help="build the world from a catalog CSV instead (e.g. azure_vms_catalog.csv)"
+    )
+    serve.add_argument("--example", action="store_true", help="serve the published SPS example world")
+    serve.add_argument(
+        "--sps-per-hour", type=int, default=10, help="SPS calls per (subscription, location) per hour"
+    )
+    serve.add_argument(
+        "--clock",
+        choices=("fake", "system"),
+        default="fake",
+        help="fake: time moves only via POST /_emulator/clock (default); system: wall clock",
+    )
+    serve.add_argument(
+        "--start", help="start time of the fake clock (ISO 8601, default 2026-01-01T00:00:00Z)"
+    )
+    serve.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="ENDPOINT.KNOB=VALUE",
+        help="e.g. prices.latency=0.1, sps.errors.429=0.2, all.reset_rate=0.01 (repeatable)",
+    )
+    return parser
+
+
+def _world(args: argparse.Namespace) -> World:
+    if args.example:
+        return World.published_example(args.seed)
+    if args.catalog:
+        return World.from_catalog(args.catalog, seed=args.seed)
+    return World.generate(args.seed, n_regions=args.regions, n_sizes=args.sizes, layout=args.layout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        clock: Clock
+        if args.clock == "system":
+            clock = SystemClock()
+        else:
+            clock = FakeClock(datetime.fromisoformat(args.start) if args.start else None)
+        emu = AzureEmulator(
+            _world(args),
+            clock=clock,
+            faults=Faults.parse(args.fault),
+            sps_calls_per_hour=args.sps_per_hour,
+            seed=args.seed,
+        )
+        server = make_server(emu, args.host, args.port)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+    url = base_url(server)
+    info = {
+        "url": url,
+        "tenant_id": emu.tenant_id,
+        "client_id": emu.client_id,
+        "client_secret": emu.client_secret,
+        "subscriptions": list(emu.subscriptions),
+        "seed": args.seed,
+    }
+    sys.stdout.write(f"{url} {json.dumps(info)}\n")
+    sys.stdout.flush()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        # shutdown() blocks until serve_forever returns, so call it off the serving thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""The emulator world: determinism, realistic layout, the SPS model and the catalog world."""
+
+from __future__ import annotations
+
+import collections
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spotlake.errors import ConfigError
+from spotlake.model import DESIRED_COUNTS, EVICTION_BUCKETS, KNOWN_SCORES
+from spotlake.testing.regions import PUBLIC_REGIONS
+from spotlake.testing.world import World, family_of
+
+CATALOG = Path(__file__).resolve().parents[3] / "shared" / "data" / "azure_vms_catalog.csv"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def default_world() -> World:
+    return World.generate(0)
+
+
+def test_default_world_shape(default_world: World) -> None:
+    w = default_world
+    assert len(w.regions) == 60 and len(w.sizes) == 800
+    assert len({s.name for s in w.sizes}) == 800
+    assert w.regions[0].name == "eastus" and w.regions[0].display_name == "East US"
+    assert {r.name: r.display_name for r in w.regions}["westeurope"] == "West Europe"
+    assert w.region("eastus").zones == ("1", "2", "3") and w.region("westus").zones == ()
+    for s in w.sizes:
+        assert re.fullmatch(r"Standard_[A-Z]+\d+[a-z]*(_v\d+)?", s.name), s.name
+        assert s.family.startswith("standard") and s.family.endswith("Family")
+        assert s.vcpus >= 1 and s.memory_gib > 0
+    assert w.size("Standard_D2s_v3").family == "standardDSv3Family"
+    assert w.size("Standard_D2s_v3").vcpus == 2 and w.size("Standard_D2s_v3").memory_gib == 8
+    pairs = w.support_pairs()
+    assert 15_000 < len(pairs) < 40_000  # realistic: not every size everywhere
+    assert pairs < w.offered_pairs()  # some sizes are sold on demand only
+    for sub in w.subscriptions:
+        uuid.UUID(sub)
+
+
+def test_generation_is_deterministic_and_seeded() -> None:
+    a, b = World.generate(3, n_regions=20, n_sizes=200), World.generate(3, n_regions=20, n_sizes=200)
+    assert a.regions == b.regions and a.sizes == b.sizes and dict(a.offers) == dict(b.offers)
+    assert a.subscriptions == b.subscriptions
+    c = World.generate(4, n_regions=20, n_sizes=200)
+    assert c.support_pairs() != a.support_pairs()
+
+
+def test_family_layout_models_rollouts(default_world: World) -> None:
+    w = default_world
+    pairs = w.support_pairs()
+    per_region = collections.Counter(r for r, _ in pairs)
+    big = sum(per_region[r.name] for r in w.regions[:10]) / 10
+    small = sum(per_region[r.name] for r in w.regions[-10:]) / 10
+    assert big > 1.4 * small  # big regions get more families
+    # A size is supported in (almost) every region where another size of its family is.
+    by_family: dict[str, list[str]] = collections.defaultdict(list)
+    for s in w.sizes:
+        by_family[s.family].append(s.name)
+    agree = total = 0
+    for sizes in by_family.values():
+        for region in w.regions:
+            present = [(region.name, s) in pairs for s in sizes]
+            if any(present):
+                agree += sum(present)
+                total += len(present)
+    assert agree / total > 0.9
+    # Newer generations reach fewer regions than older ones.
+    reach = collections.Counter(s for _, s in pairs)
+    v3 = [reach[s.name] for s in w.sizes if s.family == "standardDSv3Family"]
+    v6 = [reach[s.name] for s in w.sizes if s.family == "standardDSv6Family"]
+    assert sum(v3) / len(v3) > sum(v6) / len(v6)
+
+
+def test_uniform_layout_is_independent_noise() -> None:
+    w = World.generate(0, n_regions=30, n_sizes=300, layout="uniform", density=0.4)
+    share = len(w.offered_pairs()) / (30 * 300)
+    assert 0.35 < share < 0.45
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"n_regions": 0}, {"n_regions": 61}, {"n_sizes": 0}, {"layout": "grid"}, {"density": 0.0}],
+)
+def test_generate_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        World.generate(0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_more_sizes_than_the_real_plan_still_unique() -> None:
+    w = World.generate(0, n_regions=3, n_sizes=1500)
+    assert len({s.name for s in w.sizes}) == 1500
+
+
+def test_sps_score_is_pure_and_uses_ten_minute_buckets(default_world: World) -> None:
+    w = default_world
+    region, size = sorted(w.support_pairs())[0]
+    zone = w.region(region).zones[0] if w.region(region).zones else None
+    s = w.sps_score(region, size, zone, 1, T0)
+    assert s in KNOWN_SCORES
+    assert w.sps_score(region, size, zone, 1, T0 + timedelta(minutes=9, seconds=59)) == s
+    assert World.generate(0).sps_score(region, size, zone, 1, T0) == s
+
+
+def test_sps_scores_change_slowly_and_drop_with_count(default_world: World) -> None:
+    w = default_world
+    fractions = []
+    lows = {}
+    for count in (1, 50):
+        a = w.sps_scores_frame(T0, count)
+        b = w.sps_scores_frame(T0 + timedelta(minutes=10), count)
+        fractions.append(float((a["score"] != b["score"]).mean()))
+        lows[count] = float((a["score"] == "Low").mean())
+    assert all(0.005 < f < 0.05 for f in fractions), fractions
+    assert lows[50] > lows[1] + 0.2
+    # Over a day most cells have moved at least once (the level drifts).
+    day = w.sps_scores_frame(T0 + timedelta(days=1), 1)
+    assert float((w.sps_scores_frame(T0, 1)["score"] != day["score"]).mean()) > 0.2
+
+
+def test_every_known_score_occurs(default_world: World) -> None:
+    w = default_world
+    frame = w.sps_scores_frame(T0, 1)
+    seen = set(frame["score"])
+    assert {"High", "Medium", "Low", "DataNotFoundOrStale"} <= seen
+    unsupported = sorted(w.offered_pairs() - w.support_pairs())[:50] + [
+        (r.name, "Standard_ND96as_v4") for r in w.regions[-20:]
+    ]
+    scores = {w.sps_score(r, s, None, 1, T0) for r, s in unsupported if w.has_size(s)}
+    assert "RestrictedSkuNotAvailable" in scores
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    minutes=st.integers(min_value=0, max_value=60 * 24 * 30),
+    count=st.sampled_from(DESIRED_COUNTS),
+    zonal=st.booleans(),
+)
+def test_vectorised_scores_equal_scalar_scores(minutes: int, count: int, zonal: bool) -> None:
+    w = World.generate(1, n_regions=8, n_sizes=60)
+    at = T0 + timedelta(minutes=minutes)
+    pairs = [*sorted(w.offered_pairs())[:40], ("eastus", w.sizes[-1].name)]
+    frame = w.sps_scores_frame(at, count, zonal=zonal, pairs=pairs)
+    for row in frame.to_dict("records"):
+        region, size, zone = str(row["region"]), str(row["size"]), row["zone"]
+        zone_name = None if pd.isna(zone) else str(zone)
+        assert w.sps_score(region, size, zone_name, count, at) == row["score"]
+        assert w.quota_available(region, size, count, at) == row["quota_available"]
+
+
+def test_sps_score_rejects_unknown_inputs(default_world: World) -> None:
+    w = default_world
+    with pytest.raises(ConfigError, match="no region"):
+        w.sps_score("atlantis", "Standard_D2s_v3", None, 1, T0)
+    with pytest.raises(ConfigError, match="no VM size"):
+        w.sps_score("eastus", "Standard_Nope", None, 1, T0)
+    with pytest.raises(ConfigError, match="no zone"):
+        w.sps_score("westus", "Standard_D2s_v3", "1", 1, T0)
+    with pytest.raises(ConfigError):
+        w.sps_score("eastus", "Standard_D2s_v3", None, 0, T0)
+
+
+def test_quota_and_eviction(default_world: World) -> None:
+    w = default_world
+    assert w.quota_available("eastus", "Standard_D2s_v3", 1, T0)
+    assert not w.quota_available("eastus", "Standard_D64s_v3", 50, T0)
+    buckets = collections.Counter(b for _, _, b in w.eviction_rows())
+    assert set(buckets) == set(EVICTION_BUCKETS)
+    assert buckets["0-5"] > buckets["20+"]
+    assert len(w.eviction_rows()) < len(w.support_pairs())  # some pairs have no row
+    assert w.eviction_bucket("eastus", "Standard_Nope") is None
+
+
+def test_published_example_world() -> None:
+    w = World.published_example()
+    got = [w.sps_score(r, "Standard_D2_v2", z, 1, T0) for r in ("eastus", "eastus2") for z in ("1", "2", "3")]
+    assert got == ["High"] * 5 + ["DataNotFoundOrStale"]
+
+
+@pytest.mark.skipif(not CATALOG.exists(), reason="shared catalog CSV not present")
+def test_catalog_world() -> None:
+    w = World.from_catalog(CATALOG)
+    assert len(w.regions) == 9 and len(w.sizes) == 842
+    assert len(w.support_pairs()) == 5658
+    assert all(r.name in {n for n, _, _ in PUBLIC_REGIONS} for r in w.regions)
+    assert w.region("eastus").display_name == "East US"
+    od, spot = w.price("eastus", "Basic_A1")
+    assert (od, spot) == (0.023, 0.0161)
+    assert w.size("Standard_D2s_v3").family == "standardDSv3Family"
+
+
+def test_catalog_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        World.from_catalog(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("InstanceType,vCPUs,MemoryGiB,Price,SpotPrice,Region\nStandard_X1,1,1,0.1,,mars\n")
+    with pytest.raises(ConfigError, match="unknown Azure region"):
+        World.from_catalog(bad)
+
+
+@pytest.mark.parametrize(
+    ("size", "family"),
+    [
+        ("Standard_D2s_v3", "standardDSv3Family"),
+        ("Standard_D2_v2", "standardDv2Family"),
+        ("Standard_DC2as_v5", "standardDCASv5Family"),
+        ("Standard_NC24ads_A100_v4", "standardNCADSA100v4Family"),
+        ("Standard_E64-16ds_v4", "standardEDSv4Family"),
+        ("Basic_A1", "basicAFamily"),
+    ],
+)
+def test_family_of(size: str, family: str) -> None:
+    assert family_of(size) == family
