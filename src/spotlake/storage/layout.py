@@ -1,0 +1,308 @@
+"""Where each thing lives in a store, and how frames and documents become bytes.
+
+The same relative keys are used by the local directory (relative paths under the root) and by S3
+(keys under ``bucket/prefix``)::
+
+    raw/source={source}/date=YYYY-MM-DD/HH-MM.parquet    one file per source and run minute
+    merged/date=YYYY-MM-DD/HH-MM.parquet                 the merged snapshot of a run
+    changes/date=YYYY-MM-DD/HH-MM.parquet                the changeset of a run
+    state/CURRENT                                        pointer: JSON naming the committed generation
+    state/generations/{version}/manifest.json            what the generation holds
+    state/generations/{version}/frames/{name}.parquet    state frames
+    state/generations/{version}/docs/{name}.json         state documents
+
+``source=`` and ``date=`` are Hive partitions, so pandas, pyarrow.dataset, DuckDB
+(``hive_partitioning=1``), Athena and Spark read the tree without spotlake. No frame schema has a
+``source`` or ``date`` column, so partition columns never clash on read. Each per-run file also
+carries a ``run_at`` column (timestamp[us, UTC], the run minute) so rows read in bulk say which run
+they came from; :func:`decode_run_frame` drops it again.
+
+Files that are being written start with ``.`` (``.HH-MM.parquet.<id>.tmp``), which pyarrow, pandas
+and Spark skip and which ``*.parquet`` globs do not match.
+
+Versions are ``g{seq:012d}-{random}``: ``seq`` is the parent's ``seq`` + 1, so versions sort in
+commit order whatever the wall clock says, and two runs racing from the same parent get distinct
+names (only one of them can be published).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import attrs
+import pandas as pd
+
+from spotlake.clock import ensure_utc
+from spotlake.errors import ConfigError, CorruptStoreError, StorageError
+from spotlake.model import (
+    CHANGES_SCHEMA,
+    EVICTION_SCHEMA,
+    PRICES_SCHEMA,
+    SKUS_SCHEMA,
+    SNAPSHOT_SCHEMA,
+    SPS_SCHEMA,
+    Schema,
+)
+from spotlake.storage.base import FRAME_KINDS, RAW_SOURCES, FrameKind
+
+__all__ = [
+    "CURRENT_KEY",
+    "GENERATIONS_PREFIX",
+    "RUN_AT_COLUMN",
+    "Pointer",
+    "check_name",
+    "decode_doc",
+    "decode_frame",
+    "decode_run_frame",
+    "encode_doc",
+    "encode_frame",
+    "encode_run_frame",
+    "frame_key",
+    "frame_prefix",
+    "generation_prefix",
+    "new_version",
+    "parse_frame_key",
+    "run_minute",
+    "schema_for",
+    "version_seq",
+]
+
+RUN_AT_COLUMN: Final = "run_at"
+CURRENT_KEY: Final = "state/CURRENT"
+GENERATIONS_PREFIX: Final = "state/generations/"
+
+# zstd: smaller than snappy at similar speed, and read by pandas/pyarrow, DuckDB, Athena and Spark.
+PARQUET_COMPRESSION: Final = "zstd"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VERSION_RE = re.compile(r"^g(\d{12})-[0-9a-f]{8,32}$")
+_FRAME_FILE_RE = re.compile(r"^(\d{2})-(\d{2})\.parquet$")
+
+_SCHEMAS: Final[Mapping[str, Schema]] = {
+    "raw/prices": PRICES_SCHEMA,
+    "raw/sps": SPS_SCHEMA,
+    "raw/eviction": EVICTION_SCHEMA,
+    "raw/skus": SKUS_SCHEMA,
+    "merged": SNAPSHOT_SCHEMA,
+    "changes": CHANGES_SCHEMA,
+}
+
+
+def check_name(what: str, name: str) -> str:
+    """A state frame/doc name must be a safe file name (letters, digits, ``_ . -``)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"{what} name {name!r} is not usable as a file name: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit, at most 128 characters)"
+        )
+    return name
+
+
+def _check_kind(kind: str, source: str | None) -> None:
+    if kind not in FRAME_KINDS:
+        raise ConfigError(f"unknown frame kind {kind!r}; use one of {list(FRAME_KINDS)}")
+    if kind == "raw":
+        if source not in RAW_SOURCES:
+            raise ConfigError(f"raw frames need source= one of {list(RAW_SOURCES)}, got {source!r}")
+    elif source is not None:
+        raise ConfigError(f"{kind} frames have no source (got source={source!r})")
+
+
+def schema_for(kind: FrameKind, source: str | None = None) -> Schema:
+    """The documented schema of a frame kind (for validation and empty reads)."""
+    _check_kind(kind, source)
+    return _SCHEMAS[f"raw/{source}" if kind == "raw" else kind]
+
+
+def run_minute(at: datetime) -> datetime:
+    """The run minute a timestamp files under (UTC, seconds dropped): runs are keyed per minute."""
+    return ensure_utc(at).replace(second=0, microsecond=0)
+
+
+def frame_prefix(kind: FrameKind, source: str | None = None) -> str:
+    """``raw/source=sps/`` or ``merged/``: the folder holding every file of a kind."""
+    _check_kind(kind, source)
+    return f"raw/source={source}/" if kind == "raw" else f"{kind}/"
+
+
+def frame_key(kind: FrameKind, at: datetime, source: str | None = None) -> str:
+    """``raw/source=sps/date=2026-01-01/12-30.parquet`` for a run at 12:30 UTC."""
+    minute = run_minute(at)
+    return f"{frame_prefix(kind, source)}date={minute:%Y-%m-%d}/{minute:%H-%M}.parquet"
+
+
+def parse_frame_key(key: str) -> datetime | None:
+    """The run minute of a frame key (relative to its kind prefix or not); ``None`` if not a frame file."""
+    parts = key.rsplit("/", 2)
+    if len(parts) < 2:
+        return None
+    date_part, file_part = parts[-2], parts[-1]
+    match = _FRAME_FILE_RE.fullmatch(file_part)
+    if not date_part.startswith("date=") or match is None:
+        return None
+    try:
+        day = datetime.strptime(date_part[5:], "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return day + timedelta(hours=int(match.group(1)), minutes=int(match.group(2)))
+
+
+def generation_prefix(version: str) -> str:
+    return f"{GENERATIONS_PREFIX}{version}/"
+
+
+def new_version(parent_seq: int) -> str:
+    """A fresh generation id one step after ``parent_seq``."""
+    return f"g{parent_seq + 1:012d}-{uuid.uuid4().hex[:12]}"
+
+
+def version_seq(version: str) -> int | None:
+    """The sequence number of a version id, ``None`` if the name is not a version."""
+    match = _VERSION_RE.fullmatch(version)
+    return int(match.group(1)) if match else None
+
+
+# --- the CURRENT pointer ---------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Pointer:
+    """Content of ``state/CURRENT``: the committed generation and the ones kept before it."""
+
+    version: str
+    seq: int
+    committed_at: datetime
+    run_id: str | None = None
+    previous: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        body = {
+            "format": 1,
+            "version": self.version,
+            "seq": self.seq,
+            "committed_at": self.committed_at.isoformat(),
+            "run_id": self.run_id,
+            "previous": list(self.previous),
+        }
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def decode(cls, data: bytes, *, where: str) -> Pointer:
+        try:
+            body = json.loads(data)
+            return cls(
+                version=str(body["version"]),
+                seq=int(body["seq"]),
+                committed_at=ensure_utc(datetime.fromisoformat(body["committed_at"])),
+                run_id=body.get("run_id"),
+                previous=tuple(str(v) for v in body.get("previous", ())),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptStoreError(
+                f"state pointer {where} is not a spotlake pointer ({exc}); nothing was changed. Restore it "
+                f"from a generation under {GENERATIONS_PREFIX} (see docs/operations.md, 'Recovery')"
+            ) from exc
+
+
+# --- codecs ----------------------------------------------------------------------------------
+
+
+#: Parquet schema metadata key recording the dtypes of a frame's (non-range) index. pyarrow's pandas
+#: metadata restores the index itself (so plain pandas gets it back too), but not always its dtype
+#: (a ``string`` index comes back as ``str``); spotlake casts it back on read.
+_INDEX_META: Final = b"spotlake.index_dtypes"
+
+
+def encode_frame(frame: pd.DataFrame, *, what: str) -> bytes:
+    """Parquet bytes of a frame, keeping dtypes (string, Int64, boolean, tz-aware) and the index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pandas(frame)
+        if not isinstance(frame.index, pd.RangeIndex):
+            dtypes = [str(frame.index.get_level_values(i).dtype) for i in range(frame.index.nlevels)]
+            meta = dict(table.schema.metadata or {})
+            meta[_INDEX_META] = json.dumps(dtypes).encode()
+            table = table.replace_schema_metadata(meta)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=PARQUET_COMPRESSION)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/ArrowTypeError/ArrowNotImplementedError
+        raise StorageError(f"cannot write {what} as Parquet: {type(exc).__name__}: {exc}") from exc
+    return buf.getvalue()
+
+
+def decode_frame(data: bytes, *, where: str) -> pd.DataFrame:
+    """The frame in Parquet bytes; :class:`CorruptStoreError` naming ``where`` if unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+        frame: pd.DataFrame = table.to_pandas()
+        raw_meta = (table.schema.metadata or {}).get(_INDEX_META)
+        if raw_meta:
+            dtypes = json.loads(raw_meta)
+            levels = [
+                frame.index.get_level_values(i).astype(pd.api.types.pandas_dtype(d))
+                for i, d in enumerate(dtypes)
+            ]
+            frame.index = (
+                levels[0] if len(levels) == 1 else pd.MultiIndex.from_arrays(levels, names=frame.index.names)
+            )
+    except Exception as exc:  # any decoding failure means the file is damaged
+        raise CorruptStoreError(
+            f"{where} is not readable Parquet ({type(exc).__name__}: {exc}); nothing was overwritten"
+        ) from exc
+    return frame
+
+
+def encode_run_frame(frame: pd.DataFrame, *, at: datetime, what: str) -> bytes:
+    """Parquet bytes of a per-run frame with its ``run_at`` column appended (index dropped)."""
+    if RUN_AT_COLUMN in frame.columns:
+        raise ConfigError(
+            f"{what} has a column named {RUN_AT_COLUMN!r}, which the store adds itself; rename it"
+        )
+    stamped = frame.reset_index(drop=True)
+    run_at = pd.Timestamp(run_minute(at)).as_unit("us")
+    stamped[RUN_AT_COLUMN] = pd.Series(run_at, index=stamped.index, dtype="datetime64[us, UTC]")
+    return encode_frame(stamped, what=what)
+
+
+def decode_run_frame(data: bytes, *, where: str) -> pd.DataFrame:
+    """The frame as it was put (``run_at`` column removed)."""
+    frame = decode_frame(data, where=where)
+    return frame.drop(columns=[RUN_AT_COLUMN], errors="ignore")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_doc(doc: Mapping[str, Any], *, name: str) -> bytes:
+    """JSON bytes of a state document (datetimes as ISO strings; NaN refused)."""
+    try:
+        text = json.dumps(dict(doc), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"state document {name!r} is not JSON-serialisable ({exc}); store only str/int/float/bool/"
+            "None/list/dict (datetimes become ISO strings; NaN is not allowed: use None)"
+        ) from exc
+    return (text + "\n").encode()
+
+
+def decode_doc(data: bytes, *, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise CorruptStoreError(f"{where} is not valid JSON ({exc}); nothing was overwritten") from exc
+    if not isinstance(value, dict):
+        raise CorruptStoreError(f"{where} holds a JSON {type(value).__name__}, not an object")
+    return value

@@ -1,0 +1,361 @@
+"""The S3 store: the local layout under ``s3://bucket/prefix``, with conditional writes for safety.
+
+* Objects are written with one ``PutObject`` each (S3 replaces an object atomically).
+* ``state/CURRENT`` is replaced with ``If-Match: <etag it had when read>``, or created with
+  ``If-None-Match: *`` on the first commit, so of two runs committing on the same parent exactly one
+  succeeds; the other gets :class:`~spotlake.errors.ConflictError` (S3 answers 412, or 409 when two
+  conditional writes race).
+* The run lock is the object ``.spotlake.lock``, created with ``If-None-Match: *``. It records the
+  holder and an expiry; a lock past its expiry (its run died) is taken over with
+  ``If-Match: <etag of the expired lock>``, so two waiting runs cannot both take it. It is released
+  with a conditional ``DeleteObject`` (``If-Match``), so a run never deletes a lock taken over from it.
+* An empty bucket works: nothing needs seeding.
+
+IAM: ``s3:GetObject``, ``s3:PutObject``, ``s3:DeleteObject`` on ``bucket/prefix/*`` and
+``s3:ListBucket`` on the bucket (with an ``s3:prefix`` condition if you like).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import attrs
+
+from spotlake.clock import Clock, SystemClock, ensure_utc
+from spotlake.errors import ConfigError, ConflictError, LockedError, StorageError
+from spotlake.storage.aws import (
+    ACCESS_DENIED_CODES,
+    error_code,
+    error_message,
+    http_status,
+    make_client,
+    transport_error,
+)
+from spotlake.storage.base import LockInfo
+from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
+
+__all__ = ["DEFAULT_S3_LOCK_TTL", "S3Backend", "S3Store", "parse_s3_url"]
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = ".spotlake.lock"
+
+#: An S3 lock older than this is presumed dead and may be taken over. Runs start every 10 minutes
+#: and take a few; 30 minutes lets a slow run finish while a crashed one blocks at most 3 runs.
+DEFAULT_S3_LOCK_TTL = timedelta(minutes=30)
+
+#: How often a waiting locker polls the lock object (seconds, on the store's clock).
+LOCK_POLL_SECONDS = 5.0
+
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    if not url.startswith("s3://"):
+        raise ConfigError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ConfigError(f"S3 URL {url!r} names no bucket (expected s3://bucket/prefix)")
+    return bucket, prefix.strip("/")
+
+
+class S3Backend:
+    """Objects under ``s3://bucket/prefix`` (see :class:`~spotlake.storage.core.Backend`)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        clock: Clock | None = None,
+        lock_ttl: timedelta = DEFAULT_S3_LOCK_TTL,
+        poll_seconds: float = LOCK_POLL_SECONDS,
+    ) -> None:
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._client = client if client is not None else make_client("s3")
+        self._clock: Clock = clock or SystemClock()
+        self._lock_ttl = lock_ttl
+        self._poll = poll_seconds
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self._bucket}/{self._prefix}" if self._prefix else f"s3://{self._bucket}"
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def key(self, rel: str) -> str:
+        """The full object key of a store-relative key."""
+        return f"{self._prefix}/{rel}" if self._prefix else rel
+
+    def _rel(self, full: str) -> str:
+        return full[len(self._prefix) + 1 :] if self._prefix else full
+
+    def _fail(self, exc: BaseException, action: str, rel: str) -> NoReturn:
+        where = f"s3://{self._bucket}/{self.key(rel)}"
+        code = error_code(exc)
+        if code == "NoSuchBucket":
+            raise StorageError(
+                f"bucket {self._bucket!r} does not exist (while trying to {action} {where}); create it "
+                "first (aws s3 mb) or fix the store URL"
+            ) from exc
+        if code in ACCESS_DENIED_CODES or http_status(exc) == 403:
+            raise StorageError(
+                f"access denied trying to {action} {where} ({code}); the role needs s3:GetObject, "
+                f"s3:PutObject, s3:DeleteObject on {self.url}/* and s3:ListBucket on the bucket"
+            ) from exc
+        if transport_error(exc):
+            raise StorageError(f"could not reach S3 to {action} {where}: {exc}") from exc
+        raise StorageError(f"S3 refused to {action} {where}: {code}: {error_message(exc)}") from exc
+
+    # --- objects -------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=self.key(key), Body=data)
+        except Exception as exc:
+            self._fail(exc, "write", key)
+
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=self.key(key))
+            return response["Body"].read(), str(response["ETag"])
+        except Exception as exc:
+            if error_code(exc) in _MISSING_CODES:
+                return None
+            self._fail(exc, "read", key)
+
+    def get(self, key: str) -> bytes | None:
+        found = self._get(key)
+        return found[0] if found else None
+
+    def children(self, prefix: str) -> list[str]:
+        full = self.key(prefix)
+        out: list[str] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=full, Delimiter="/"):
+                out.extend(p["Prefix"][len(full) :] for p in page.get("CommonPrefixes", []))
+                out.extend(o["Key"][len(full) :] for o in page.get("Contents", []))
+        except Exception as exc:
+            self._fail(exc, "list", prefix)
+        return [name for name in out if name and not name.startswith(".")]
+
+    def list_tree(self, prefix: str) -> list[str]:
+        full = self.key(prefix)
+        out: list[str] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=full):
+                out.extend(self._rel(o["Key"]) for o in page.get("Contents", []))
+        except Exception as exc:
+            self._fail(exc, "list", prefix)
+        return sorted(out)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        # DeleteObjects takes at most 1000 keys per call.
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            try:
+                response = self._client.delete_objects(
+                    Bucket=self._bucket,
+                    Delete={"Objects": [{"Key": self.key(k)} for k in chunk], "Quiet": True},
+                )
+            except Exception as exc:
+                self._fail(exc, "delete objects under", chunk[0])
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"S3 could not delete {len(errors)} object(s) under {self.url}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
+
+    # --- pointer -------------------------------------------------------------------------------
+
+    def read_pointer(self, key: str) -> tuple[bytes, str] | None:
+        return self._get(key)
+
+    def swap_pointer(self, key: str, data: bytes, *, token: str | None) -> None:
+        condition = {"IfMatch": token} if token is not None else {"IfNoneMatch": "*"}
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=self.key(key), Body=data, **condition)
+        except Exception as exc:
+            if error_code(exc) in _CONFLICT_CODES or http_status(exc) in (409, 412):
+                raise ConflictError(f"s3://{self._bucket}/{self.key(key)} changed since it was read") from exc
+            self._fail(exc, "update", key)
+
+    # --- run lock ------------------------------------------------------------------------------
+
+    def lock(self, run_id: str, *, timeout: float) -> AbstractContextManager[LockInfo]:
+        return self._run_lock(run_id, timeout)
+
+    def _owner(self) -> str:
+        owner = f"pid {os.getpid()} on host {socket.gethostname()}"
+        job = os.environ.get("AWS_BATCH_JOB_ID")
+        return f"{owner}, AWS Batch job {job}" if job else owner
+
+    def _conditional_put(self, body: bytes, condition: dict[str, str]) -> str | None:
+        """Put the lock object under a condition; its ETag, or ``None`` if the condition failed."""
+        try:
+            response = self._client.put_object(
+                Bucket=self._bucket, Key=self.key(LOCK_KEY), Body=body, **condition
+            )
+            return str(response["ETag"])
+        except Exception as exc:
+            if error_code(exc) in _CONFLICT_CODES or http_status(exc) in (409, 412):
+                return None
+            self._fail(exc, "take the lock", LOCK_KEY)
+
+    @contextlib.contextmanager
+    def _run_lock(self, run_id: str, timeout: float) -> Iterator[LockInfo]:
+        deadline = self._clock.monotonic() + max(timeout, 0.0)
+        races = 0
+        while True:
+            now = ensure_utc(self._clock.now())
+            info = LockInfo(
+                run_id=run_id, owner=self._owner(), acquired_at=now, expires_at=now + self._lock_ttl
+            )
+            body = _encode_lock(info)
+            etag = self._conditional_put(body, {"IfNoneMatch": "*"})
+            if etag is not None:
+                break
+            found = self._get(LOCK_KEY)
+            holder = _decode_lock(found[0]) if found else None
+            if found is None or holder is None or holder.expires_at is None or holder.expires_at <= now:
+                # Gone, unreadable or expired: take it (over) at once, conditionally, so of two
+                # waiting runs only one succeeds; the loser looks again.
+                if found is not None:
+                    etag = self._conditional_put(body, {"IfMatch": found[1]})
+                    if etag is not None:
+                        previous = holder.describe() if holder else "an unreadable lock object"
+                        info = attrs.evolve(info, recovered=previous)
+                        log.warning(
+                            "%s: took over the expired lock of %s (never released: presumably it died)",
+                            self.url,
+                            previous,
+                        )
+                        break
+                races += 1
+                if races > 20:  # a lock that keeps changing hands this fast means a misbehaving peer
+                    raise LockedError(f"store {self.url}: the lock object keeps changing; try again later")
+                continue
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                raise LockedError(self._locked_message(holder, timeout))
+            self._clock.sleep(min(self._poll, remaining))
+        try:
+            yield info
+        finally:
+            self._release(etag, info)
+
+    def _release(self, etag: str, info: LockInfo) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=self.key(LOCK_KEY), IfMatch=etag)
+        except Exception as exc:
+            if error_code(exc) in _CONFLICT_CODES or http_status(exc) in (409, 412):
+                log.warning(
+                    "%s: the lock of %s expired and was taken over by another run before it was released; "
+                    "raise the lock TTL if runs legitimately take this long",
+                    self.url,
+                    info.describe(),
+                )
+                return
+            if error_code(exc) in _MISSING_CODES:
+                return
+            self._fail(exc, "release the lock", LOCK_KEY)
+
+    def _locked_message(self, holder: LockInfo, timeout: float) -> str:
+        waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
+        until = holder.expires_at.isoformat() if holder.expires_at else "?"
+        return (
+            f"store {self.url} is locked by {holder.describe()}{waited}. Wait for it to finish; if that run "
+            f"died, its lock expires at {until} and the next run takes it over (or delete "
+            f"s3://{self._bucket}/{self.key(LOCK_KEY)} once you are sure it is gone)"
+        )
+
+
+def _encode_lock(info: LockInfo) -> bytes:
+    return json.dumps(
+        {
+            "run_id": info.run_id,
+            "owner": info.owner,
+            "acquired_at": info.acquired_at.isoformat(),
+            "expires_at": info.expires_at.isoformat() if info.expires_at else None,
+            "nonce": uuid.uuid4().hex,  # distinct ETags even when two runs write identical bodies
+        }
+    ).encode()
+
+
+def _decode_lock(data: bytes) -> LockInfo | None:
+    try:
+        body = json.loads(data)
+        expires = body.get("expires_at")
+        return LockInfo(
+            run_id=str(body["run_id"]),
+            owner=str(body["owner"]),
+            acquired_at=ensure_utc(datetime.fromisoformat(body["acquired_at"])),
+            expires_at=ensure_utc(datetime.fromisoformat(expires)) if expires else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class S3Store(ObjectStore):
+    """A :class:`~spotlake.storage.base.SnapshotStore` under ``s3://bucket/prefix``.
+
+    ``client`` is a boto3 S3 client (built from the default credential chain when omitted).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        clock: Clock | None = None,
+        keep_generations: int = DEFAULT_KEEP_GENERATIONS,
+        lock_ttl: timedelta = DEFAULT_S3_LOCK_TTL,
+        poll_seconds: float = LOCK_POLL_SECONDS,
+    ) -> None:
+        clock = clock or SystemClock()
+        backend = S3Backend(
+            bucket, prefix, client=client, clock=clock, lock_ttl=lock_ttl, poll_seconds=poll_seconds
+        )
+        super().__init__(backend, clock=clock, keep_generations=keep_generations)
+        self._s3 = backend
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> S3Store:
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, **kwargs)
+
+    @property
+    def bucket(self) -> str:
+        return self._s3.bucket
+
+    @property
+    def client(self) -> Any:
+        return self._s3.client
+
+    def object_key(self, rel: str) -> str:
+        """The full S3 key of a store-relative key (e.g. ``state/CURRENT``)."""
+        return self._s3.key(rel)
