@@ -18,6 +18,7 @@ import http
 import io
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -138,6 +139,16 @@ def base_url(server: ThreadingHTTPServer) -> str:
     return f"http://{shown}:{port}"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up before the answer is written (a crawler cancelling speculative pages,
+    a timed-out request) is normal traffic, not a server error: don't print a traceback for it."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def make_server(emu: AzureEmulator, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A ready (not yet serving) threaded HTTP server answering from ``emu``."""
     real = SystemClock()
@@ -182,7 +193,7 @@ def make_server(emu: AzureEmulator, host: str = "127.0.0.1", port: int = 0) -> T
         do_PUT = _serve
         do_DELETE = _serve
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _QuietServer((host, port), Handler)
     server.daemon_threads = True
     netloc = base_url(server).removeprefix("http://")
     return server
