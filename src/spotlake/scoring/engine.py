@@ -1,0 +1,454 @@
+"""One call per collection run: merge the sources, update the T2/T3 history, detect changes.
+
+::
+
+    from spotlake.scoring.engine import Coverage, ScoringState, score_run
+
+    result = score_run(prev_state_or_None, sps=..., prices=..., eviction=..., skus=...,
+                       at=run_time, desired_count=10,
+                       covered=Coverage.from_calls(succeeded_calls, prices_complete=True))
+    result.snapshot   # SNAPSHOT_SCHEMA: this run's merged rows, with T2/T3
+    result.changes    # CHANGES_SCHEMA: new / changed / ceased rows for the time-series sink
+    result.state      # ScoringState to persist for the next run
+    result.report     # counts, .to_json()
+
+Pure: no I/O, no clock (the run time is an argument). What a run compares (docs/data-model.md):
+
+* the *view* of a key (size, region, zone, count) is its last observation (every snapshot column
+  as of then); a run observes one count, so an observed row is compared with that same count's
+  last observation, never with another count;
+* ``new``: observed, no live previous observation; ``changed``: a value column differs (T2/T3
+  included); ``ceased``: the key was live and this run *could* have seen it but did not, i.e.
+  (a) its count is this run's count, its (region, size) is in ``covered.sps_pairs`` (the SPS call
+  succeeded) and it is of the run's zone mode, or (b) the price crawl is complete and its
+  (region, size) has neither a price nor an SPS row any more (all its counts cease);
+* keys whose SPS call failed are *unknown*: kept unchanged in the state, counted in the report;
+* a source marked incomplete does not erase values: an observed row whose pair is missing from
+  an incomplete source keeps the previous observation's values for that source's columns;
+* observations older than ``max_age`` are forgotten at the start of the run (counted as
+  ``expired``; a forgotten key that comes back is ``new``).
+
+Hence ``diff.apply(prev.expire(at, max_age)[0].view(), result.changes)`` equals
+``result.state.view()`` on the key and value columns (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Final
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from spotlake.errors import ConfigError
+from spotlake.model import (
+    CHANGES_SCHEMA,
+    DESIRED_COUNTS,
+    PRICES_SCHEMA,
+    SNAPSHOT_KEY,
+    SNAPSHOT_SCHEMA,
+    SpsCall,
+)
+from spotlake.scoring.diff import changed_fields, conformed, differences, frame_repr, sort_view
+from spotlake.scoring.history import (
+    CELL_KEY,
+    DEFAULT_MAX_AGE,
+    SLOT_COLUMNS,
+    ScoringState,
+    clear_rows,
+    tiers,
+    utc_timestamp,
+)
+from spotlake.scoring.merge import MergeReport, merge_sources
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "Coverage",
+    "ScoreReport",
+    "ScoreResult",
+    "ScoringState",
+    "score_run",
+]
+
+_PAIR: Final = ["region", "size"]
+_CELL: Final = list(CELL_KEY)
+#: Columns each source provides; when the source is incomplete they are carried over.
+_SOURCE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "prices": ("region_name", "ondemand_price", "spot_price", "savings_pct"),
+    "eviction": ("eviction_bucket", "if_score"),
+    "skus": ("family",),
+}
+
+
+def _pairs_frame(value: pd.DataFrame | Iterable[tuple[str, str]]) -> pd.DataFrame:
+    if isinstance(value, pd.DataFrame):
+        missing = [c for c in _PAIR if c not in value.columns]
+        if missing:
+            raise ConfigError(f"covered pairs frame lacks columns {missing}; it needs 'region' and 'size'")
+        frame = value[_PAIR]
+    else:
+        rows = list(value)
+        frame = pd.DataFrame(rows, columns=_PAIR) if rows else pd.DataFrame({c: [] for c in _PAIR})
+    frame = frame.astype(pd.api.types.pandas_dtype("string"))
+    return frame.drop_duplicates().reset_index(drop=True)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Coverage:
+    """What this run could observe, so absence can be told from failure.
+
+    ``sps_pairs``: (region, size) pairs whose SPS call succeeded (a frame with columns region and
+    size, or an iterable of tuples). ``prices_complete``: the price crawl fetched every page (only
+    then does a pair missing from it cease). ``eviction_complete``/``skus_complete``: those crawls
+    finished (otherwise missing values are carried over instead of erased). ``zonal``: the zone
+    mode of this run's SPS calls (True zonal, False regional, None both): only keys of that mode
+    can cease.
+    """
+
+    sps_pairs: pd.DataFrame = attrs.field(converter=_pairs_frame, repr=frame_repr)
+    prices_complete: bool
+    eviction_complete: bool = True
+    skus_complete: bool = True
+    zonal: bool | None = None
+
+    @classmethod
+    def from_calls(
+        cls,
+        calls: Iterable[SpsCall],
+        *,
+        prices_complete: bool,
+        eviction_complete: bool = True,
+        skus_complete: bool = True,
+        zonal: bool | None = None,
+    ) -> Coverage:
+        """Coverage of the SPS calls that succeeded (each covers its regions x sizes)."""
+        pairs = [(r, s) for call in calls for r in call.regions for s in call.sizes]
+        return cls(
+            sps_pairs=pairs,
+            prices_complete=prices_complete,
+            eviction_complete=eviction_complete,
+            skus_complete=skus_complete,
+            zonal=zonal,
+        )
+
+    @classmethod
+    def of_sps(
+        cls, sps: pd.DataFrame, *, prices_complete: bool = True, zonal: bool | None = None
+    ) -> Coverage:
+        """Coverage claiming exactly the pairs present in ``sps`` (all sources complete otherwise)."""
+        return cls(sps_pairs=sps[_PAIR], prices_complete=prices_complete, zonal=zonal)
+
+
+@attrs.frozen(kw_only=True)
+class ScoreReport:
+    """Counts of one run: the merge report plus what the history and the diff did."""
+
+    at: str
+    desired_count: int
+    merge: MergeReport
+    new: int
+    changed: int
+    ceased: int
+    unchanged: int
+    unknown: int
+    expired: int
+    carried: dict[str, int]
+    cells: int
+    state_rows: int
+
+    @property
+    def sps_without_price(self) -> int:
+        return self.merge.sps_without_price
+
+    @property
+    def price_without_sps(self) -> int:
+        return self.merge.price_without_sps
+
+    @property
+    def eviction_without_partner(self) -> int:
+        return self.merge.eviction_without_partner
+
+    def to_json(self) -> dict[str, object]:
+        """Flat JSON-ready dict: the merge counts at top level next to the history/diff counts."""
+        out: dict[str, object] = {"at": self.at, "desired_count": self.desired_count}
+        out.update(self.merge.to_json())
+        out.update(
+            new=self.new,
+            changed=self.changed,
+            ceased=self.ceased,
+            unchanged=self.unchanged,
+            unknown=self.unknown,
+            expired=self.expired,
+            carried=dict(self.carried),
+            cells=self.cells,
+            state_rows=self.state_rows,
+        )
+        return out
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ScoreResult:
+    """Everything one run produces (see the module docstring)."""
+
+    snapshot: pd.DataFrame = attrs.field(repr=frame_repr)
+    changes: pd.DataFrame = attrs.field(repr=frame_repr)
+    state: ScoringState
+    report: ScoreReport
+
+
+def _assign_cells(cells: pd.DataFrame, keys: pd.DataFrame) -> tuple[npt.NDArray[np.int64], pd.DataFrame]:
+    """Cell id of each key row (keys unique); unseen keys are appended as new cells."""
+    probe = keys.reset_index(drop=True).merge(
+        cells.assign(_cell=np.arange(len(cells), dtype=np.int64)), on=_CELL, how="left", sort=False
+    )
+    cell = probe["_cell"].to_numpy(dtype=np.float64, na_value=np.nan).copy()
+    missing = np.isnan(cell)
+    cell[missing] = len(cells) + np.arange(int(missing.sum()))
+    if missing.any():
+        added = keys.reset_index(drop=True)[missing]
+        cells = pd.concat([cells, added], ignore_index=True)
+    return cell.astype(np.int64), cells
+
+
+def _scatter(frame: pd.DataFrame, rows: npt.NDArray[np.int64], values: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``values`` (position-aligned with ``rows``) written into ``rows``."""
+    out = {}
+    for col in frame.columns:
+        arr = frame[col].array.copy()
+        arr[rows] = values[col].array
+        out[col] = arr
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _pair_isin(frame: pd.DataFrame, pairs: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    if len(frame) == 0 or len(pairs) == 0:
+        return np.zeros(len(frame), dtype=bool)
+    mine = pd.MultiIndex.from_arrays([frame["region"].array, frame["size"].array])
+    theirs = pd.MultiIndex.from_arrays([pairs["region"].array, pairs["size"].array])
+    return np.asarray(mine.isin(theirs), dtype=bool)
+
+
+def _with_key(cells: pd.DataFrame, counts: int | pd.Series, values: pd.DataFrame) -> pd.DataFrame:
+    out = pd.concat([cells.reset_index(drop=True), values.reset_index(drop=True)], axis=1)
+    out["desired_count"] = counts if isinstance(counts, int) else counts.to_numpy()
+    return out
+
+
+def _carry_over(
+    values: pd.DataFrame, prev_rows: pd.DataFrame, had: npt.NDArray[np.bool_], covered: Coverage
+) -> dict[str, int]:
+    """Fill, in place, the columns of incomplete sources from the previous observation.
+
+    An incomplete source does not erase what we knew: an observed row whose pair is missing from
+    it (all its columns missing) keeps the previous observation's values. Returns counts per source.
+    """
+    complete = {
+        "prices": covered.prices_complete,
+        "eviction": covered.eviction_complete,
+        "skus": covered.skus_complete,
+    }
+    carried: dict[str, int] = {}
+    for source, cols in _SOURCE_COLUMNS.items():
+        if complete[source]:
+            continue
+        absent = values[list(cols)].isna().all(axis=1).to_numpy(dtype=bool) & had
+        carried[source] = int(absent.sum())
+        if absent.any():
+            keep = pd.Series(~absent, index=values.index)
+            for col in cols:
+                values[col] = values[col].where(keep, prev_rows[col])
+    return carried
+
+
+def _ceased(
+    *,
+    cells: pd.DataFrame,
+    slots: list[pd.DataFrame],
+    j: int,
+    ids: npt.NDArray[np.int64],
+    cur: pd.DataFrame,
+    prices: pd.DataFrame,
+    covered: Coverage,
+) -> tuple[list[npt.NDArray[np.bool_]], int]:
+    """Per slot, the live keys this run could have seen but did not; and how many are unknown."""
+    n = len(cells)
+    observed = np.zeros(n, dtype=bool)
+    observed[ids] = True
+    covered_cell = _pair_isin(cells, covered.sps_pairs)
+    zone_na = cells["zone"].isna().to_numpy(dtype=bool)
+    if covered.zonal is True:
+        covered_cell &= ~zone_na
+    elif covered.zonal is False:
+        covered_cell &= zone_na
+    gone = np.zeros(n, dtype=bool)
+    if covered.prices_complete:
+        priced = conformed(prices, PRICES_SCHEMA, source="prices")
+        gone = ~_pair_isin(cells, priced) & ~_pair_isin(cells, cur)
+    masks = []
+    unknown = 0
+    for i, slot in enumerate(slots):
+        live = slot["observed_at"].notna().to_numpy(dtype=bool)
+        mask = live & gone
+        if i == j:
+            mask |= live & covered_cell & ~observed
+            unknown = int((live & ~covered_cell & ~observed & ~gone).sum())
+        masks.append(mask)
+    return masks, unknown
+
+
+def _changeset(
+    *,
+    desired_count: int,
+    cur: pd.DataFrame,
+    values: pd.DataFrame,
+    diffs: npt.NDArray[np.bool_],
+    is_new: npt.NDArray[np.bool_],
+    is_changed: npt.NDArray[np.bool_],
+    cells: pd.DataFrame,
+    slots: list[pd.DataFrame],
+    ceased_masks: list[npt.NDArray[np.bool_]],
+    ts: pd.Timestamp,
+) -> pd.DataFrame:
+    """New and changed observed rows, and ceased rows with their last values, sorted by key."""
+    parts = [
+        _with_key(cur[_CELL][is_new], desired_count, values[is_new]).assign(
+            change="new", changed_fields=pd.array([None] * int(is_new.sum()), dtype="string")
+        ),
+        _with_key(cur[_CELL][is_changed], desired_count, values[is_changed]).assign(
+            change="changed", changed_fields=changed_fields(diffs[is_changed])
+        ),
+    ]
+    for slot_count, slot, mask in zip(DESIRED_COUNTS, slots, ceased_masks, strict=True):
+        if mask.any():
+            last = slot[mask].copy()
+            last["observed_at"] = ts
+            parts.append(
+                _with_key(cells[mask], slot_count, last).assign(
+                    change="ceased", changed_fields=pd.array([None] * int(mask.sum()), dtype="string")
+                )
+            )
+    out = pd.concat(parts, ignore_index=True)
+    return sort_view(conformed(out, CHANGES_SCHEMA, source="changeset"))
+
+
+def score_run(
+    prev: ScoringState | None,
+    *,
+    sps: pd.DataFrame,
+    prices: pd.DataFrame,
+    eviction: pd.DataFrame,
+    skus: pd.DataFrame,
+    at: datetime,
+    desired_count: int,
+    covered: Coverage,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+) -> ScoreResult:
+    """Score one run (see the module docstring for the exact semantics).
+
+    :class:`~spotlake.errors.ConfigError` for a count outside the rotation, SPS rows of another
+    count, a naive or earlier-than-state run time, a non-positive ``max_age``, or a price crawl
+    marked complete that has no price at all while the state knows offerings;
+    :class:`~spotlake.errors.PayloadError` when an input frame lacks a column or has bad values.
+    """
+    ts = utc_timestamp(at)
+    if desired_count not in DESIRED_COUNTS:
+        raise ConfigError(f"desired_count {desired_count} is not in the rotation {DESIRED_COUNTS}")
+    if max_age <= timedelta(0):
+        raise ConfigError(f"max_age must be positive, got {max_age}")
+    merged = merge_sources(sps, prices, eviction, skus, at=ts)
+    snap = merged.snapshot
+    scored_pos = np.flatnonzero(snap["desired_count"].notna().to_numpy(dtype=bool))
+    cur = snap.take(scored_pos).reset_index(drop=True)
+    other = cur["desired_count"] != desired_count
+    if other.any():
+        seen = sorted(set(cur.loc[other, "desired_count"].tolist()))
+        raise ConfigError(
+            f"sps has rows for desired_count {seen} in a run for {desired_count}: one count per run"
+        )
+    start = prev if prev is not None else ScoringState.empty()
+    latest = start.latest_observation()
+    if latest is not None and latest > ts:
+        raise ConfigError(
+            f"run time {ts.isoformat()} is before the state's last observation {latest.isoformat()}: "
+            "runs must be scored in time order"
+        )
+    state, expired = start.expire(ts, max_age)
+    if covered.prices_complete and merged.report.price_pairs == 0 and state.n_cells > 0:
+        # A "complete" crawl with no price at all would cease every offering at once; that is
+        # a failed crawl, not a market event.
+        raise ConfigError(
+            "the price crawl is marked complete but has no prices, which would cease every known "
+            "offering: pass Coverage(prices_complete=False) when the crawl failed"
+        )
+
+    # Align this run's rows with the remembered cells (integer ids from here on).
+    ids, cells = _assign_cells(state.cells, cur[_CELL])
+    n = len(cells)
+    slots = [s if len(s) == n else s.reindex(pd.RangeIndex(n)) for s in state.slots]
+    padded = ScoringState(cells=cells, slots=tuple(slots))
+    j = DESIRED_COUNTS.index(desired_count)
+    prev_rows = slots[j].take(ids).reset_index(drop=True)
+    had = prev_rows["observed_at"].notna().to_numpy(dtype=bool)
+    values = cur[list(SLOT_COLUMNS)].copy()
+
+    carried = _carry_over(values, prev_rows, had, covered)
+
+    # T2/T3 from the per-count vector, this run's count replaced by what it just saw.
+    matrix, live = padded.score_matrix(ids, ts, max_age)
+    matrix[:, j] = values["score_value"].to_numpy(dtype=np.int8, na_value=0)
+    live[:, j] = True
+    values["t2"], values["t3"] = tiers(matrix, live)
+    values["observed_at"] = pd.Series(ts, index=values.index, dtype=SNAPSHOT_SCHEMA["observed_at"])
+
+    # Observed rows against their own last observation.
+    diffs = differences(prev_rows, values)
+    is_changed = had & diffs.any(axis=1)
+    is_new = ~had
+
+    ceased_masks, unknown = _ceased(
+        cells=cells, slots=slots, j=j, ids=ids, cur=cur, prices=prices, covered=covered
+    )
+    changes = _changeset(
+        desired_count=desired_count,
+        cur=cur,
+        values=values,
+        diffs=diffs,
+        is_new=is_new,
+        is_changed=is_changed,
+        cells=cells,
+        slots=slots,
+        ceased_masks=ceased_masks,
+        ts=ts,
+    )
+
+    # The next state: this count's slot takes the observed rows; ceased keys are emptied.
+    new_slots = list(slots)
+    new_slots[j] = _scatter(slots[j], ids, values)
+    new_slots = [clear_rows(s, m) for s, m in zip(new_slots, ceased_masks, strict=True)]
+    new_state = ScoringState(cells=cells, slots=tuple(new_slots)).compact()
+
+    # The snapshot: merged rows, SPS rows with their carried values and tiers.
+    snap_values = _scatter(snap[list(SLOT_COLUMNS)], scored_pos, values)
+    snapshot = conformed(
+        pd.concat([snap[list(SNAPSHOT_KEY)], snap_values], axis=1), SNAPSHOT_SCHEMA, source="snapshot"
+    )
+
+    n_ceased = int(sum(int(m.sum()) for m in ceased_masks))
+    report = ScoreReport(
+        at=ts.isoformat(),
+        desired_count=desired_count,
+        merge=merged.report,
+        new=int(is_new.sum()),
+        changed=int(is_changed.sum()),
+        ceased=n_ceased,
+        unchanged=int((had & ~is_changed).sum()),
+        unknown=unknown,
+        expired=expired,
+        carried=carried,
+        cells=new_state.n_cells,
+        state_rows=new_state.n_rows,
+    )
+    return ScoreResult(snapshot=snapshot, changes=changes, state=new_state, report=report)

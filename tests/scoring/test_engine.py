@@ -1,0 +1,350 @@
+"""score_run: what is new, changed, ceased or unknown, and the apply law on real engine runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spotlake.errors import ConfigError
+from spotlake.model import (
+    CHANGES_SCHEMA,
+    DESIRED_COUNTS,
+    EVICTION_SCHEMA,
+    PRICES_SCHEMA,
+    SKUS_SCHEMA,
+    SNAPSHOT_KEY,
+    SNAPSHOT_SCHEMA,
+    SPS_SCHEMA,
+    SpsCall,
+    conform,
+    empty_frame,
+    score_value,
+)
+from spotlake.scoring.diff import VALUE_COLUMNS, apply, sort_view
+from spotlake.scoring.engine import DEFAULT_MAX_AGE, Coverage, ScoringState, score_run
+
+T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
+D2, DC2 = "Standard_D2s_v3", "Standard_DC2as_v5"
+
+
+def sps(count, rows):
+    frame = pd.DataFrame(
+        [
+            {
+                "size": s,
+                "region": r,
+                "zone": z,
+                "desired_count": count,
+                "score": sc,
+                "score_value": score_value(sc),
+                "quota_available": True,
+            }
+            for s, r, z, sc in rows
+        ],
+        columns=list(SPS_SCHEMA),
+    )
+    return conform(frame, SPS_SCHEMA, source="test") if rows else empty_frame(SPS_SCHEMA)
+
+
+def prices(pairs, spot=0.02):
+    frame = pd.DataFrame(
+        [
+            {
+                "region": r,
+                "region_name": r,
+                "size": s,
+                "ondemand_price": 0.1,
+                "spot_price": spot,
+                "savings_pct": 80.0,
+            }
+            for r, s in pairs
+        ],
+        columns=list(PRICES_SCHEMA),
+    )
+    return conform(frame, PRICES_SCHEMA, source="test") if pairs else empty_frame(PRICES_SCHEMA)
+
+
+def eviction(pairs, bucket="0-5"):
+    frame = pd.DataFrame(
+        [{"region": r, "size": s, "eviction_bucket": bucket, "if_score": 3.0} for r, s in pairs],
+        columns=list(EVICTION_SCHEMA),
+    )
+    return conform(frame, EVICTION_SCHEMA, source="test") if pairs else empty_frame(EVICTION_SCHEMA)
+
+
+SKUS = conform(
+    pd.DataFrame(
+        {
+            "size": [D2, DC2],
+            "region": ["eastus", "eastus"],
+            "family": ["standardDSv3Family", "standardDCasv5Family"],
+            "vcpus": [2, 2],
+            "memory_gib": [8.0, 8.0],
+            "zones": ["1,2,3", "1,2,3"],
+            "restricted": [False, False],
+            "restriction": [None, None],
+        }
+    ),
+    SKUS_SCHEMA,
+    source="test",
+)
+PAIRS = [("eastus", D2), ("eastus", DC2)]
+
+
+def run(prev, count, rows, *, at, covered=None, price_pairs=PAIRS, spot=0.02, evict=PAIRS, **kw):
+    cov = covered if covered is not None else Coverage(sps_pairs=PAIRS, prices_complete=True)
+    return score_run(
+        prev,
+        sps=sps(count, rows),
+        prices=prices(price_pairs, spot),
+        eviction=eviction(evict),
+        skus=SKUS,
+        at=at,
+        desired_count=count,
+        covered=cov,
+        **kw,
+    )
+
+
+BASE = [(D2, "eastus", "1", "High"), (D2, "eastus", "2", "Medium"), (DC2, "eastus", None, "Low")]
+
+
+def kinds(result):
+    return result.changes["change"].value_counts().to_dict()
+
+
+def test_first_run_is_all_new_and_a_repeat_is_unchanged():
+    first = run(None, 1, BASE, at=T0)
+    assert kinds(first) == {"new": 3}
+    assert list(first.changes.columns) == list(CHANGES_SCHEMA)
+    assert first.changes.dtypes.astype(str).tolist() == [
+        str(pd.api.types.pandas_dtype(d)) for d in CHANGES_SCHEMA.values()
+    ]
+    assert first.snapshot.dtypes.astype(str).tolist() == [
+        str(pd.api.types.pandas_dtype(d)) for d in SNAPSHOT_SCHEMA.values()
+    ]
+    again = run(first.state, 1, BASE, at=T0 + timedelta(minutes=110))
+    assert again.changes.empty
+    assert (again.report.unchanged, again.report.new, again.report.changed) == (3, 0, 0)
+    # Re-observing refreshes the observation time in the state, not in the changeset.
+    assert (again.state.view()["observed_at"] == pd.Timestamp(T0 + timedelta(minutes=110))).all()
+
+
+def test_a_score_change_is_reported_with_its_fields():
+    first = run(None, 1, BASE, at=T0)
+    rows = [(D2, "eastus", "1", "Low"), *BASE[1:]]
+    second = run(first.state, 1, rows, at=T0 + timedelta(minutes=10))
+    assert kinds(second) == {"changed": 1}
+    change = second.changes.iloc[0]
+    assert change["zone"] == "1" and change["score"] == "Low"
+    assert change["changed_fields"] == "score,score_value,t2,t3"
+    assert (change["t2"], change["t3"]) == (0, 0)
+
+
+def test_a_rotating_count_is_compared_with_its_own_last_observation():
+    r1 = run(None, 1, BASE, at=T0)
+    r5 = run(r1.state, 5, [(D2, "eastus", "1", "Medium"), *BASE[1:]], at=T0 + timedelta(minutes=10))
+    assert kinds(r5) == {"new": 3}  # count 5 was never seen: new, not "changed from count 1"
+    # D2 zone 1: count 1 High, count 5 Medium -> T3 = 1, T2 = 5.
+    row = r5.snapshot[(r5.snapshot["zone"] == "1")].iloc[0]
+    assert (row["t2"], row["t3"]) == (5, 1)
+    back = run(r5.state, 1, BASE, at=T0 + timedelta(minutes=20))
+    changed = back.changes
+    # Count 1's own values did not change; only the tiers moved (count 5's Medium caps T3).
+    assert set(changed["changed_fields"]) <= {"t2", "t3", "t2,t3"}
+
+
+def test_a_key_the_run_could_see_but_did_not_ceases_and_other_counts_stay():
+    r1 = run(None, 1, BASE, at=T0)
+    r5 = run(r1.state, 5, BASE, at=T0 + timedelta(minutes=10))
+    gone = run(r5.state, 1, BASE[1:], at=T0 + timedelta(minutes=20))
+    assert kinds(gone)["ceased"] == 1
+    # Zone 2's count-1 row was last seen before count 5 was known: its T2 moved from 1 to 5.
+    changed = gone.changes[gone.changes["change"] == "changed"]
+    assert changed["zone"].tolist() == ["2"] and changed["changed_fields"].tolist() == ["t2"]
+    ceased = gone.changes[gone.changes["change"] == "ceased"].iloc[0]
+    assert (ceased["zone"], ceased["desired_count"], ceased["score"]) == ("1", 1, "High")
+    assert ceased["observed_at"] == pd.Timestamp(T0 + timedelta(minutes=20))
+    keys = set(gone.state.view()[["zone", "desired_count"]].astype(object).itertuples(index=False))
+    assert ("1", 1) not in keys and ("1", 5) in keys
+
+
+def test_a_failed_call_is_unknown_not_ceased():
+    r1 = run(None, 1, BASE, at=T0)
+    failed = run(
+        r1.state, 1, [], at=T0 + timedelta(minutes=10), covered=Coverage(sps_pairs=[], prices_complete=True)
+    )
+    assert failed.changes.empty
+    assert failed.report.unknown == 3
+    assert failed.state.equals(r1.state)
+    # Half the calls failed: the D2 keys are unknown, the DC2 key (covered, absent) ceases.
+    half = run(
+        r1.state,
+        1,
+        [],
+        at=T0 + timedelta(minutes=10),
+        covered=Coverage(sps_pairs=[("eastus", DC2)], prices_complete=True),
+    )
+    assert kinds(half) == {"ceased": 1} and half.report.unknown == 2
+    assert half.changes["size"].tolist() == [DC2]
+
+
+def test_a_pair_leaving_the_complete_price_support_ceases_every_count():
+    r1 = run(None, 1, BASE, at=T0)
+    r5 = run(r1.state, 5, BASE, at=T0 + timedelta(minutes=10))
+    no_d2 = [("eastus", DC2)]
+    cov = Coverage(sps_pairs=no_d2, prices_complete=True)
+    r10 = run(r5.state, 10, BASE[2:], at=T0 + timedelta(minutes=20), covered=cov, price_pairs=no_d2)
+    ceased = r10.changes[r10.changes["change"] == "ceased"]
+    assert set(ceased["size"]) == {D2}
+    assert sorted(ceased["desired_count"].tolist()) == [1, 1, 5, 5]
+    assert set(r10.state.view()["size"]) == {DC2}
+
+
+def test_an_incomplete_price_crawl_ceases_nothing_and_keeps_prices():
+    r1 = run(None, 1, BASE, at=T0)
+    cov = Coverage(sps_pairs=PAIRS, prices_complete=False)
+    r = run(r1.state, 1, BASE, at=T0 + timedelta(minutes=10), covered=cov, price_pairs=[("eastus", DC2)])
+    assert r.changes.empty
+    assert r.report.carried == {"prices": 2}
+    assert r.snapshot["spot_price"].notna().all()
+    # With a complete crawl the same input is a real change: the price is gone.
+    r_c = run(r1.state, 1, BASE, at=T0 + timedelta(minutes=10), price_pairs=[("eastus", DC2)])
+    assert set(r_c.changes["change"]) == {"changed"}
+    assert set(r_c.changes["changed_fields"]) == {"region_name,ondemand_price,spot_price,savings_pct"}
+
+
+def test_an_incomplete_eviction_crawl_keeps_the_eviction_rate():
+    r1 = run(None, 1, BASE, at=T0)
+    cov = Coverage(sps_pairs=PAIRS, prices_complete=True, eviction_complete=False)
+    r = run(r1.state, 1, BASE, at=T0 + timedelta(minutes=10), covered=cov, evict=[])
+    assert r.changes.empty and r.report.carried == {"eviction": 3}
+
+
+def test_a_price_change_is_a_change_on_the_observed_rows():
+    r1 = run(None, 1, BASE, at=T0)
+    same = run(r1.state, 1, BASE, at=T0 + timedelta(minutes=10), spot=0.02 + 1e-9)
+    assert same.changes.empty
+    moved = run(r1.state, 1, BASE, at=T0 + timedelta(minutes=10), spot=0.021)
+    assert set(moved.changes["changed_fields"]) == {"spot_price"} and len(moved.changes) == 3
+
+
+def test_a_zonal_run_does_not_cease_regional_keys():
+    r1 = run(None, 1, BASE, at=T0)
+    zonal = Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=True)
+    r = run(r1.state, 1, BASE[:2], at=T0 + timedelta(minutes=10), covered=zonal)
+    assert r.changes.empty and r.report.unknown == 1
+    regional = Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=False)
+    r = run(r1.state, 1, BASE[:2], at=T0 + timedelta(minutes=10), covered=regional)
+    assert kinds(r) == {"ceased": 1} and r.changes["zone"].isna().all()
+
+
+def test_old_observations_expire_and_come_back_as_new():
+    r1 = run(None, 1, BASE, at=T0)
+    later = T0 + DEFAULT_MAX_AGE + timedelta(minutes=10)
+    r = run(r1.state, 5, [], at=later, covered=Coverage(sps_pairs=[], prices_complete=True))
+    assert r.report.expired == 3 and r.state.n_cells == 0
+    again = run(r.state, 1, BASE, at=later + timedelta(minutes=10))
+    assert kinds(again) == {"new": 3}
+
+
+def test_snapshot_keeps_price_only_rows_and_report_is_json():
+    r = run(None, 1, BASE[:1], at=T0, covered=Coverage(sps_pairs=[("eastus", D2)], prices_complete=True))
+    price_only = r.snapshot[r.snapshot["desired_count"].isna()]
+    assert price_only["size"].tolist() == [DC2]
+    assert r.report.price_without_sps == 1 and r.report.sps_without_price == 0
+    data = json.loads(json.dumps(r.report.to_json()))
+    assert data["new"] == 1 and data["desired_count"] == 1 and data["snapshot_rows"] == 2
+
+
+def test_coverage_from_calls():
+    calls = [SpsCall(regions=["eastus", "westus"], sizes=[D2]), SpsCall(regions=["eastus"], sizes=[D2, DC2])]
+    assert Coverage.of_sps(sps(1, BASE)).sps_pairs.to_numpy().tolist() == [["eastus", D2], ["eastus", DC2]]
+    cov = Coverage.from_calls(calls, prices_complete=True)
+    assert sorted(map(tuple, cov.sps_pairs.to_numpy().tolist())) == [
+        ("eastus", D2),
+        ("eastus", DC2),
+        ("westus", D2),
+    ]
+
+
+def test_bad_runs_are_refused():
+    with pytest.raises(ConfigError, match="rotation"):
+        run(None, 7, [], at=T0)
+    with pytest.raises(ConfigError, match="one count per run"):
+        score_run(
+            None,
+            sps=sps(5, BASE),
+            prices=prices(PAIRS),
+            eviction=eviction(PAIRS),
+            skus=SKUS,
+            at=T0,
+            desired_count=1,
+            covered=Coverage(sps_pairs=PAIRS, prices_complete=True),
+        )
+    with pytest.raises(ConfigError, match="time zone"):
+        run(None, 1, BASE, at=datetime(2026, 3, 1))
+    r1 = run(None, 1, BASE, at=T0)
+    with pytest.raises(ConfigError, match="time order"):
+        run(r1.state, 5, BASE, at=T0 - timedelta(minutes=10))
+    with pytest.raises(ConfigError, match="max_age"):
+        run(None, 1, BASE, at=T0, max_age=timedelta(0))
+    with pytest.raises(ConfigError, match="prices_complete=False"):
+        run(r1.state, 5, BASE, at=T0 + timedelta(minutes=10), price_pairs=[])
+    # Marked incomplete, the same empty crawl is fine: nothing ceases, prices are carried.
+    ok = run(
+        r1.state,
+        1,
+        BASE,
+        at=T0 + timedelta(minutes=10),
+        price_pairs=[],
+        covered=Coverage(sps_pairs=PAIRS, prices_complete=False),
+    )
+    assert ok.changes.empty
+
+
+# --- the apply law on engine runs -------------------------------------------------------------
+
+CELLS = [(D2, "eastus", "1"), (D2, "eastus", "2"), (D2, "eastus", None), (DC2, "eastus", None)]
+SCORES = ["High", "Medium", "Low", "RestrictedSkuNotAvailable"]
+
+run_step = st.fixed_dictionaries(
+    {
+        "scores": st.lists(st.one_of(st.none(), st.sampled_from(SCORES)), min_size=4, max_size=4),
+        "covered": st.sets(st.sampled_from(PAIRS)),
+        "priced": st.sets(st.sampled_from(PAIRS), min_size=1),
+        "prices_complete": st.booleans(),
+        "gap": st.integers(1, 20),
+        "spot": st.sampled_from([0.02, 0.03]),
+    }
+)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(run_step, min_size=3, max_size=14))
+def test_applying_each_changeset_to_the_previous_view_gives_the_new_view(steps):
+    state = ScoringState.empty()
+    at = T0
+    for i, s in enumerate(steps):
+        at = at + timedelta(minutes=10 * s["gap"])
+        count = DESIRED_COUNTS[i % len(DESIRED_COUNTS)]
+        # A pair's rows are only present when its call succeeded.
+        rows = [
+            (*cell, sc)
+            for cell, sc in zip(CELLS, s["scores"], strict=True)
+            if sc is not None and ("eastus", cell[0]) in s["covered"]
+        ]
+        cov = Coverage(sps_pairs=sorted(s["covered"]), prices_complete=s["prices_complete"])
+        result = run(state, count, rows, at=at, covered=cov, price_pairs=sorted(s["priced"]), spot=s["spot"])
+        prev_view = state.expire(pd.Timestamp(at), DEFAULT_MAX_AGE)[0].view()
+        replayed = apply(prev_view, result.changes)
+        cols = [*SNAPSHOT_KEY, *VALUE_COLUMNS]
+        pd.testing.assert_frame_equal(sort_view(replayed)[cols], result.state.view()[cols])
+        counted = result.report.new + result.report.changed + result.report.ceased
+        assert counted == len(result.changes)
+        state = result.state
