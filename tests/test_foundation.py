@@ -104,3 +104,36 @@ def test_backoff_honours_retry_after_and_is_bounded() -> None:
     b = Backoff(base=1, cap=8, seed=1)
     assert all(0 <= b.delay(n) <= 8 for n in range(1, 20))
     assert b.delay(1, retry_after=30.0) >= 30.0
+
+
+def test_shifted_clock_reads_simulated_time_at_real_pace() -> None:
+    from spotlake.clock import ShiftedClock
+
+    start = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+    clock = ShiftedClock(start)
+    first = clock.now()
+    assert start <= first < datetime(2030, 5, 1, 12, 0, 5, tzinfo=UTC)
+    clock.sleep(0.01)
+    assert clock.now() > first
+    clock.set(datetime(2031, 1, 1, tzinfo=UTC))
+    assert clock.now().year == 2031
+
+
+def test_conform_keeps_the_order_of_a_sorted_frame() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"region": ["b", "a"], "size": ["x", "y"], "eviction_bucket": ["0-5", "20+"]})
+    frame["if_score"] = [3.0, 1.0]
+    shuffled = frame.sort_values("region")  # index labels now [1, 0]
+    out = conform(shuffled, {"region": "string", "if_score": "float64"}, source="t")
+    assert list(out["region"]) == ["a", "b"] and list(out["if_score"]) == [1.0, 3.0]
+
+
+def test_absurdly_nested_json_is_a_payload_error() -> None:
+    from spotlake.collect.http import read_json
+    from spotlake.errors import PayloadError
+
+    body = "[" * 100_000 + "]" * 100_000
+    response = httpx.Response(200, text=body, request=httpx.Request("GET", "https://example.invalid"))
+    with pytest.raises(PayloadError):
+        read_json("prices", "page 0", response)

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "ensure_utc"]
+__all__ = ["Clock", "FakeClock", "ShiftedClock", "SystemClock", "ensure_utc"]
 
 
 def ensure_utc(value: datetime) -> datetime:
@@ -65,6 +65,29 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+class ShiftedClock(SystemClock):
+    """Real time, shifted: ``now()`` starts at a chosen instant and runs at the real pace, and sleeps
+    are real. For replaying or simulating runs at other times against a live server (the demo sets
+    it to each run time) where a :class:`FakeClock`'s instant sleeps would turn backoff into a storm.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._lock = threading.Lock()
+        self.set(start)
+
+    def set(self, when: datetime) -> None:
+        """From now on, ``now()`` reads ``when`` plus the real time elapsed since this call."""
+        with self._lock:
+            self._offset = ensure_utc(when) - datetime.now(UTC)
+
+    def now(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self._offset
+
+    def __repr__(self) -> str:
+        return f"ShiftedClock(now={self.now().isoformat()})"
 
 
 class FakeClock:

@@ -276,6 +276,8 @@ def conform(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.DataFrame
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise PayloadError(f"{source}: frame lacks columns {missing}", source=source)
+    # Positional, not label, alignment: a sorted or filtered frame keeps its row order and values.
+    frame = frame.reset_index(drop=True)
     out: dict[str, pd.Series] = {}
     for col, dtype in schema.items():
         try:

@@ -154,7 +154,8 @@ def read_json(source: str, what: str, response: httpx.Response) -> Any:
     """
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: absurdly nested JSON, which no Azure API sends.
         size = len(response.content)
         raise PayloadError(
             f"{source}: {what} returned a body that is not JSON ({size} bytes): {exc}",
