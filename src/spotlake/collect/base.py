@@ -18,6 +18,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import attrs
 import pandas as pd
 
+from spotlake.errors import IncompleteDataError
+
 __all__ = [
     "AzureEndpoints",
     "CollectReport",
@@ -86,6 +88,21 @@ class CollectReport:
     def complete(self) -> bool:
         """True when every planned unit succeeded."""
         return not self.failures and self.succeeded == self.planned
+
+    def close(self, *, rows: int, at: datetime, what: str, allow_partial: bool) -> None:
+        """Finish the report (row count, end time); unless ``allow_partial``, raise
+        :class:`IncompleteDataError` naming every failed unit when anything is missing."""
+        self.rows = rows
+        self.finished_at = at
+        if self.failures and not allow_partial:
+            missing = [str(f) for f in self.failures]
+            shown = "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise IncompleteDataError(
+                f"{self.source}: {what} incomplete, {len(missing)} of {self.planned} missing: {shown}. "
+                "Run again, or pass allow_partial=True to keep what was received.",
+                source=self.source,
+                missing=missing,
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {

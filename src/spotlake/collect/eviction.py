@@ -39,7 +39,6 @@ from spotlake.errors import (
     AuthError,
     CollectError,
     ConfigError,
-    IncompleteDataError,
     InvalidRequestError,
     PayloadError,
     TransientCollectError,
@@ -301,16 +300,9 @@ class EvictionCollector:
             report.notes.append(f"{invalid} row(s) had no location or skuName and were skipped")
         if duplicates:
             report.notes.append(f"{duplicates} duplicate (region, size) row(s) dropped (last kept)")
-        report.rows = len(frame)
-        report.finished_at = self.clock.now()
-        if report.failures and not self.allow_partial:
-            missing = [str(f) for f in report.failures]
-            raise IncompleteDataError(
-                f"{SOURCE}: eviction rates incomplete: {'; '.join(missing)}. Run again, or pass "
-                "allow_partial=True to keep the rows received.",
-                source=SOURCE,
-                missing=missing,
-            )
+        report.close(
+            rows=len(frame), at=self.clock.now(), what="eviction rates", allow_partial=self.allow_partial
+        )
         return CollectResult(frame=frame, report=report)
 
     def collect(self) -> CollectResult:

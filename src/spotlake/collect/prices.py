@@ -61,7 +61,7 @@ from spotlake.clock import Clock, SystemClock
 from spotlake.collect._paging import Attempts, as_float, as_list, as_mapping, fetch_json
 from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult, Failure, run_sync
 from spotlake.collect.http import Backoff
-from spotlake.errors import CollectError, ConfigError, IncompleteDataError, PayloadError
+from spotlake.errors import CollectError, ConfigError, PayloadError
 from spotlake.model import PRICES_SCHEMA, conform, empty_frame
 
 __all__ = [
@@ -654,18 +654,9 @@ class PriceCollector:
             f"({beyond} past the end, step {crawl.step})"
         )
         frame, region_names = prices_frame((row for p in pages for row in p.rows), now=self.clock.now())
-        report.rows = len(frame)
-        report.finished_at = self.clock.now()
-        if failures and not self.allow_partial:
-            missing = [str(f) for f in failures]
-            raise IncompleteDataError(
-                f"{SOURCE}: {len(failures)} of {report.planned} page(s) missing: "
-                + "; ".join(missing[:5])
-                + (" ..." if len(missing) > 5 else "")
-                + ". Run again, or pass allow_partial=True to keep the partial frame.",
-                source=SOURCE,
-                missing=missing,
-            )
+        report.close(
+            rows=len(frame), at=self.clock.now(), what="price list", allow_partial=self.allow_partial
+        )
         support = frozenset(
             zip(
                 frame.loc[frame["spot_price"].notna(), "region"].astype(str),

@@ -44,7 +44,7 @@ from spotlake.collect._paging import (
 )
 from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult, Failure, run_sync
 from spotlake.collect.http import Backoff
-from spotlake.errors import AuthError, CollectError, ConfigError, IncompleteDataError, PayloadError
+from spotlake.errors import AuthError, CollectError, ConfigError, PayloadError
 from spotlake.model import SKUS_SCHEMA, Secret, conform, empty_frame
 
 __all__ = ["SKUS_API_VERSION", "SkuCollector", "parse_sku_page", "skus_frame"]
@@ -306,16 +306,9 @@ class SkuCollector:
             report.notes.append(f"{invalid} VM item(s) had no name or location and were skipped")
         if duplicates:
             report.notes.append(f"{duplicates} duplicate (size, region) row(s) dropped (first kept)")
-        report.rows = len(frame)
-        report.finished_at = self.clock.now()
-        if report.failures and not self.allow_partial:
-            missing = [str(f) for f in report.failures]
-            raise IncompleteDataError(
-                f"{SOURCE}: size listing incomplete: {'; '.join(missing)}. Run again, or pass "
-                "allow_partial=True to keep the rows received.",
-                source=SOURCE,
-                missing=missing,
-            )
+        report.close(
+            rows=len(frame), at=self.clock.now(), what="size listing", allow_partial=self.allow_partial
+        )
         return CollectResult(frame=frame, report=report)
 
     def collect(self) -> CollectResult:
