@@ -1,6 +1,7 @@
 """Run every benchmark module and write benchmarks/results/report.{json,md}.
 
-Usage: ``python -m benchmarks [--quick] [--only NAME ...]``.
+Usage: ``python -m benchmarks [--quick] [--only NAME ...] [--strict]``. Missed targets are printed
+and written to the report; ``--strict`` also makes them the exit status.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     parser.add_argument("--only", nargs="*", default=None, help="module names, e.g. planner scoring")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any target is missed")
     args = parser.parse_args(argv)
 
     names = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
@@ -54,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"report: {args.out / 'report.md'} and report.json")
     missed = [d for r in results for d, ok in r.get("targets", {}).items() if not ok]
-    return 1 if missed else 0
+    if missed:
+        print(f"{len(missed)} target(s) missed (see the report):")
+        for desc in missed:
+            print(f"  MISSED {desc}")
+    return 1 if missed and args.strict else 0
 
 
 if __name__ == "__main__":

@@ -124,8 +124,9 @@ class SnapshotStore(Protocol):
         """Hold the store's run lock; wait up to ``timeout`` seconds, then raise ``LockedError``."""
         ...
 
-    def read_state(self) -> StateSnapshot:
-        """The committed state (``version=None`` and empty for a new store)."""
+    def read_state(self, *, frames: bool = True) -> StateSnapshot:
+        """The committed state (``version=None`` and empty for a new store); ``frames=False`` reads
+        only the version and the documents (cheap: the history frames can be large)."""
         ...
 
     def commit_state(

@@ -1,0 +1,116 @@
+"""The ``spotlake`` command: collect against a loopback emulator, status, show, plan, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline_support import T0, emulator, run_time
+from spotlake.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from spotlake.storage import open_store
+from spotlake.testing.azure import AzureEmulator
+
+CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "azure_vms_catalog.csv"
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AzureEmulator, str]]:
+    emu = emulator()
+    monkeypatch.setenv("AZURE_TENANT_ID", emu.tenant_id)
+    monkeypatch.setenv("AZURE_CLIENT_ID", emu.client_id)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", emu.client_secret)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_IDS", ",".join(emu.subscriptions))
+    with emu.serve() as url:
+        yield emu, url
+
+
+def collect(url: str, store: Path, at: str, *extra: str) -> int:
+    return main(["collect", "azure", "--endpoint", url, "--store", str(store), "--at", at, "--quiet", *extra])
+
+
+def test_collect_status_show(
+    served: tuple[AzureEmulator, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu, url = served
+    store = tmp_path / "data"
+    for i in range(2):
+        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+        assert collect(url, store, run_time(i).isoformat(), "--json") == EXIT_OK
+        report = json.loads(capsys.readouterr().out)
+        assert report["status"] == "committed"
+        assert report["desired_count"] == (1, 5)[i]
+
+    # Rerunning a committed time is a no-op, exit 0.
+    assert collect(url, store, run_time(1).isoformat()) == EXIT_OK
+    assert "already committed" in capsys.readouterr().out
+
+    assert main(["status", "--store", str(store), "--json"]) == EXIT_OK
+    status = json.loads(capsys.readouterr().out)
+    assert status["last_run"]["desired_count"] == 5
+    assert status["plan"]["calls"] >= status["plan"]["lower_bound"] > 0
+
+    assert main(["status", "--store", str(store)]) == EXIT_OK
+    assert "last run" in capsys.readouterr().out
+
+    assert main(["show", "--store", str(store), "--json", "--limit", "3"]) == EXIT_OK
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and {"size", "region", "zone", "t2", "t3"} <= set(rows[0])
+
+    assert main(["show", "--store", str(store), "--changes", "--where", "change=new"]) == EXIT_OK
+    assert "rows)" in capsys.readouterr().out
+
+
+def test_collect_exits_75_while_another_run_holds_the_lock(
+    served: tuple[AzureEmulator, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url = served
+    store = open_store(str(tmp_path))
+    with store.lock("someone-else"):
+        assert collect(url, tmp_path, T0.isoformat()) == EXIT_LOCKED
+    assert "lock" in capsys.readouterr().err.lower()
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["collect", "azure", "--store", str(tmp_path), "--at", "yesterday-ish"]) == EXIT_USAGE
+    assert "ISO 8601" in capsys.readouterr().err
+
+
+def test_missing_credentials_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_IDS"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["collect", "azure", "--store", str(tmp_path)]) == EXIT_USAGE
+    assert "AZURE_" in capsys.readouterr().err
+
+
+def test_status_of_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--store", str(tmp_path / "nothing")]) == EXIT_OK
+    assert "empty store" in capsys.readouterr().out
+
+
+def test_plan_for_an_emulator_world(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["plan", "--seed", "3", "--regions", "20", "--sizes", "200", "--json"]
+    assert main(args) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["calls"] >= summary["lower_bound"] > 0
+    assert summary["subscriptions"] >= 1
+
+
+@pytest.mark.skipif(not CATALOG.exists(), reason="shared catalog not present")
+def test_plan_for_the_real_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--catalog", str(CATALOG)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "calls" in out and "lower bound" in out
+
+
+def test_console_entry_point_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotlake.cli", "--help"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0 and "collect" in proc.stdout

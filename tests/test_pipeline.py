@@ -1,0 +1,212 @@
+"""End-to-end collection cycles: emulator -> pipeline -> local store.
+
+Crash safety (a failure injected at every write step), idempotent reruns, overlapping runs,
+rotation across runs and a day change, and loopback (real sockets, real azure-identity flow).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pandas as pd
+import pytest
+
+from pipeline_support import T0, credentials_of, emulator, in_process_access, run_time
+from spotlake.collect.auth import TokenProvider
+from spotlake.errors import LockedError, StorageError
+from spotlake.model import CHANGES_SCHEMA, SNAPSHOT_SCHEMA
+from spotlake.pipeline import AzureAccess, CycleOptions, RunReport, run_cycle
+from spotlake.storage import open_store
+from spotlake.testing.azure import AzureEmulator
+from spotlake.testing.redirect import RedirectTransport, redirect_azure_transport
+
+
+def cycle(emu: AzureEmulator, store: Any, i: int, **kwargs: Any) -> RunReport:
+    at = run_time(i)
+    emu.clock.set(at)  # type: ignore[attr-defined]
+    return run_cycle(at, store=store, azure=in_process_access(emu), clock=emu.clock, **kwargs)
+
+
+def test_three_cycles_into_a_local_store(tmp_path: Path) -> None:
+    emu = emulator()
+    store = open_store(str(tmp_path / "data"))
+    reports = [cycle(emu, store, i) for i in range(3)]
+    assert [r.status for r in reports] == ["committed"] * 3, [r.error for r in reports]
+    assert [r.desired_count for r in reports] == [1, 5, 10]
+    assert reports[0].new_day
+    first = reports[0]
+    # Every planned SPS call is accounted for and the plan covers the support set.
+    sps = first.collectors["sps"]
+    assert sps["planned"] == sps["succeeded"] + sps["failed"] == first.plan["calls"]
+    assert first.plan["pairs"] == len(emu.world.support_pairs())
+    # The files are plain Parquet that pandas reads without spotlake.
+    merged = pd.read_parquet(tmp_path / "data" / "merged")
+    assert set(SNAPSHOT_SCHEMA) <= set(merged.columns)
+    raw_sps = pd.read_parquet(tmp_path / "data" / "raw" / "source=sps")
+    assert len(raw_sps) == sum(int(r.collectors["sps"]["rows"]) for r in reports)
+    latest = store.latest("merged")
+    assert latest is not None and set(latest["desired_count"].dropna().unique()) == {10}
+    changes = store.latest("changes")
+    assert changes is not None and list(changes.columns) == list(CHANGES_SCHEMA)
+
+
+def test_rerunning_a_committed_time_is_a_no_op(tmp_path: Path) -> None:
+    emu = emulator()
+    store = open_store(str(tmp_path))
+    first = cycle(emu, store, 0)
+    state = store.read_state()
+    again = cycle(emu, store, 0)
+    assert again.status == "skipped"
+    assert store.read_state().version == state.version
+    # The next run still gets the next count: the rerun did not advance the rotation.
+    assert cycle(emu, store, 1).desired_count == 5
+    assert first.state_version == state.version
+
+
+class FailingStore:
+    """Wraps a store and raises at the n-th write (put_frame or commit_state)."""
+
+    def __init__(self, inner: Any, fail_at: int) -> None:
+        self.inner = inner
+        self.fail_at = fail_at
+        self.writes = 0
+
+    def _tick(self, what: str) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise StorageError(f"injected failure at write {self.writes} ({what})")
+
+    def put_frame(self, **kwargs: Any) -> Any:
+        self._tick(f"put_frame {kwargs.get('kind')}/{kwargs.get('source')}")
+        return self.inner.put_frame(**kwargs)
+
+    def commit_state(self, **kwargs: Any) -> Any:
+        self._tick("commit_state")
+        return self.inner.commit_state(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("fail_at", range(1, 8))  # 4 raw + merged + changes + commit
+def test_a_failure_at_any_write_step_loses_nothing(tmp_path: Path, fail_at: int) -> None:
+    emu = emulator()
+    store = open_store(str(tmp_path))
+    assert cycle(emu, store, 0).status == "committed"
+    before = store.read_state()
+
+    failing = FailingStore(store, fail_at)
+    report = cycle(emu, failing, 1)
+    assert report.status == "failed" and "injected failure" in (report.error or "")
+    after = store.read_state()
+    assert after.version == before.version
+    assert after.docs == before.docs
+    for name, frame in before.frames.items():
+        pd.testing.assert_frame_equal(after.frames[name], frame)
+
+    # The next run recovers: it collects the count the failed run did not finish.
+    recovered = cycle(emu, store, 2)
+    assert recovered.status == "committed"
+    assert recovered.desired_count == 5
+
+
+def test_overlapping_runs_exactly_one_commits(tmp_path: Path) -> None:
+    emu = emulator()
+    store_a, store_b = open_store(str(tmp_path)), open_store(str(tmp_path))
+    assert cycle(emu, store_a, 0).status == "committed"
+    at = run_time(1)
+    emu.clock.set(at)  # type: ignore[attr-defined]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def run(store: Any) -> None:
+        barrier.wait()
+        try:
+            report = run_cycle(at, store=store, azure=in_process_access(emu), clock=emu.clock)
+            outcomes.append(report.status)
+        except LockedError:
+            outcomes.append("locked")
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (store_a, store_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    # Either the second run hit the lock, or it ran after the first and found the time committed.
+    assert sorted(outcomes) in (["committed", "locked"], ["committed", "skipped"]), outcomes
+    assert store_a.read_state().docs["rotation"] == store_b.read_state().docs["rotation"]
+
+
+def test_rotation_runs_through_counts_and_restarts_on_a_new_day(tmp_path: Path) -> None:
+    emu = emulator()
+    store = open_store(str(tmp_path))
+    # Start at 22:30 so that the 10th run crosses midnight.
+    base = T0 + timedelta(hours=22, minutes=30)
+    counts = []
+    for i in range(12):
+        at = base + timedelta(minutes=10 * i)
+        emu.clock.set(at)  # type: ignore[attr-defined]
+        report = run_cycle(at, store=store, azure=in_process_access(emu), clock=emu.clock)
+        assert report.status == "committed", report.error
+        counts.append((at.date(), report.desired_count, report.new_day))
+    assert [c for _, c, _ in counts[:9]] == [1, 5, 10, 15, 20, 25, 30, 35, 40]
+    assert counts[9][1] == 1 and counts[9][2], "the first run of a UTC day collects count 1"
+    assert [c for _, c, _ in counts[10:]] == [5, 10]
+
+
+def test_quota_exhaustion_is_reported_and_the_count_is_not_skipped(tmp_path: Path) -> None:
+    # One subscription x one URL location, 2 calls per hour: far fewer than the plan needs.
+    emu = emulator()
+    creds = credentials_of(emu)
+    access = attrs.evolve(
+        in_process_access(emu), credentials=attrs.evolve(creds, subscriptions=creds.subscriptions[:1])
+    )
+    options = CycleOptions(sps_budget=2, sps_locations=(emu.world.regions[0].name,))
+    store = open_store(str(tmp_path))
+
+    def run(i: int) -> RunReport:
+        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+        return run_cycle(run_time(i), store=store, azure=access, options=options, clock=emu.clock)
+
+    first = run(0)
+    assert first.status == "committed" and first.desired_count == 1
+    sps = first.collectors["sps"]
+    assert sps["succeeded"] == 2 and first.failed_calls == sps["planned"] - 2 > 0
+    assert all(f["reason"].startswith("quota") or "quota" in f["reason"] for f in sps["failures"])
+    # 10 minutes later no slot is free: nothing can be collected, the run fails and says why.
+    second = run(1)
+    assert second.status == "failed" and "quota" in (second.error or "")
+    # An hour later the quota is back, and the same count is collected again (not skipped).
+    third = run(7)
+    assert third.status == "committed" and third.desired_count == 1
+
+
+@pytest.fixture
+def loopback(tmp_path: Path) -> Iterator[tuple[AzureEmulator, str]]:
+    emu = emulator()
+    with emu.serve() as url:
+        yield emu, url
+
+
+def test_loopback_cycle_with_real_token_flow(tmp_path: Path, loopback: tuple[AzureEmulator, str]) -> None:
+    emu, url = loopback
+    creds = credentials_of(emu)
+    azure_transport = redirect_azure_transport(url)
+    access = AzureAccess(
+        credentials=creds,
+        transport=RedirectTransport(url),
+        azure_transport=azure_transport,
+        token=TokenProvider(creds, transport=azure_transport),
+    )
+    store = open_store(str(tmp_path / "data"))
+    report = run_cycle(T0, store=store, azure=access)
+    assert report.status == "committed", report.error
+    assert report.collectors["sps"]["succeeded"] == report.plan["calls"]
+    assert int(report.collectors["prices"]["rows"]) > 0
+    assert int(report.collectors["eviction"]["rows"]) > 0
+    assert emu.stats.count("token") >= 1
