@@ -287,7 +287,11 @@ def _quota_line(doc: dict[str, Any]) -> str:
     from spotlake.collect.quota import QuotaLedger
 
     snap = QuotaLedger.from_json(doc).snapshot(datetime.now(UTC))
-    free = f", next slot frees at {snap.next_free_at:%H:%M} UTC" if snap.next_free_at else ""
+    free = (
+        f", next slot frees at {snap.next_free_at:%H:%M} UTC"
+        if snap.capacity == 0 and snap.next_free_at
+        else ""
+    )
     return (
         f"quota: {snap.calls_in_window} calls in the current window over {snap.slots} slots"
         f" (budget {snap.budget} per {snap.window_seconds / 60:.0f} min each); capacity now"

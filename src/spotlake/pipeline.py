@@ -51,7 +51,7 @@ from spotlake.collect.auth import AzureCredentials, BearerTokenSource, TokenProv
 from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult
 from spotlake.collect.eviction import EvictionCollector
 from spotlake.collect.prices import PriceCollector, PriceResult
-from spotlake.collect.quota import QuotaLedger
+from spotlake.collect.quota import DEFAULT_BUDGET, DEFAULT_WINDOW, QuotaLedger
 from spotlake.collect.skus import SkuCollector
 from spotlake.collect.sps import FailedCall, FailureReason, SpsCollector, SpsResult
 from spotlake.errors import (
@@ -108,8 +108,9 @@ class CycleOptions:
     max_regions: int = 8
     max_sizes: int = 5
     #: SPS calls per (subscription, URL location) per window. Observed limit: ~10 per hour.
-    sps_budget: int = 10
-    sps_window: timedelta = timedelta(hours=1)
+    sps_budget: int = DEFAULT_BUDGET
+    #: 62 minutes, not 60: see spotlake.collect.quota (we stamp a call before it leaves).
+    sps_window: timedelta = DEFAULT_WINDOW
     #: URL locations to spread SPS calls over; empty = every region of the support set.
     sps_locations: tuple[str, ...] = ()
     sps_concurrency: int = 8
