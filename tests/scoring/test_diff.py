@@ -12,7 +12,20 @@ from hypothesis import strategies as st
 
 from spotlake.errors import ConfigError
 from spotlake.model import CHANGES_SCHEMA, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, conform
-from spotlake.scoring.diff import VALUE_COLUMNS, apply, changed_fields, diff, differences, sort_view
+from spotlake.scoring.diff import (
+    CELL_COLUMNS,
+    COUNT_COLUMNS,
+    PAIR_COLUMNS,
+    VALUE_COLUMNS,
+    apply,
+    apply_levels,
+    changed_fields,
+    diff,
+    differences,
+    latest_per_cell,
+    level_differences,
+    sort_view,
+)
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 KEYS = [
@@ -205,14 +218,97 @@ def test_duplicate_keys_are_refused():
         diff(view(row(), row()), view())
 
 
-def test_apply_refuses_a_changeset_that_does_not_fit():
+@pytest.mark.parametrize("replay", [apply, apply_levels])
+def test_apply_refuses_a_changeset_that_does_not_fit(replay):
     prev = view(row())
     new_again = diff(view(), prev)
     with pytest.raises(ConfigError, match="already has"):
-        apply(prev, new_again)
+        replay(prev, new_again)
     ceased_missing = diff(prev, view())
     with pytest.raises(ConfigError, match="does not have"):
-        apply(view(), ceased_missing)
+        replay(view(), ceased_missing)
     bad = new_again.assign(change="renamed")
     with pytest.raises(ConfigError, match="change kinds"):
-        apply(view(), bad)
+        replay(view(), bad)
+    with pytest.raises(ConfigError, match="repeats a key"):
+        replay(view(), pd.concat([new_again, new_again], ignore_index=True))
+
+
+# --- levels: what the engine's changesets mean --------------------------------------------------
+
+
+def level(frame):
+    """A view whose rows of one cell all carry the cell's latest cell/pair-level values."""
+    return apply_levels(frame, diff(frame, frame))
+
+
+def test_the_levels_partition_the_value_columns():
+    levels = (COUNT_COLUMNS, CELL_COLUMNS, PAIR_COLUMNS)
+    assert sorted(c for cols in levels for c in cols) == sorted(VALUE_COLUMNS)
+    assert len({c for cols in levels for c in cols}) == len(VALUE_COLUMNS)
+
+
+def test_level_differences_compares_each_column_at_its_level():
+    own = view(row(score="High", score_value=3, spot_price=0.01, t3=1))
+    latest = view(row(score="Low", score_value=1, spot_price=0.02, t3=5))
+    cur = view(row(score="High", score_value=3, spot_price=0.02, t3=5))
+    assert not level_differences(own, latest, cur).any()
+    moved = view(row(score="Low", score_value=1, spot_price=0.03, t3=5))
+    assert changed_fields(level_differences(own, latest, moved)).tolist() == ["score,score_value,spot_price"]
+    with pytest.raises(ConfigError, match="aligned"):
+        level_differences(own, view(), cur)
+
+
+def test_latest_per_cell_takes_the_latest_observation_ties_to_the_smallest_count():
+    t = pd.Timestamp(T0)
+    v = view(
+        row(count=1, observed_at=t, t3=1),
+        row(count=5, observed_at=t + pd.Timedelta(minutes=10), t3=5),
+        row(zone="1", count=5, observed_at=t, t3=50),
+        row(zone="1", count=1, observed_at=t, t3=10),
+    )
+    got = latest_per_cell(v).set_index("zone", drop=False)
+    assert sorted(got["t3"].tolist()) == [5, 10]
+    assert int(got.loc["1", "desired_count"]) == 1
+
+
+def test_apply_levels_spreads_a_cell_change_to_every_count_of_the_cell():
+    t = pd.Timestamp(T0)
+    prev = view(
+        row(count=1, observed_at=t),
+        row(count=5, observed_at=t + pd.Timedelta(minutes=10), score="Medium", score_value=2),
+        row(zone="1", count=1, observed_at=t),
+    )
+    # One record at count 1 (a later run): price and T3 moved for the whole cell.
+    cur_row = row(count=1, observed_at=t + pd.Timedelta(minutes=20), spot_price=0.03, t3=1)
+    changes = diff(view(prev.iloc[0].to_dict()), view(cur_row))
+    assert changes["changed_fields"].tolist() == ["spot_price,t3"]
+    out = apply_levels(prev, changes).set_index(["zone", "desired_count"])
+    regional = out[out.index.get_level_values(0).isna()]
+    assert regional["spot_price"].tolist() == [0.03, 0.03] and regional["t3"].tolist() == [1, 1]
+    # Count 5 keeps its own count-level values and observation time; the zonal cell is untouched.
+    assert regional["score"].tolist() == ["High", "Medium"]
+    assert regional["observed_at"].tolist()[1] == t + pd.Timedelta(minutes=10)
+    zonal = out[out.index.get_level_values(0).notna()]
+    assert zonal["spot_price"].tolist() == [0.0192] and zonal["t3"].tolist() == [5]
+
+
+def test_apply_levels_keeps_cell_values_when_the_latest_key_ceases():
+    t = pd.Timestamp(T0)
+    prev = level(
+        view(row(count=1, observed_at=t, t3=1), row(count=5, observed_at=t + pd.Timedelta(1, "h"), t3=5))
+    )
+    assert prev["t3"].tolist() == [5, 5]
+    ceased = diff(prev, prev.iloc[:1])
+    out = apply_levels(prev, ceased)
+    assert out["desired_count"].tolist() == [1] and out["t3"].tolist() == [5]
+
+
+@settings(max_examples=20, deadline=None)
+@given(view_pairs())
+def test_apply_levels_of_a_diff_between_levelled_views_gives_the_current_view(pair):
+    prev, cur = level(pair[0]), level(pair[1])
+    assert_same = pd.testing.assert_frame_equal
+    assert_same(value_frame(level(prev)), value_frame(prev))  # levelling is idempotent
+    assert_same(value_frame(apply_levels(prev, diff(prev, cur))), value_frame(cur))
+    assert apply_levels(prev, diff(prev, prev)).pipe(value_frame).equals(value_frame(prev))

@@ -25,7 +25,7 @@ from spotlake.model import (
     empty_frame,
     score_value,
 )
-from spotlake.scoring.diff import VALUE_COLUMNS, apply, sort_view
+from spotlake.scoring.diff import VALUE_COLUMNS, apply_levels, changed_fields, differences, sort_view
 from spotlake.scoring.engine import DEFAULT_MAX_AGE, Coverage, ScoringState, score_run
 
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
@@ -153,20 +153,24 @@ def test_a_rotating_count_is_compared_with_its_own_last_observation():
     # D2 zone 1: count 1 High, count 5 Medium -> T3 = 1, T2 = 5.
     row = r5.snapshot[(r5.snapshot["zone"] == "1")].iloc[0]
     assert (row["t2"], row["t3"]) == (5, 1)
+    # Count 5's Medium lowered the cell's T3 when count 5 was observed (on count 5's new row).
+    # Count 1 comes back with its own values unchanged: its score is compared with count 1's last
+    # observation and its tiers with the cell's current ones (5, 1), so nothing is recorded again.
     back = run(r5.state, 1, BASE, at=T0 + timedelta(minutes=20))
-    changed = back.changes
-    # Count 1's own values did not change; only the tiers moved (count 5's Medium caps T3).
-    assert set(changed["changed_fields"]) <= {"t2", "t3", "t2,t3"}
+    assert back.changes.empty and back.report.unchanged == 3
+    # The state's count-1 row already carried the cell's current tiers (propagated by the count-5 run).
+    zone1 = r5.state.view()
+    zone1 = zone1[(zone1["zone"] == "1").fillna(False)]
+    assert zone1[["desired_count", "t2", "t3"]].astype(int).to_numpy().tolist() == [[1, 5, 1], [5, 5, 1]]
 
 
 def test_a_key_the_run_could_see_but_did_not_ceases_and_other_counts_stay():
     r1 = run(None, 1, BASE, at=T0)
     r5 = run(r1.state, 5, BASE, at=T0 + timedelta(minutes=10))
     gone = run(r5.state, 1, BASE[1:], at=T0 + timedelta(minutes=20))
-    assert kinds(gone)["ceased"] == 1
-    # Zone 2's count-1 row was last seen before count 5 was known: its T2 moved from 1 to 5.
-    changed = gone.changes[gone.changes["change"] == "changed"]
-    assert changed["zone"].tolist() == ["2"] and changed["changed_fields"].tolist() == ["t2"]
+    # Zone 2's count-1 row was last seen before count 5 was known, but its T2 moving from 1 to 5
+    # was recorded on count 5's row: the cell's current T2 is already 5, nothing is re-recorded.
+    assert kinds(gone) == {"ceased": 1}
     ceased = gone.changes[gone.changes["change"] == "ceased"].iloc[0]
     assert (ceased["zone"], ceased["desired_count"], ceased["score"]) == ("1", 1, "High")
     assert ceased["observed_at"] == pd.Timestamp(T0 + timedelta(minutes=20))
@@ -213,6 +217,11 @@ def test_an_incomplete_price_crawl_ceases_nothing_and_keeps_prices():
     assert r.changes.empty
     assert r.report.carried == {"prices": 2}
     assert r.snapshot["spot_price"].notna().all()
+    # Carried from the cell's latest observation of any count, so a count never seen before
+    # (new rows) keeps the prices too instead of recording them as gone.
+    r5 = run(r1.state, 5, BASE, at=T0 + timedelta(minutes=10), covered=cov, price_pairs=[("eastus", DC2)])
+    assert kinds(r5) == {"new": 3} and r5.report.carried == {"prices": 2}
+    assert r5.changes["spot_price"].notna().all()
     # With a complete crawl the same input is a real change: the price is gone.
     r_c = run(r1.state, 1, BASE, at=T0 + timedelta(minutes=10), price_pairs=[("eastus", DC2)])
     assert set(r_c.changes["change"]) == {"changed"}
@@ -328,6 +337,7 @@ run_step = st.fixed_dictionaries(
 @settings(max_examples=8, deadline=None)
 @given(st.lists(run_step, min_size=3, max_size=14))
 def test_applying_each_changeset_to_the_previous_view_gives_the_new_view(steps):
+    cols = [*SNAPSHOT_KEY, *VALUE_COLUMNS]
     state = ScoringState.empty()
     at = T0
     for i, s in enumerate(steps):
@@ -342,9 +352,135 @@ def test_applying_each_changeset_to_the_previous_view_gives_the_new_view(steps):
         cov = Coverage(sps_pairs=sorted(s["covered"]), prices_complete=s["prices_complete"])
         result = run(state, count, rows, at=at, covered=cov, price_pairs=sorted(s["priced"]), spot=s["spot"])
         prev_view = state.expire(pd.Timestamp(at), DEFAULT_MAX_AGE)[0].view()
-        replayed = apply(prev_view, result.changes)
-        cols = [*SNAPSHOT_KEY, *VALUE_COLUMNS]
+        # The law: a consumer keeping count-level columns per key and cell/pair-level columns
+        # per cell, each from the latest record, reconstructs the new state's view exactly.
+        replayed = apply_levels(prev_view, result.changes)
         pd.testing.assert_frame_equal(sort_view(replayed)[cols], result.state.view()[cols])
+        # And the changeset holds only real changes: each changed row differs from what that
+        # consumer knew before on exactly the columns it names.
+        known = apply_levels(prev_view, result.changes.iloc[:0])
+        changed = result.changes[result.changes["change"] == "changed"]
+        before = changed[list(SNAPSHOT_KEY)].merge(known, on=list(SNAPSHOT_KEY), how="left")
+        fields = changed_fields(differences(before, changed.reset_index(drop=True)))
+        assert fields.tolist() == changed["changed_fields"].tolist()
         counted = result.report.new + result.report.changed + result.report.ceased
         assert counted == len(result.changes)
         state = result.state
+
+
+# --- echo: a cell- or pair-level change is recorded once, not once per count --------------------
+
+
+def full_rotation(start, *, spot=0.02, rows=BASE):
+    state, at = None, start
+    for count in DESIRED_COUNTS:
+        state = run(state, count, rows, at=at, spot=spot).state
+        at += timedelta(minutes=10)
+    return state, at
+
+
+def test_a_price_change_is_recorded_once_not_once_per_count():
+    state, at = full_rotation(T0)
+    recorded = []
+    for count in DESIRED_COUNTS:
+        result = run(state, count, BASE, at=at, spot=0.021)
+        recorded.append(result.changes)
+        state, at = result.state, at + timedelta(minutes=10)
+    first, rest = recorded[0], pd.concat(recorded[1:])
+    # Seen at count 1: one row per observed (zone) key of that run, naming only the price.
+    assert kinds_of(first) == {"changed": 3} and set(first["desired_count"]) == {1}
+    assert set(first["changed_fields"]) == {"spot_price"}
+    # Counts 5..50 observe the same new price: nothing more goes to the time series.
+    assert rest.empty
+    assert (state.view()["spot_price"] == 0.021).all()
+
+
+def test_a_tier_change_is_recorded_once_not_once_per_count():
+    state, at = full_rotation(T0)
+    d2_1 = (state.view()["zone"] == "1").fillna(False)
+    assert set(state.view().loc[d2_1, "t3"]) == {50}
+    recorded = {}
+    # Second rotation, starting at count 10: D2 zone 1 scores Medium at 10, so its T3 drops to 5
+    # for the whole rotation (count 10's slot says Medium until count 10 is seen again).
+    order = [*DESIRED_COUNTS[2:], *DESIRED_COUNTS[:2], 10]
+    for i, count in enumerate(order):
+        medium = count == 10 and i == 0
+        rows = [(D2, "eastus", "1", "Medium"), *BASE[1:]] if medium else BASE
+        result = run(state, count, rows, at=at)
+        recorded[(i, count)] = result.changes
+        state, at = result.state, at + timedelta(minutes=10)
+    drop = recorded[(0, 10)]
+    assert drop[["zone", "desired_count", "changed_fields", "t3"]].astype(object).to_numpy().tolist() == [
+        ["1", 10, "score,score_value,t3", 5]
+    ]
+    # Counts 15..50, 1, 5 see the same tiers: no echo.
+    assert all(recorded[(i, c)].empty for i, c in list(recorded)[1:-1])
+    # Count 10 High again restores T3 = 50: one change, again only on count 10's row.
+    back = recorded[(len(order) - 1, 10)]
+    assert back[["zone", "desired_count", "changed_fields", "t3"]].astype(object).to_numpy().tolist() == [
+        ["1", 10, "score,score_value,t3", 50]
+    ]
+
+
+def test_a_ceased_latest_observation_does_not_bring_back_stale_cell_values():
+    r1 = run(None, 1, BASE, at=T0)
+    r5 = run(r1.state, 5, BASE, at=T0 + timedelta(minutes=10))
+    # Count 10 is new for every cell and brings a new price; the cells' other slots take it.
+    r10 = run(r5.state, 10, BASE, at=T0 + timedelta(minutes=20), spot=0.03)
+    assert kinds_of(r10) == {"new": 3}
+    assert (r10.state.view()["spot_price"] == 0.03).all()
+    # Count 10 of zone 1 ceases: the cell's latest is count 5 again, which already holds 0.03 ...
+    gone = run(r10.state, 10, BASE[1:], at=T0 + timedelta(minutes=30), spot=0.03)
+    assert kinds_of(gone) == {"ceased": 1}
+    # ... so count 1 observing 0.03 is not a price change. Zone 1's tiers do change (for real:
+    # count 10 is no longer known, so T2/T3 fall from 10 to 5) and that is recorded.
+    again = run(gone.state, 1, BASE, at=T0 + timedelta(minutes=40), spot=0.03)
+    assert again.changes[["zone", "changed_fields", "t2", "t3"]].astype(object).to_numpy().tolist() == [
+        ["1", "t2,t3", 5, 5]
+    ]
+
+
+def kinds_of(changes_or_result):
+    frame = getattr(changes_or_result, "changes", changes_or_result)
+    return frame["change"].value_counts().to_dict()
+
+
+def test_worked_example_from_the_docs():
+    # docs/data-model.md, "Changeset": one cell, its price moves at 00:20, then two score changes.
+    script = [
+        (0, 1, "High", 0.020, "new", None, 1, 1),
+        (10, 5, "High", 0.020, "new", None, 5, 5),
+        (20, 10, "Medium", 0.021, "new", None, 10, 5),
+        (110, 1, "High", 0.021, None, None, 10, 5),
+        (120, 5, "Low", 0.021, "changed", "score,score_value,t2,t3", 1, 1),
+        (130, 10, "High", 0.021, "changed", "score,score_value", 1, 1),
+    ]
+    state = None
+    for minutes, count, score, spot, change, fields, t2, t3 in script:
+        result = run(
+            state, count, [(D2, "eastus", "1", score)], at=T0 + timedelta(minutes=minutes), spot=spot
+        )
+        state = result.state
+        row = result.snapshot.dropna(subset=["desired_count"]).iloc[0]
+        assert (row["t2"], row["t3"]) == (t2, t3), minutes
+        if change is None:
+            assert result.changes.empty, minutes
+        else:
+            assert result.changes["change"].tolist() == [change], minutes
+            got = result.changes["changed_fields"].iloc[0]
+            assert (None if got is pd.NA else got) == fields, minutes
+
+
+def test_a_state_written_before_levelling_is_compared_with_each_cells_latest_observation():
+    # The previous engine stored, on each count's slot, the values of that count's own day:
+    # count 1 still says 0.02 and T3 = 1 while the cell's latest observation (count 5) says 0.03, 5.
+    r5 = run(run(None, 1, BASE, at=T0).state, 5, BASE, at=T0 + timedelta(minutes=10), spot=0.03)
+    old_view = r5.state.view()
+    is_1 = (old_view["desired_count"] == 1).to_numpy()
+    old_view.loc[is_1, "spot_price"] = 0.02
+    old_view.loc[is_1 & (old_view["zone"] == "1").fillna(False).to_numpy(), "t3"] = 1
+    old = ScoringState.from_view(old_view)
+    again = run(old, 1, BASE, at=T0 + timedelta(minutes=110), spot=0.03)
+    assert again.changes.empty
+    # Observing count 1 rewrote its slot: the state is levelled again.
+    assert (again.state.view()["spot_price"] == 0.03).all()

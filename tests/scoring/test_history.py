@@ -162,6 +162,8 @@ def test_engine_tiers_match_a_brute_force_replay(steps, max_age_minutes):
     at = T0
     # The reference: for each cell, the latest (time, score) per count that was seen.
     memory: dict[tuple[str, str, str | None], dict[int, tuple[datetime, str]]] = {c: {} for c in CELLS}
+    # The tiers each cell had when it was last observed: its current T2/T3.
+    current: dict[tuple[str, str, str | None], tuple[int | None, int | None]] = {}
     for i, (scores, call_ok, gap) in enumerate(steps):
         at = at + timedelta(minutes=10 * gap)
         count = DESIRED_COUNTS[i % len(DESIRED_COUNTS)]
@@ -196,6 +198,12 @@ def test_engine_tiers_match_a_brute_force_replay(steps, max_age_minutes):
             slots = {c: s for c, (_, s) in memory[cell].items()}
             assert as_int(r["t2"]) == reference_tier(slots, 2), (cell, slots)
             assert as_int(r["t3"]) == reference_tier(slots, 3), (cell, slots)
+            current[cell] = (reference_tier(slots, 2), reference_tier(slots, 3))
+        # Every live count of a cell carries the cell's current tiers (they are cell-level), not
+        # the tiers of the day that count was last observed.
+        for r in state.view().itertuples():
+            cell = (r.size, r.region, None if r.zone is pd.NA else r.zone)
+            assert (as_int(r.t2), as_int(r.t3)) == current[cell], (cell, r.desired_count)
         # The state remembers exactly the reference's live observations.
         live = {
             (r.size, r.region, None if r.zone is pd.NA else r.zone, int(r.desired_count)): r.score

@@ -1,4 +1,4 @@
-"""Replay 12 emulator cycles (a full rotation, then a UTC day change) and check T2/T3 against truth.
+"""Replay 12 emulator cycles (a full rotation, then a UTC day change): T2/T3 against truth, no echo.
 
 The SPS frames come straight from the emulator's world (no HTTP). The truth is computed
 independently: for every cell, the world's scalar ``sps_score`` at the time each count was last
@@ -22,6 +22,7 @@ from spotlake.model import (
     if_score,
     score_value,
 )
+from spotlake.scoring.diff import COUNT_COLUMNS
 from spotlake.scoring.engine import Coverage, ScoringState, score_run
 
 world_mod = pytest.importorskip("spotlake.testing.world")
@@ -102,6 +103,10 @@ def test_twelve_cycles_match_ground_truth():
         observed_at[count] = at
         assert result.report.ceased == 0 and result.report.merge.sps_without_price == 0
         changed += result.report.changed
+        # No echo: prices are constant and a cell's tiers only move when one of its counts' scores
+        # does, which is recorded when it happens; so every changed row names a count-level column.
+        fields = result.changes.loc[result.changes["change"] == "changed", "changed_fields"]
+        assert all(set(f.split(",")) & set(COUNT_COLUMNS) for f in fields), fields.tolist()
         rows = result.snapshot.dropna(subset=["desired_count"])
         assert len(rows) == len(sps)
         for r in rows.itertuples():

@@ -17,6 +17,16 @@ Equality rules (documented in docs/data-model.md):
 
 The comparison itself (:func:`differences`) works on two position-aligned frames so the engine,
 which aligns rows by integer cell id, uses the same rules without a key join.
+
+**Column levels.** The value columns describe three different things (:data:`COUNT_COLUMNS`:
+the SPS answer for one desired count; :data:`CELL_COLUMNS`: the T2/T3 tiers of a
+(size, region, zone) cell; :data:`PAIR_COLUMNS`: prices, eviction rate, family and region name of
+a (region, size) pair). The engine's changesets are *levelled*: a cell- or pair-level change is
+recorded once, on the row that observed it, not again on every count's row as the rotation comes
+round. :func:`level_differences` is that comparison and :func:`apply_levels` the consumer's replay:
+for an engine run, ``apply_levels(prev_view, changes)`` equals the new state's view on the key and
+value columns (property-tested in tests/scoring/test_engine.py). :func:`diff`/:func:`apply` stay
+the plain per-key comparison of two arbitrary views.
 """
 
 from __future__ import annotations
@@ -32,14 +42,20 @@ from spotlake.errors import ConfigError
 from spotlake.model import CHANGE_KINDS, CHANGES_SCHEMA, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, Schema, conform
 
 __all__ = [
+    "CELL_COLUMNS",
+    "COUNT_COLUMNS",
     "FLOAT_DECIMALS",
+    "PAIR_COLUMNS",
     "VALUE_COLUMNS",
     "apply",
+    "apply_levels",
     "changed_fields",
     "conformed",
     "diff",
     "differences",
     "frame_repr",
+    "latest_per_cell",
+    "level_differences",
     "sort_view",
 ]
 
@@ -48,12 +64,36 @@ VALUE_COLUMNS: Final[tuple[str, ...]] = tuple(
     c for c in SNAPSHOT_SCHEMA if c not in SNAPSHOT_KEY and c != "observed_at"
 )
 
+#: Count-level columns: what the SPS call for one desired count answered. A row's values are
+#: compared with the same (size, region, zone, count)'s last observation.
+COUNT_COLUMNS: Final[tuple[str, ...]] = ("score", "score_value", "quota_available")
+
+#: Cell-level columns: the tiers of a (size, region, zone) cell, derived from all its counts.
+#: Compared with the cell's current values (its latest live observation of any count).
+CELL_COLUMNS: Final[tuple[str, ...]] = ("t2", "t3")
+
+#: Pair-level columns: properties of a (region, size) pair (``family`` of the size alone). Every
+#: cell of a pair observed in one run carries the same values, so the cell's latest observation
+#: is the pair's current value for that cell and is what a row is compared with.
+PAIR_COLUMNS: Final[tuple[str, ...]] = (
+    "region_name",
+    "family",
+    "ondemand_price",
+    "spot_price",
+    "savings_pct",
+    "eviction_bucket",
+    "if_score",
+)
+
 #: Float values are equal when equal after rounding to this many decimals. Retail prices are
 #: published with at most 6 significant decimals; below that is floating-point noise.
 FLOAT_DECIMALS: Final = 6
 
 _FLOAT_COLUMNS: Final = frozenset(c for c in VALUE_COLUMNS if SNAPSHOT_SCHEMA[c] == "float64")
 _KEY: Final = list(SNAPSHOT_KEY)
+_CELL: Final = ["size", "region", "zone"]
+#: Columns a consumer keeps per cell rather than per key (cell- and pair-level).
+_PER_CELL: Final = (*CELL_COLUMNS, *PAIR_COLUMNS)
 
 
 def frame_repr(frame: pd.DataFrame) -> str:
@@ -196,13 +236,39 @@ def diff(prev: pd.DataFrame, cur: pd.DataFrame, *, at: datetime | None = None) -
     return sort_view(conformed(out, CHANGES_SCHEMA, source="changeset"))
 
 
-def apply(prev: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
-    """Replay ``changes`` on view ``prev``: drop ceased keys, insert new rows, replace changed rows.
+def level_differences(own: pd.DataFrame, latest: pd.DataFrame, cur: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """:func:`differences` at each column's level, for three position-aligned frames.
 
-    :class:`~spotlake.errors.ConfigError` when the changeset does not fit ``prev`` (a ``new`` key
-    already present, a ``changed``/``ceased`` key absent, an unknown change kind, a repeated key).
+    Count-level columns (:data:`COUNT_COLUMNS`) of ``cur`` are compared with ``own`` (the same
+    key's last observation), cell- and pair-level columns (:data:`CELL_COLUMNS`,
+    :data:`PAIR_COLUMNS`) with ``latest`` (the cell's latest observation of any count). Same
+    shape and column order as :func:`differences`.
     """
-    p = _check_view(prev, "previous view")
+    if not len(own) == len(latest) == len(cur):
+        raise ConfigError(
+            f"level_differences() needs aligned frames, got {len(own)}, {len(latest)} and {len(cur)} rows"
+        )
+    out = np.zeros((len(cur), len(VALUE_COLUMNS)), dtype=bool)
+    for j, col in enumerate(VALUE_COLUMNS):
+        ref = own if col in COUNT_COLUMNS else latest
+        out[:, j] = _column_differs(ref[col], cur[col], is_float=col in _FLOAT_COLUMNS)
+    return out
+
+
+def latest_per_cell(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (size, region, zone) cell of ``frame``: the one with the latest ``observed_at``.
+
+    Ties go to the smallest ``desired_count`` (the engine's rule: it never produces ties within a
+    cell, but an arbitrary view may). Rows keep ``frame``'s columns; order is unspecified.
+    """
+    ranked = frame.sort_values(
+        ["observed_at", "desired_count"], ascending=[False, True], na_position="last", kind="stable"
+    )
+    return ranked.drop_duplicates(_CELL, keep="first")
+
+
+def _checked_changes(p: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """The changeset conformed, after checking it fits view ``p`` (see :func:`apply`)."""
     ch = conformed(changes, CHANGES_SCHEMA, source="changeset")
     kinds = set(ch["change"].dropna().unique().tolist())
     unknown = sorted(kinds - set(CHANGE_KINDS))
@@ -217,8 +283,45 @@ def apply(prev: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
         raise ConfigError("changeset marks as new a key the previous view already has")
     if (~present & ~is_new).any():
         raise ConfigError("changeset changes or ceases a key the previous view does not have")
+    return ch
+
+
+def _replayed(p: pd.DataFrame, ch: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``p`` whose key the changeset does not touch, plus its new and changed rows."""
     touched = p[_KEY].merge(ch[_KEY].assign(_hit=True), on=_KEY, how="left", sort=False)
     keep = p[touched["_hit"].isna().to_numpy()]
     upserts = ch[ch["change"] != "ceased"][list(SNAPSHOT_SCHEMA)]
-    out = pd.concat([keep, upserts], ignore_index=True)
+    return pd.concat([keep, upserts], ignore_index=True)
+
+
+def apply(prev: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Replay ``changes`` on view ``prev``: drop ceased keys, insert new rows, replace changed rows.
+
+    The inverse of :func:`diff`. :class:`~spotlake.errors.ConfigError` when the changeset does not
+    fit ``prev`` (a ``new`` key already present, a ``changed``/``ceased`` key absent, an unknown
+    change kind, a repeated key).
+    """
+    p = _check_view(prev, "previous view")
+    out = _replayed(p, _checked_changes(p, changes))
     return sort_view(conformed(out, SNAPSHOT_SCHEMA, source="applied view"))
+
+
+def apply_levels(prev: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Replay a levelled (engine) changeset on view ``prev``, the way a time-series consumer does.
+
+    Per key, the count-level columns come from the key's latest record: its ``new``/``changed``
+    row in ``changes`` if any, else ``prev``'s row (``ceased`` keys are dropped). Per cell, the
+    cell- and pair-level columns come from the cell's latest record: its ``new``/``changed`` row in
+    ``changes`` if any (latest ``observed_at``, ties to the smallest count), else ``prev``'s latest
+    row of that cell. Every remaining key of a cell carries those cell values. ``observed_at`` is the
+    key's own. Same errors as :func:`apply`.
+    """
+    p = _check_view(prev, "previous view")
+    ch = _checked_changes(p, changes)
+    keyed = _replayed(p, ch)
+    upserts = ch[ch["change"] != "ceased"][list(SNAPSHOT_SCHEMA)]
+    # The changeset is newer than prev, so its records win; within each, the latest row per cell.
+    memory = pd.concat([latest_per_cell(upserts), latest_per_cell(p)], ignore_index=True)
+    memory = memory.drop_duplicates(_CELL, keep="first")[[*_CELL, *_PER_CELL]]
+    out = keyed.drop(columns=list(_PER_CELL)).merge(memory, on=_CELL, how="left", sort=False)
+    return sort_view(conformed(out[list(SNAPSHOT_SCHEMA)], SNAPSHOT_SCHEMA, source="applied view"))

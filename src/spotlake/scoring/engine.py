@@ -14,22 +14,30 @@
 
 Pure: no I/O, no clock (the run time is an argument). What a run compares (docs/data-model.md):
 
-* the *view* of a key (size, region, zone, count) is its last observation (every snapshot column
-  as of then); a run observes one count, so an observed row is compared with that same count's
-  last observation, never with another count;
-* ``new``: observed, no live previous observation; ``changed``: a value column differs (T2/T3
-  included); ``ceased``: the key was live and this run *could* have seen it but did not, i.e.
+* each value column has a *level*: count-level (score, score_value, quota_available: the answer
+  for one desired count), cell-level (t2, t3: the tiers of a (size, region, zone) cell) and
+  pair-level (region_name, family, prices, savings, eviction: properties of a (region, size));
+* an observed row's count-level columns are compared with the same key's last observation; its
+  cell- and pair-level columns with the cell's *current* values, i.e. its latest live observation
+  of any count. So a T3 or price change is recorded once, on the rows of the run that saw it,
+  not again on every count's row as the rotation comes round (no echo);
+* ``new``: observed, no live observation of that (cell, count); ``changed``: some column differs
+  at its level (``changed_fields`` lists exactly those); ``ceased``: the key was live and this
+  run *could* have seen it but did not, i.e.
   (a) its count is this run's count, its (region, size) is in ``covered.sps_pairs`` (the SPS call
   succeeded) and it is of the run's zone mode, or (b) the price crawl is complete and its
   (region, size) has neither a price nor an SPS row any more (all its counts cease);
 * keys whose SPS call failed are *unknown*: kept unchanged in the state, counted in the report;
 * a source marked incomplete does not erase values: an observed row whose pair is missing from
-  an incomplete source keeps the previous observation's values for that source's columns;
+  an incomplete source keeps the cell's current values for that source's columns;
 * observations older than ``max_age`` are forgotten at the start of the run (counted as
   ``expired``; a forgotten key that comes back is ``new``).
 
-Hence ``diff.apply(prev.expire(at, max_age)[0].view(), result.changes)`` equals
-``result.state.view()`` on the key and value columns (tested).
+The state keeps every live slot of a cell on the cell's current cell- and pair-level values
+(an observation that moves them writes them into the cell's other live slots), so a consumer
+that keeps count-level columns per key and cell/pair-level columns per cell, each from the latest
+record, rebuilds the state: ``diff.apply_levels(prev.expire(at, max_age)[0].view(), result.changes)``
+equals ``result.state.view()`` on the key and value columns (tested).
 """
 
 from __future__ import annotations
@@ -52,7 +60,17 @@ from spotlake.model import (
     SNAPSHOT_SCHEMA,
     SpsCall,
 )
-from spotlake.scoring.diff import changed_fields, conformed, differences, frame_repr, sort_view
+from spotlake.scoring.diff import (
+    CELL_COLUMNS,
+    PAIR_COLUMNS,
+    VALUE_COLUMNS,
+    changed_fields,
+    conformed,
+    differences,
+    frame_repr,
+    level_differences,
+    sort_view,
+)
 from spotlake.scoring.history import (
     CELL_KEY,
     DEFAULT_MAX_AGE,
@@ -81,6 +99,9 @@ _SOURCE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "eviction": ("eviction_bucket", "if_score"),
     "skus": ("family",),
 }
+#: Cell- and pair-level columns: one current value per cell, the same on every live slot.
+_PER_CELL: Final = (*CELL_COLUMNS, *PAIR_COLUMNS)
+_PER_CELL_IDX: Final = np.asarray([VALUE_COLUMNS.index(c) for c in _PER_CELL], dtype=np.int64)
 
 
 def _pairs_frame(value: pd.DataFrame | Iterable[tuple[str, str]]) -> pd.DataFrame:
@@ -223,6 +244,41 @@ def _scatter(frame: pd.DataFrame, rows: npt.NDArray[np.int64], values: pd.DataFr
     return pd.DataFrame(out, index=frame.index)
 
 
+def _propagate(
+    slots: list[pd.DataFrame], j: int, rows: npt.NDArray[np.int64], values: pd.DataFrame
+) -> list[pd.DataFrame]:
+    """Write the cell- and pair-level ``values`` of cells ``rows`` into their other live slots.
+
+    Keeps the invariant that every live slot of a cell holds the cell's current cell- and
+    pair-level values, so a slot that becomes the cell's latest (another one ceased) or the state
+    view both show what a consumer of the changesets knows. Only the entries that differ are
+    written: a typical run moves a few percent of cells and rarely a string column.
+    """
+    out = list(slots)
+    if len(rows) == 0:
+        return out
+    for k, slot in enumerate(slots):
+        if k == j:
+            continue
+        live = slot["observed_at"].take(rows).notna().to_numpy(dtype=bool)
+        if not live.any():
+            continue
+        targets = rows[live]
+        new = values[live].reset_index(drop=True)
+        differs = differences(slot.take(targets).reset_index(drop=True), new)[:, _PER_CELL_IDX]
+        if not differs.any():
+            continue
+        written = slot.copy(deep=False)
+        for c, col in enumerate(_PER_CELL):
+            mask = differs[:, c]
+            if mask.any():
+                arr = slot[col].array.copy()
+                arr[targets[mask]] = new[col].array[mask]
+                written[col] = arr
+        out[k] = written
+    return out
+
+
 def _pair_isin(frame: pd.DataFrame, pairs: pd.DataFrame) -> npt.NDArray[np.bool_]:
     if len(frame) == 0 or len(pairs) == 0:
         return np.zeros(len(frame), dtype=bool)
@@ -238,12 +294,13 @@ def _with_key(cells: pd.DataFrame, counts: int | pd.Series, values: pd.DataFrame
 
 
 def _carry_over(
-    values: pd.DataFrame, prev_rows: pd.DataFrame, had: npt.NDArray[np.bool_], covered: Coverage
+    values: pd.DataFrame, latest: pd.DataFrame, known: npt.NDArray[np.bool_], covered: Coverage
 ) -> dict[str, int]:
-    """Fill, in place, the columns of incomplete sources from the previous observation.
+    """Fill, in place, the columns of incomplete sources from the cell's latest observation.
 
     An incomplete source does not erase what we knew: an observed row whose pair is missing from
-    it (all its columns missing) keeps the previous observation's values. Returns counts per source.
+    it (all its columns missing) keeps the cell's current values for those (pair-level) columns,
+    i.e. those of its latest observation of any count. Returns counts per source.
     """
     complete = {
         "prices": covered.prices_complete,
@@ -254,12 +311,12 @@ def _carry_over(
     for source, cols in _SOURCE_COLUMNS.items():
         if complete[source]:
             continue
-        absent = values[list(cols)].isna().all(axis=1).to_numpy(dtype=bool) & had
+        absent = values[list(cols)].isna().all(axis=1).to_numpy(dtype=bool) & known
         carried[source] = int(absent.sum())
         if absent.any():
             keep = pd.Series(~absent, index=values.index)
             for col in cols:
-                values[col] = values[col].where(keep, prev_rows[col])
+                values[col] = values[col].where(keep, latest[col])
     return carried
 
 
@@ -390,11 +447,14 @@ def score_run(
     slots = [s if len(s) == n else s.reindex(pd.RangeIndex(n)) for s in state.slots]
     padded = ScoringState(cells=cells, slots=tuple(slots))
     j = DESIRED_COUNTS.index(desired_count)
+    # Two references per observed row: the same key's last observation (count-level columns)
+    # and the cell's latest observation of any count (cell- and pair-level columns).
     prev_rows = slots[j].take(ids).reset_index(drop=True)
     had = prev_rows["observed_at"].notna().to_numpy(dtype=bool)
+    latest_rows, known = padded.latest_rows(ids)
     values = cur[list(SLOT_COLUMNS)].copy()
 
-    carried = _carry_over(values, prev_rows, had, covered)
+    carried = _carry_over(values, latest_rows, known, covered)
 
     # T2/T3 from the per-count vector, this run's count replaced by what it just saw.
     matrix, live = padded.score_matrix(ids, ts, max_age)
@@ -403,10 +463,11 @@ def score_run(
     values["t2"], values["t3"] = tiers(matrix, live)
     values["observed_at"] = pd.Series(ts, index=values.index, dtype=SNAPSHOT_SCHEMA["observed_at"])
 
-    # Observed rows against their own last observation.
-    diffs = differences(prev_rows, values)
+    # Each column against the reference of its level; a key never seen before is new.
+    diffs = level_differences(prev_rows, latest_rows, values)
     is_changed = had & diffs.any(axis=1)
     is_new = ~had
+    cell_moved = known & diffs[:, _PER_CELL_IDX].any(axis=1)
 
     ceased_masks, unknown = _ceased(
         cells=cells, slots=slots, j=j, ids=ids, cur=cur, prices=prices, covered=covered
@@ -424,8 +485,9 @@ def score_run(
         ts=ts,
     )
 
-    # The next state: this count's slot takes the observed rows; ceased keys are emptied.
-    new_slots = list(slots)
+    # The next state: cells whose cell/pair values moved pass them to their other live slots,
+    # this count's slot takes the observed rows, ceased keys are emptied.
+    new_slots = _propagate(slots, j, ids[cell_moved], values[cell_moved])
     new_slots[j] = _scatter(slots[j], ids, values)
     new_slots = [clear_rows(s, m) for s, m in zip(new_slots, ceased_masks, strict=True)]
     new_state = ScoringState(cells=cells, slots=tuple(new_slots)).compact()

@@ -4,9 +4,12 @@ Each 10-minute run scores one desired count, so what a (size, region, zone) *cel
 known only by remembering the latest observation of every count. :class:`ScoringState` is that
 memory, kept columnar: a ``cells`` frame (one row per cell, its integer position is the cell id)
 and one *slot* frame per count in :data:`~spotlake.model.DESIRED_COUNTS`, row-aligned with
-``cells``, holding the snapshot values of the cell's last observation at that count (``observed_at``
-``NaT`` = never observed or forgotten). At 60 regions x 800 sizes x 3 zones that is ~144k cells
-and 11 slot frames, never Python dicts.
+``cells``, holding the values of the cell's last observation at that count (``observed_at``
+``NaT`` = never observed or forgotten). The count-level columns (score, score_value,
+quota_available) are that observation's; the engine keeps the cell- and pair-level columns
+(T2/T3, prices, eviction, family, region name) of every live slot at the cell's current values,
+those of its latest observation of any count (:meth:`ScoringState.latest_rows`). At 60 regions
+x 800 sizes x 3 zones that is ~144k cells and 11 slot frames, never Python dicts.
 
 The *view* of a state (:meth:`ScoringState.view`) is the same data as one long frame with
 :data:`~spotlake.model.SNAPSHOT_SCHEMA` (one row per live (size, region, zone, count)); it is what
@@ -69,6 +72,7 @@ STATE_FRAME: Final = "rows"
 
 _COUNTS: Final = np.asarray(DESIRED_COUNTS, dtype=np.int64)
 _TIME_DTYPE: Final = SNAPSHOT_SCHEMA["observed_at"]
+_NAT: Final = np.iinfo(np.int64).min
 
 
 def utc_timestamp(at: datetime) -> pd.Timestamp:
@@ -252,6 +256,40 @@ class ScoringState:
             live[:, j] = (seen.notna() & (seen >= horizon)).to_numpy(dtype=bool)
             values[:, j] = slot["score_value"].take(ids).to_numpy(dtype=np.int8, na_value=0)
         return values, live
+
+    def latest_rows(self, ids: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
+        """Each given cell's latest live observation of any count, and whether it has one.
+
+        Returns a frame of :data:`SLOT_COLUMNS` position-aligned with ``ids`` (all missing where
+        the cell has no live slot) and that mask. "Latest" is the slot with the largest
+        ``observed_at``, ties going to the smallest count (the engine never makes ties: one run
+        writes one slot). Vectorised: an ``(n, 11)`` matrix of observation times, an ``argmax``
+        per row, then one ``take`` per slot for the rows whose latest it is.
+        """
+        n = len(ids)
+        times = np.empty((n, len(DESIRED_COUNTS)), dtype=np.int64)
+        for k, slot in enumerate(self.slots):
+            seen = slot["observed_at"].take(ids)
+            # NaT becomes int64 min, below every real time.
+            stamps = seen.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT"))
+            times[:, k] = stamps.view(np.int64)
+        best = times.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+        has = times.max(axis=1, initial=_NAT) != _NAT
+        order = np.argsort(best, kind="stable")
+        pieces = []
+        for k, slot in enumerate(self.slots):
+            pick = order[best[order] == k]
+            if len(pick):
+                pieces.append(slot.take(ids[pick]))
+        if not pieces:
+            return _empty_slot(n), has
+        gathered = pd.concat(pieces, ignore_index=True)
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n, dtype=np.int64)
+        rows = gathered.take(inverse).reset_index(drop=True)
+        if not has.all():
+            rows = clear_rows(rows, ~has)
+        return rows, has
 
     # -- evolving ----------------------------------------------------------------------------
 
