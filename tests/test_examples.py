@@ -800,20 +800,12 @@ def test_dockerfile_installs_this_repository_and_runs_the_console_script() -> No
             assert f"!{source.rstrip('/')}" in ignore or f"!{source.rstrip('/')}/" in ignore, source
 
 
-@pytest.mark.parametrize(
-    "doc",
-    [
-        "README.md",
-        "docs/operations.md",
-        "docs/planner.md",
-        "docs/collectors.md",
-        "docs/sps-and-credentials.md",
-    ],
-)
+@pytest.mark.parametrize("doc", ["README.md", "docs/operations.md", "docs/planner.md"])
 def test_project_docs_commands_parse(doc: str) -> None:
     """The top-level README and the docs show only command lines the CLI accepts."""
-    path = EXAMPLES.parent / doc
-    for argv in commands_in_text(path.read_text()):
+    found = list(commands_in_text((EXAMPLES.parent / doc).read_text()))
+    assert found, f"{doc} shows no spotlake command (update this test if that is intended)"
+    for argv in found:
         if "..." in argv or any(a.startswith(("(", "[")) for a in argv):
             continue  # a synopsis line ("plan (--catalog CSV | ...)"), not a runnable command
         check_cli(argv, doc)
