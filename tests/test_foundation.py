@@ -137,3 +137,27 @@ def test_absurdly_nested_json_is_a_payload_error() -> None:
     response = httpx.Response(200, text=body, request=httpx.Request("GET", "https://example.invalid"))
     with pytest.raises(PayloadError):
         read_json("prices", "page 0", response)
+
+
+def test_a_secret_inside_an_attrs_value_does_not_leak_through_asdict() -> None:
+    import json
+
+    import attrs
+
+    from spotlake.collect.auth import AzureCredentials
+
+    creds = AzureCredentials(tenant_id="t", client_id="c", client_secret="TOPSECRET", subscriptions=["s"])
+    assert "TOPSECRET" not in json.dumps(attrs.asdict(creds), default=repr)
+    with pytest.raises(AttributeError):
+        Secret("x")._value = "y"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["inf", "1e14", "nan", "-5"])
+def test_absurd_retry_after_values_are_clamped(value: str) -> None:
+    from spotlake.collect.http import MAX_HONOURED_RETRY_AFTER
+
+    req = httpx.Request("GET", "https://example.invalid")
+    seconds = parse_retry_after(httpx.Response(429, headers={"Retry-After": value}, request=req))
+    assert seconds is None or 0 <= seconds <= MAX_HONOURED_RETRY_AFTER
+    body = "Please try again after 99999999999999999999 seconds."
+    assert parse_retry_after(httpx.Response(429, text=body, request=req)) == MAX_HONOURED_RETRY_AFTER

@@ -153,14 +153,22 @@ class SpsCall:
 # --- Secrets ---------------------------------------------------------------------------------
 
 
-@attrs.frozen(repr=False, eq=False)
 class Secret:
     """A secret string that never shows itself: ``repr``/``str``/f-strings print ``Secret('***')``.
 
     Call :meth:`reveal` at the single place that must send it (an HTTP header, an SDK argument).
+    Deliberately not an attrs class: ``attrs.asdict`` of a value holding a Secret must not recurse
+    into it and copy the plain text out.
     """
 
-    _value: str = attrs.field(alias="value")
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("spotlake.model.Secret is immutable")
 
     def reveal(self) -> str:
         return self._value

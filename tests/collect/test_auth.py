@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -327,3 +328,31 @@ def test_client_secret_flow_wrong_tenant_is_an_auth_error() -> None:
     with pytest.raises(AuthError) as info:
         tokens.token()
     assert emu.client_secret not in str(info.value)
+
+
+def test_a_failed_early_refresh_keeps_using_the_still_valid_token() -> None:
+    """Inside the refresh margin a token is still valid; a transient token-endpoint failure then
+    must not fail the caller (the next call tries to refresh again)."""
+    from azure.core.credentials import AccessToken
+    from azure.core.exceptions import ServiceRequestError
+
+    from spotlake.errors import TransientError as _Transient
+
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    calls = {"n": 0}
+
+    class Flaky:
+        def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return AccessToken("first", int(time.time()) + 3600)
+            raise ServiceRequestError("token endpoint unreachable")
+
+    provider = TokenProvider(credential_factory=Flaky, clock=clock)
+    assert provider.token().reveal() == "first"
+    clock.advance(3600 - 120)  # inside the 5-minute refresh margin, 2 minutes before expiry
+    assert provider.token().reveal() == "first"
+    assert calls["n"] == 2
+    clock.advance(300)  # now really expired: the failure surfaces
+    with pytest.raises(_Transient):
+        provider.token()

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from spotlake.clock import FakeClock
+from spotlake.collect.auth import StaticToken
 from spotlake.collect.base import AzureEndpoints
 from spotlake.collect.http import Backoff
 from spotlake.collect.skus import SkuCollector, parse_sku_page
@@ -253,3 +254,25 @@ def test_absurdly_nested_page_is_a_typed_error(world: World) -> None:
     collector.transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"[" * 100_000))
     with pytest.raises(IncompleteDataError, match="page 0"):
         collector.collect()
+
+
+@pytest.mark.parametrize("link", ["https://attacker.example/x", "http://[::1"])
+def test_next_link_off_the_management_origin_is_not_followed(link: str) -> None:
+    """The bearer token travels with every page request, so a nextLink to another host (or an
+    unparsable one) is reported as a failure instead of being followed."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"value": [], "nextLink": link})
+
+    collector = SkuCollector(
+        subscription="sub",
+        credential=StaticToken("T0KEN"),
+        transport=httpx.MockTransport(handler),
+        clock=FakeClock(NOW),
+        allow_partial=True,
+    )
+    result = collector.collect()
+    assert [r.url.host for r in seen] == ["management.azure.com"]
+    assert result.report.failed == 1 and "not followed" in result.report.failures[0].reason

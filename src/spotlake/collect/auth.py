@@ -32,7 +32,7 @@ import attrs
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect.base import AzureEndpoints
-from spotlake.errors import AuthError, CredentialsError, TransientCollectError
+from spotlake.errors import AuthError, CredentialsError, TransientCollectError, TransientError
 from spotlake.model import Secret
 
 if TYPE_CHECKING:
@@ -413,7 +413,18 @@ class TokenProvider:
             return cached.token
         with self._lock:
             cached = self._current()  # another thread may have refreshed while we waited
-            return (cached or self._refresh_locked()).token
+            if cached is not None:
+                return cached.token
+            try:
+                return self._refresh_locked().token
+            except TransientError:
+                # The early refresh failed (token endpoint down for a moment): a token that is still
+                # valid is better than failing every call; the next call tries to refresh again.
+                old = self._cached
+                if old is not None and self._clock.now() < old.expires_at:
+                    log.warning("token refresh failed; using the current token until it expires")
+                    return old.token
+                raise
 
     def force_refresh(self, rejected: Secret | None = None) -> Secret:
         """A new token now (after a 401). If ``rejected`` was already replaced by another caller,

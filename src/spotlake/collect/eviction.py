@@ -113,7 +113,8 @@ def _rows_of(data: object) -> list[Any]:
     """Rows of a page in either result format (objectArray, or a table of columns and rows)."""
     if isinstance(data, dict) and "columns" in data and "rows" in data:
         columns = [
-            c.get("name") if isinstance(c, dict) else None
+            # A non-string name (drift) cannot match a field we read; keep it out of the dict keys.
+            c.get("name") if isinstance(c, dict) and isinstance(c.get("name"), str) else None
             for c in as_list(data["columns"], source=SOURCE, what="'columns'")
         ]
         rows = as_list(data["rows"], source=SOURCE, what="'rows'")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import re
 from collections.abc import Callable
@@ -65,7 +66,17 @@ MAX_HONOURED_RETRY_AFTER = 3600.0
 
 def parse_retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:
     """Seconds the server asks us to wait: the Retry-After header (seconds or HTTP date), else the
-    plain-text body's "try again after N seconds". ``None`` when it says nothing usable."""
+    plain-text body's "try again after N seconds". ``None`` when it says nothing usable.
+
+    Never more than :data:`MAX_HONOURED_RETRY_AFTER` (an absurd or infinite value would otherwise
+    overflow date arithmetic or park a quota slot for years), never NaN or negative."""
+    seconds = _raw_retry_after(response, now=now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_HONOURED_RETRY_AFTER)
+
+
+def _raw_retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:
     header = response.headers.get("retry-after")
     if header:
         header = header.strip()

@@ -239,7 +239,26 @@ class SkuCollector:
                 f"{SOURCE}: could not get a token for {MANAGEMENT_SCOPE} ({type(exc).__name__}); "
                 "check the tenant, client id and secret",
                 source=SOURCE,
-            ) from exc
+            ) from None  # not chained: the credential's own error text may quote secrets
+
+    def _next_url(self, link: str, report: CollectReport) -> httpx.URL | None:
+        """The next page's URL, only on the management endpoint's own origin: the bearer token goes
+        with the request, so a link elsewhere (or an unparsable one) ends the listing as a failure."""
+        base = httpx.URL(self.endpoints.management)
+        try:
+            url = httpx.URL(link)
+        except (httpx.InvalidURL, ValueError):
+            url = None
+        if url is None or (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            report.planned += 1
+            report.failures.append(
+                Failure(
+                    what="next page",
+                    reason=f"nextLink leaves {base.scheme}://{base.host}; not followed (token would leak)",
+                )
+            )
+            return None
+        return url
 
     def _first_url(self) -> httpx.URL:
         params = {"api-version": SKUS_API_VERSION}
@@ -294,7 +313,7 @@ class SkuCollector:
                 report.succeeded += 1
                 rows.extend(page.rows)
                 invalid += page.invalid_items
-                url = httpx.URL(page.next_link) if page.next_link else None
+                url = self._next_url(page.next_link, report) if page.next_link else None
             else:
                 if url is not None:
                     report.planned += 1
