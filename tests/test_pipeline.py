@@ -6,6 +6,7 @@ rotation across runs and a day change, and loopback (real sockets, real azure-id
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pandas as pd
 import pytest
 
@@ -210,3 +212,36 @@ def test_loopback_cycle_with_real_token_flow(tmp_path: Path, loopback: tuple[Azu
     assert int(report.collectors["prices"]["rows"]) > 0
     assert int(report.collectors["eviction"]["rows"]) > 0
     assert emu.stats.count("token") >= 1
+
+
+class SlowSps(httpx.AsyncBaseTransport):
+    """SPS requests take real time (as they do against Azure); everything else is instant."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "placementScores" in request.url.path:
+            await asyncio.sleep(0.5)
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_failed_price_crawl_stops_the_sps_calls_and_publishes_nothing(tmp_path: Path) -> None:
+    from spotlake.testing.azure import EndpointFaults, Faults
+
+    emu = emulator()
+    store = open_store(str(tmp_path))
+    first = cycle(emu, store, 0)  # stores the day's plan, so the next run's SPS starts at once
+    assert first.status == "committed"
+    before = store.read_state()
+    emu.faults = Faults(prices=EndpointFaults(errors={500: 1.0}))
+    emu.stats.reset()
+    at = run_time(1)
+    emu.clock.set(at)  # type: ignore[attr-defined]
+    access = attrs.evolve(in_process_access(emu), transport=SlowSps(emu.transport()))
+    failed = run_cycle(at, store=store, azure=access, clock=emu.clock)
+    assert failed.status == "failed" and failed.error_type == "IncompleteDataError"
+    # The crawl's failure cancelled the SPS calls still in flight: none reached Azure.
+    assert emu.stats.count("sps") == 0
+    assert store.read_state().version == before.version
+    assert store.run_times("merged") == [run_time(0)], "the failed run left no frames"

@@ -16,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from pipeline_support import emulator, in_process_access, run_time
-from spotlake.errors import LockedError
+from spotlake.errors import LockedError, SinkError
 from spotlake.pipeline import run_cycle
 from spotlake.storage import open_store
 from spotlake.storage.cloudwatch import CloudWatchSink
@@ -115,35 +115,47 @@ def test_s3_timestream_cloudwatch_end_to_end(aws: dict[str, Any]) -> None:
     assert "query-selector/azure/query_selector.json" in web
 
 
-def test_rerun_after_a_crash_before_commit_rewrites_the_same_records(aws: dict[str, Any]) -> None:
-    """Timestream is written before the state commit; a crash between the two is recovered by
-    rerunning the same time, which sends the same records with the same versions (no duplicates)."""
+def test_only_committed_runs_are_published_and_a_missed_delivery_is_made_good(aws: dict[str, Any]) -> None:
+    """Sinks are fed after the commit: a run that fails before committing publishes nothing (and
+    its frames are removed); a sink outage after the commit is delivered again by the next run,
+    with the same records and versions."""
     emu = emulator()
     store = open_store("s3://lake/idem", s3_client=aws["s3"])
     recording = RecordingTimestream(aws["timestream"])
     sink = TimestreamSink(client=recording)
-    at = run_time(0)
-    emu.clock.set(at)  # type: ignore[attr-defined]
-    crashed = run_cycle(
-        at,
-        store=FailingStore(store, fail_at=7),
-        azure=in_process_access(emu),
-        timeseries=sink,
-        clock=emu.clock,
-    )
+
+    def run(i: int, target: Any = store, timeseries: Any = sink) -> Any:
+        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+        return run_cycle(
+            run_time(i), store=target, azure=in_process_access(emu), timeseries=timeseries, clock=emu.clock
+        )
+
+    crashed = run(0, target=FailingStore(store, fail_at=7))  # fails at the commit
     assert crashed.status == "failed" and store.read_state().version is None
+    assert recording.records == [], "nothing reaches Timestream before the commit"
+    assert store.latest("merged") is None and store.latest("changes") is None, "its frames are removed"
+
+    done = run(0)
+    assert done.status == "committed" and done.delivery_error is None
     first = list(recording.records)
-    assert first, "the crashed run had written its changes"
+    assert len(first) == int(done.scoring["changes_rows"]) > 0
 
-    done = run_cycle(at, store=store, azure=in_process_access(emu), timeseries=sink, clock=emu.clock)
-    assert done.status == "committed", done.error
-    again = recording.records[len(first) :]
-    assert sorted(map(_identity, again)) == sorted(map(_identity, first))
+    class Down:
+        def write(self, changes: Any, *, run_at: Any) -> Any:
+            raise SinkError("Timestream is unavailable (injected)")
 
-    # And once committed, rerunning the time is a no-op that writes nothing.
+    outage = run(1, timeseries=Down())
+    assert outage.status == "committed" and "unavailable" in (outage.delivery_error or "")
+    # The next run delivers run 1's stored changes first, then its own.
     n = len(recording.records)
-    assert run_cycle(at, store=store, azure=in_process_access(emu), timeseries=sink).status == "skipped"
-    assert len(recording.records) == n
+    after = run(2)
+    assert after.status == "committed"
+    times = sorted({r["Time"] for r in recording.records[n:]})
+    assert len(times) == 2, "run 1's changes were delivered again, then run 2's"
+    # A committed run time rerun is a no-op that writes nothing.
+    n = len(recording.records)
+    assert run(2).status == "skipped" and len(recording.records) == n
+    assert sorted(map(_identity, first)) == sorted(map(_identity, recording.records[: len(first)]))
 
 
 def _identity(record: dict[str, Any]) -> tuple[Any, ...]:

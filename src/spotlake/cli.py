@@ -136,20 +136,22 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         bars.append(bar)
         return bar
 
-    report = run_cycle(
-        at,
-        store=store,
-        azure=access,
-        options=CycleOptions(zonal=not args.regional, lock_timeout=args.lock_timeout),
-        timeseries=timeseries,
-        metrics=metrics,
-        extra_writers=writers,
-        notifier=notifier,
-        progress=progress,
-        shard=shard,
-    )
-    for bar in bars:
-        bar.close()
+    try:
+        report = run_cycle(
+            at,
+            store=store,
+            azure=access,
+            options=CycleOptions(zonal=not args.regional, lock_timeout=args.lock_timeout),
+            timeseries=timeseries,
+            metrics=metrics,
+            extra_writers=writers,
+            notifier=notifier,
+            progress=progress,
+            shard=shard,
+        )
+    finally:
+        for bar in bars:  # end the progress lines before any message is printed
+            bar.close()
     payload = report.to_json()
     if report.status == "failed":
         _emit(args, payload, f"run {report.at:%Y-%m-%d %H:%M} FAILED: {report.error_type}: {report.error}")
@@ -168,8 +170,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         _emit(args, payload, text)
         return EXIT_OK
     text = _summary_text(payload, store=args.store)
+    if report.delivery_error:
+        text += f"\n  WARNING: committed, but the sinks were not fed: {report.delivery_error}"
     _emit(args, payload, text)
-    return EXIT_PARTIAL if report.failed_calls else EXIT_OK
+    return EXIT_PARTIAL if report.failed_calls or report.delivery_error else EXIT_OK
 
 
 def _summary_text(payload: dict[str, Any], *, store: str) -> str:
@@ -228,7 +232,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from spotlake.storage import open_store
 
     store = open_store(args.store)
-    state = store.read_state()
+    state = store.read_state(frames=False)
     pending = pending_runs(store)
     shard_ledgers = {name: doc for name, doc in state.docs.items() if name.startswith("quota.shard-")}
     docs = state.docs
@@ -243,7 +247,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
         "plan": {"date": plan.get("date"), **(plan.get("plan", {}).get("report", {}))},
         "quota": quota,
         "last_run": {k: v for k, v in last.items() if k != "report"},
-        "history_rows": sum(len(f) for f in state.frames.values()),
         "shard_quota": shard_ledgers,
         "pending_shards": [p.to_json() for p in pending],
     }
@@ -300,7 +303,10 @@ def _quota_line(doc: dict[str, Any]) -> str:
 
 
 def _next_count(rotation: dict[str, Any]) -> object:
+    """The count the next run collects: the rotation's next one, or the first on a new UTC day."""
     counts, index = rotation.get("counts") or [], rotation.get("index", 0)
+    if counts and rotation.get("day") != datetime.now(UTC).date().isoformat():
+        return f"{counts[0]} (new UTC day)"
     return counts[index] if 0 <= index < len(counts) else "?"
 
 
@@ -418,6 +424,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SpotlakeError as exc:
         print(f"spotlake: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        if type(exc).__module__.startswith("botocore"):
+            # No region, no credentials, a bad profile: AWS configuration, not a spotlake failure.
+            print(f"spotlake: AWS configuration: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.verbose:
+            raise
+        print(
+            f"spotlake: unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return code
 

@@ -10,11 +10,12 @@
    plan must be rebuilt, SPS waits for the price crawl, whose support set is the planner's input);
 5. score: merge, T2/T3 history, diff against the previous state (``covered`` tells failures from
    disappearances, so a failed call never reads as "ceased");
-6. write raw frames, the merged snapshot and the changeset (idempotent per run minute), send the
-   changes to the time-series sink and the counts to the metrics sink, then
-7. commit the new state with compare-and-swap. Everything before the commit can be redone: a run
-   that fails part-way leaves the previous state intact, its count is retried by the next run, and a
-   rerun of the same minute rewrites the same files and the same Timestream versions.
+6. write raw frames, the merged snapshot and the changeset (idempotent per run minute), then
+7. commit the new state with compare-and-swap, and only then publish: the changes to the
+   time-series sink, the snapshot to extra writers, the counts to the metrics sink, and a delivery
+   marker. A run that fails before its commit leaves the previous state intact, publishes nothing,
+   removes its frames, and its count is retried by the next run; a run whose publishing failed after
+   the commit is delivered again, from the store, by the next run (same records, same versions).
 
 Failures are reported in the returned :class:`RunReport` and, when a notifier is configured, to Slack.
 
@@ -75,9 +76,16 @@ from spotlake.scoring.rotation import (
     finish_run,
     learn_invalid,
 )
-from spotlake.storage.base import MetricsSink, SnapshotStore, StateSnapshot, TimeSeriesSink
+from spotlake.storage.base import (
+    RAW_SOURCES,
+    FrameKind,
+    MetricsSink,
+    SnapshotStore,
+    StateSnapshot,
+    TimeSeriesSink,
+)
 from spotlake.storage.core import Backend
-from spotlake.storage.layout import decode_doc, decode_frame, encode_doc, encode_frame
+from spotlake.storage.layout import decode_doc, decode_frame, encode_doc, encode_frame, frame_key
 
 __all__ = [
     "AzureAccess",
@@ -162,6 +170,8 @@ class RunReport:
     seconds: float = 0.0
     error: str | None = None
     error_type: str | None = None
+    #: The run committed but feeding the sinks failed; the next run delivers it again.
+    delivery_error: str | None = None
     #: For sharded runs: this worker's shard, the parts present/missing, who finalised.
     shard: Mapping[str, Any] = attrs.field(factory=dict)
 
@@ -198,6 +208,7 @@ class RunReport:
             "seconds": round(self.seconds, 3),
             "error": self.error,
             "error_type": self.error_type,
+            "delivery_error": self.delivery_error,
             "shard": dict(self.shard),
         }
 
@@ -458,18 +469,30 @@ def run_cycle(
     at = ensure_utc(at).replace(second=0, microsecond=0)
     started = time.monotonic()
     run_id = at.strftime("%Y-%m-%dT%H:%M")
+    report: RunReport | None = None
     try:
         if shard is None:
             with store.lock(run_id, timeout=env.opts.lock_timeout):
                 report = _guarded(run_id, at, lambda: _run_locked(at, env))
+                if report.status == "failed":
+                    _discard_quietly(env, run_id)
         else:
             report = _guarded(run_id, at, lambda: _run_shard(at, env, shard))
     except LockedError:
         raise
+    except SpotlakeError as exc:
+        # Taking or releasing the lock failed. After a commit the run stands; otherwise it failed.
+        if report is not None and report.status == "committed":
+            log.warning("run %s committed, but releasing the store's lock failed: %s", run_id, exc)
+        else:
+            report = RunReport(at=at, status="failed", error=str(exc), error_type=type(exc).__name__)
     report = attrs.evolve(report, seconds=time.monotonic() - started)
-    if report.status == "failed" and notifier is not None:
+    if notifier is not None and (report.status == "failed" or report.delivery_error):
         what = f" ({shard.label})" if shard is not None else ""
-        notifier.notify(f"spotlake run {run_id}{what} failed", f"{report.error_type}: {report.error}")
+        if report.status == "failed":
+            notifier.notify(f"spotlake run {run_id}{what} failed", f"{report.error_type}: {report.error}")
+        else:
+            notifier.notify(f"spotlake run {run_id}{what}: sinks not fed", str(report.delivery_error))
     return report
 
 
@@ -482,6 +505,14 @@ def _guarded(run_id: str, at: datetime, body: Callable[[], RunReport]) -> RunRep
     except SpotlakeError as exc:
         log.error("run %s failed: %s", run_id, exc)
         return RunReport(at=at, status="failed", error=str(exc), error_type=type(exc).__name__)
+    except Exception as exc:  # a bug or an SDK error nobody mapped: still a failed run, not a crash
+        log.exception("run %s failed unexpectedly", run_id)
+        return RunReport(
+            at=at,
+            status="failed",
+            error=f"unexpected {type(exc).__name__}: {exc}",
+            error_type="InternalError",
+        )
 
 
 def _doc(state: StateSnapshot, name: str) -> Mapping[str, Any] | None:
@@ -525,6 +556,8 @@ def _run_locked(at: datetime, env: _Env, parts: Sequence[_Part] | None = None) -
     start = _start(env.store.read_state(), at)
     if isinstance(start, RunReport):
         return start
+    _discard_unpublished(env, start.state)
+    _deliver_pending(env, start.state)
     token = env.token()
     if parts is None:
 
@@ -592,12 +625,6 @@ def _score_and_commit(at: datetime, env: _Env, start: _Start, collected: _Collec
     store.put_frame(kind="merged", at=at, frame=scored.snapshot)
     store.put_frame(kind="changes", at=at, frame=scored.changes)
 
-    sinks: dict[str, dict[str, Any]] = {}
-    if env.timeseries is not None:
-        sinks["timeseries"] = attrs.asdict(env.timeseries.write(scored.changes, run_at=at))
-    for writer in env.extra_writers:
-        writer.write(scored.snapshot, run_at=at)
-
     # A call that failed for quota or transient reasons means this count is not fully collected:
     # the rotation retries it next run instead of skipping it silently (for shards: over the union).
     retry_count = sps.incomplete is not None or any(f.reason in _RETRY_REASONS for f in sps.failed_calls)
@@ -622,11 +649,8 @@ def _score_and_commit(at: datetime, env: _Env, start: _Start, collected: _Collec
             "skus": collected.skus.report.to_json(),
         },
         scoring=scoring_json,
-        sinks=sinks,
         failed_calls=len(sps.failed_calls),
     )
-    if env.metrics is not None:
-        sinks["metrics"] = attrs.asdict(env.metrics.write_run(report.counts, run_at=at))
 
     # Documents this run does not write (another mode's quota ledgers, say) are carried over: a
     # commit replaces the whole state.
@@ -650,7 +674,103 @@ def _score_and_commit(at: datetime, env: _Env, start: _Start, collected: _Collec
         docs=docs,
         run_id=at.strftime("%Y-%m-%dT%H:%M"),
     )
-    return attrs.evolve(report, state_version=version)
+    report = attrs.evolve(report, state_version=version)
+    # Only now, with the run committed, is it published: a run that fails before its commit
+    # never reaches a sink, and a crash right here is made good by the next run (_deliver_pending).
+    try:
+        sinks = _deliver(env, at, changes=scored.changes, snapshot=scored.snapshot, counts=report.counts)
+    except SpotlakeError as exc:
+        log.error("run %s committed but the sinks were not fed: %s", at.isoformat(), exc)
+        return attrs.evolve(
+            report, delivery_error=f"{type(exc).__name__}: {exc} (the next run delivers it again)"
+        )
+    return attrs.evolve(report, sinks=sinks)
+
+
+#: Marker objects saying a committed run's changes reached the sinks.
+DELIVERED_PREFIX: Final = "delivered/"
+
+
+def _delivered_key(at: datetime) -> str:
+    return f"{DELIVERED_PREFIX}{at:%Y-%m-%dT%H-%M}"
+
+
+def _deliver(
+    env: _Env,
+    at: datetime,
+    *,
+    changes: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    counts: Mapping[str, int] | None,
+) -> dict[str, dict[str, Any]]:
+    """Feed the sinks one committed run, then mark it delivered. Safe to repeat: Timestream keeps
+    one record per (dimensions, time, version) and the other writers overwrite their objects."""
+    sinks: dict[str, dict[str, Any]] = {}
+    if env.timeseries is not None:
+        sinks["timeseries"] = attrs.asdict(env.timeseries.write(changes, run_at=at))
+    for writer in env.extra_writers:
+        writer.write(snapshot, run_at=at)
+    if env.metrics is not None and counts is not None:
+        sinks["metrics"] = attrs.asdict(env.metrics.write_run(counts, run_at=at))
+    backend = getattr(env.store, "backend", None)
+    if backend is not None:
+        cast(Backend, backend).put(_delivered_key(at), b"{}")
+    return sinks
+
+
+def _last_committed_at(state: StateSnapshot) -> datetime | None:
+    last = _doc(state, DOC_LAST_RUN)
+    if not last or last.get("status") != "committed":
+        return None
+    return datetime.fromisoformat(str(last["at"]))
+
+
+def _discard_quietly(env: _Env, run_id: str) -> None:
+    """After a failed run: remove what it wrote, if possible (the next run would otherwise do it)."""
+    try:
+        _discard_unpublished(env)
+    except SpotlakeError as exc:
+        log.warning("run %s: could not remove the failed run's frames yet (%s)", run_id, exc)
+
+
+def _deliver_pending(env: _Env, state: StateSnapshot) -> None:
+    """If the last committed run's changes never reached the sinks (a crash or a sink outage after
+    its commit), deliver them now from the store. Its metrics are not resent (they are telemetry)."""
+    if env.timeseries is None and not env.extra_writers:
+        return
+    backend = getattr(env.store, "backend", None)
+    at = _last_committed_at(state)
+    if backend is None or at is None or cast(Backend, backend).get(_delivered_key(at)) is not None:
+        return
+    changes = env.store.read_frame(kind="changes", at=at)
+    snapshot = env.store.read_frame(kind="merged", at=at)
+    if changes is None or snapshot is None:
+        log.warning("run %s: its frames are gone, its changes cannot be delivered again", at.isoformat())
+        return
+    log.warning("run %s was committed but not delivered to the sinks: delivering it now", at.isoformat())
+    _deliver(env, at, changes=changes, snapshot=snapshot, counts=None)
+
+
+def _discard_unpublished(env: _Env, state: StateSnapshot | None = None) -> None:
+    """Remove the frames of runs after the last committed one: they were written by runs that
+    failed before committing (and would otherwise show up as data that never happened)."""
+    store = env.store
+    backend = getattr(store, "backend", None)
+    run_times = getattr(store, "run_times", None)
+    if backend is None or run_times is None:
+        return
+    committed = _last_committed_at(state if state is not None else store.read_state(frames=False))
+    after = committed + timedelta(minutes=1) if committed is not None else None
+    kinds: list[tuple[FrameKind, str | None]] = [("raw", s) for s in RAW_SOURCES]
+    kinds += [("merged", None), ("changes", None)]
+    keys = [
+        frame_key(kind, t, source)
+        for kind, source in kinds
+        for t in run_times(kind, source=source, start=after)
+    ]
+    if keys:
+        log.warning("removing %d frame(s) of runs that failed before committing", len(keys))
+        cast(Backend, backend).delete(keys)
 
 
 async def _collect(
@@ -680,13 +800,20 @@ async def _collect(
             clock=clock,
         ).acollect()
     )
+    sps_task = asyncio.ensure_future(sps(lambda: prices_task))
+    tasks = (prices_task, eviction_task, skus_task, sps_task)
     try:
-        outcome = await sps(lambda: prices_task)
-        prices, eviction, skus = await asyncio.gather(prices_task, eviction_task, skus_task)
+        # The first failure stops everything: a run whose price crawl failed cannot commit, so
+        # letting its SPS calls go on would only spend quota the next run needs.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise cast(BaseException, task.exception())
+        prices, eviction, skus, outcome = await asyncio.gather(*tasks)
     except BaseException:
-        for task in (prices_task, eviction_task, skus_task):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(prices_task, eviction_task, skus_task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return _Collected(prices=prices, eviction=eviction, skus=skus, sps=outcome)
 

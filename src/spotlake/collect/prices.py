@@ -551,6 +551,14 @@ class _Crawl:
         failures: list[Failure] = []
         end = self.end
         bound = end if end is not None else (self.first_terminal if self.first_terminal is not None else None)
+        if bound is None and not any(o.page is not None for o in self.outcomes.values()):
+            # Nothing came back at all: name the pages that failed, not thousands of placeholders
+            # between them (the list's length is unknown, which is one more failure).
+            failures = [o.failure for _, o in sorted(self.outcomes.items()) if o.failure is not None]
+            failures.append(
+                Failure(what="the rest of the price list", reason="no page could be fetched", attempts=0)
+            )
+            return [], failures, len(failures)
         if bound is None:
             # No terminal page was ever seen: every page we tried is needed and the list's end is
             # unknown, which is itself a failure to report.
