@@ -161,3 +161,8 @@ def test_absurd_retry_after_values_are_clamped(value: str) -> None:
     assert seconds is None or 0 <= seconds <= MAX_HONOURED_RETRY_AFTER
     body = "Please try again after 99999999999999999999 seconds."
     assert parse_retry_after(httpx.Response(429, text=body, request=req)) == MAX_HONOURED_RETRY_AFTER
+
+
+def test_backoff_never_waits_longer_than_its_max_wait() -> None:
+    assert Backoff().delay(1, retry_after=3600.0) == 120.0
+    assert Backoff(max_wait=10).delay(30) <= 10

@@ -191,6 +191,9 @@ class Backoff:
 
     base: float = 0.5
     cap: float = 30.0
+    #: The longest single wait, whatever the server asks: runs are scheduled every 10 minutes, and a
+    #: page that cannot be fetched within a few of them is better reported than waited for.
+    max_wait: float = 120.0
     seed: int | None = 0
     _rng: random.Random = attrs.field(init=False, eq=False, repr=False)
 
@@ -202,7 +205,7 @@ class Backoff:
         wait = self._rng.uniform(0, ceiling)
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_HONOURED_RETRY_AFTER))
-        return wait
+        return min(wait, self.max_wait)
 
 
 def retrying(
