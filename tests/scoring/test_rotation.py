@@ -76,20 +76,22 @@ def test_a_count_failing_max_attempts_times_is_skipped_explicitly() -> None:
     assert nxt.desired_count == 10 and nxt.attempt == 1
 
 
-def test_a_failed_first_run_of_the_day_is_retried_as_a_new_day() -> None:
+def test_a_partly_failed_first_run_of_the_day_adopts_the_day_and_retries_count_one() -> None:
     clock = FakeClock(START)
     state = RotationState()
     for _ in range(5):
         _, state = run_once(state, clock)
     clock.set(datetime(2026, 3, 2, 0, 1, tzinfo=UTC))
-    for attempt in range(1, 6):  # never skipped, however often it fails
-        decision, state = run_once(state, clock, ok=False)
-        assert decision.new_day and decision.rebuild_plan
-        assert (decision.desired_count, decision.attempt) == (1, attempt)
-        assert state.day == date(2026, 3, 1)
-    decision, state = run_once(state, clock)
-    assert decision.new_day and decision.desired_count == 1 and decision.attempt == 6
-    assert state.day == date(2026, 3, 2) and state.index == 1 and state.attempts == 0
+    decision, state = run_once(state, clock, ok=False)
+    assert decision.new_day and decision.rebuild_plan and decision.desired_count == 1
+    # The run committed its plan: the day is adopted, so later runs reuse the plan and retry count 1.
+    assert state.day == date(2026, 3, 2) and state.index == 0
+    decision, state = run_once(state, clock, ok=False)
+    assert not decision.new_day and not decision.rebuild_plan
+    assert (decision.desired_count, decision.attempt) == (1, 2)
+    decision, state = run_once(state, clock, ok=False)
+    assert decision.attempt == DEFAULT_MAX_ATTEMPTS
+    assert state.index == 1 and state.skipped == 1 and state.last_skipped == 1, "skipped, and recorded"
 
 
 def test_the_utc_date_decides_the_day_not_the_local_one() -> None:
@@ -172,8 +174,6 @@ def test_no_count_is_ever_skipped_silently(outcomes: list[tuple[int, bool]]) -> 
         n = len(state.counts)
         if ok:
             assert state.index == (decision.index + 1) % n and state.day == decision.day
-        elif decision.new_day:
-            assert state.index == 0 and state.day != decision.day
         elif state.skipped == before + 1:
             assert decision.attempt == DEFAULT_MAX_ATTEMPTS and state.index == (decision.index + 1) % n
         else:

@@ -205,11 +205,11 @@ def finish_run(
 ) -> RotationState:
     """The state after the run ``decision`` described finished (``succeeded`` or not).
 
-    Success advances to the next count (wrapping around) and adopts the decision's day. Failure keeps
-    the count for the next run; a failed first run of a day keeps the old day, so the next run is
-    again a new-day run (count 1, plan rebuilt; never skipped). After ``max_attempts`` failures in a
-    row on one count later in the day, that count is skipped and the skip is recorded
-    (``skipped``/``last_skipped``).
+    Success advances to the next count (wrapping around) and adopts the decision's day. Failure (a
+    run that committed but could not collect its whole count) adopts the day too and keeps the count
+    for the next run; after ``max_attempts`` failures in a row on one count, that count is skipped
+    and the skip is recorded (``skipped``/``last_skipped``). A run that fails outright never reaches
+    here (nothing is committed), so the next run makes the same decision again.
     """
     if max_attempts < 1:
         raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -222,9 +222,11 @@ def finish_run(
     if succeeded:
         return attrs.evolve(state, index=(decision.index + 1) % n, day=decision.day, attempts=0)
     if decision.new_day:
-        # The day's first run failed: nothing of the new day is adopted, so the next run is again a
-        # new-day run (count 1, fresh plan). Never skipped: the day needs its plan and its count 1.
-        return attrs.evolve(state, index=0, attempts=decision.attempt)
+        # finish_run(succeeded=False) describes a run that committed what it got (a run failing
+        # outright commits nothing and is simply run again as a new-day run), so the day's plan is
+        # stored: adopt the day and retry count 1 like any other count. Otherwise quota pressure
+        # would keep every run of the day re-planning on count 1.
+        state = attrs.evolve(state, day=decision.day)
     if decision.attempt >= max_attempts:
         return attrs.evolve(
             state,
