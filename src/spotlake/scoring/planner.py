@@ -21,7 +21,7 @@ How it plans (see docs/planner.md for the reasoning and measured numbers):
    that holds the size, or the size to a call with fewer than 5 that holds the region); then
    regions/sizes that cover nothing only they cover are trimmed (fewer wasted cells).
 3. Small worlds (where one call is 10-15 % of the plan) also get seeded greedy restarts on
-   relabelled copies; everything stops early once a cover meets the lower bound (it is optimal).
+   relabelled copies, which stop once a cover meets the lower bound (it is then optimal).
 4. The cover with the fewest calls wins (then fewest cells, then construction order); calls sorted.
 
 Everything iterates over sorted indices, never over a set, so the output is identical across runs
@@ -87,9 +87,11 @@ _GREEDY_ROUNDS: Final = 4
 _IMPROVE_WITHIN: Final = 1.03
 
 #: Near-identical region sets (see :func:`_fill_near_identical`): at most this many regions apart,
-#: or this share of the wider set. 2 / 10 % groups the emulator's families (holes of ~5 % per size)
-#: without merging unrelated ones; 1 / 5 % and 3 / 15 % both gave more calls on every family world.
-_FILL_ABS: Final = 2
+#: or this share of the wider set. 5 / 10 % groups the emulator's families (holes of ~5 % per size)
+#: without merging unrelated ones. With groups' remainder columns left to the greedy, 5 gave 1-9
+#: fewer calls than 2 on each of 8 family worlds (seeds 0-5 at 60 x 800, 60 x 1000, 40 x 500); rel
+#: 15 % and 5 % gave more calls on every family world.
+_FILL_ABS: Final = 5
 _FILL_REL: Final = 0.1
 
 #: Below this many (size x region) cells every construction is cheap enough to always build.
@@ -400,11 +402,18 @@ def _fill_near_identical(masks: Sequence[int]) -> list[int]:
     return [union_masks[int(group_of[i])] if masks[i] else 0 for i in range(len(masks))]
 
 
-def _exact_groups(masks: Sequence[int], per_call: int, per_block: int) -> tuple[list[_Call], list[int]]:
-    """Whole chunks of ``per_call`` items with identical masks, each column set cut into blocks.
+def _exact_groups(
+    masks: Sequence[int], real: Sequence[int], per_call: int, per_block: int
+) -> tuple[list[_Call], list[int], dict[int, int]]:
+    """Whole chunks of ``per_call`` items with identical masks, in whole blocks of ``per_block`` columns.
 
-    These calls waste nothing and meet the size bound exactly, so no search can beat them. Returns
-    the calls and the items left over (fewer than ``per_call`` per mask).
+    Each chunk's columns are cut into ``len // per_block`` full blocks (calls that waste nothing on
+    the widened support) and a remainder of ``len % per_block`` columns that is *not* planned here:
+    it is returned, restricted to each item's ``real`` mask, for the greedy to cover together with
+    other chunks' remainders and the leftover items. The remainder holds the chunk's columns fewest of
+    its items really need (its holes), so after restriction it often spans fewer items. Emitting it
+    as one short call per chunk instead cost 4-11 calls more on every 60 x 800 family world measured.
+    Returns the calls, the chunked items, and the remainder masks (item -> columns still to cover).
     """
     groups: dict[int, list[int]] = {}
     for i, m in enumerate(masks):
@@ -412,15 +421,23 @@ def _exact_groups(masks: Sequence[int], per_call: int, per_block: int) -> tuple[
             groups.setdefault(m, []).append(i)
     calls: list[_Call] = []
     covered: list[int] = []
+    rest: dict[int, int] = {}
     for m in sorted(groups, key=lambda m: (-m.bit_count(), m)):
         items = groups[m]
         full = len(items) - len(items) % per_call
-        cols = _bits(m)
         for k in range(0, full, per_call):
             chunk = tuple(items[k : k + per_call])
-            calls.extend((chunk, cols[j : j + per_block]) for j in range(0, len(cols), per_block))
+            # Columns most of the chunk really needs first; ties by index (deterministic).
+            need = {c: sum(1 for i in chunk if real[i] >> c & 1) for c in _bits(m)}
+            cols = sorted(need, key=lambda c: (-need[c], c))
+            n_full = len(cols) - len(cols) % per_block
+            calls.extend((chunk, tuple(sorted(cols[j : j + per_block]))) for j in range(0, n_full, per_block))
+            tail = sum(1 << c for c in cols[n_full:])
+            for i in chunk:
+                if real[i] & tail:
+                    rest[i] = real[i] & tail
         covered.extend(items[:full])
-    return calls, covered
+    return calls, covered, rest
 
 
 def _greedy_construction(
@@ -430,6 +447,7 @@ def _greedy_construction(
     *,
     piece_aware: bool,
     masks: Sequence[int] | None = None,
+    real: Sequence[int] | None = None,
 ) -> list[_Call]:
     """Greedy rectangles: repeatedly take the call that covers the most uncovered pairs.
 
@@ -438,14 +456,17 @@ def _greedy_construction(
     items" until it stops changing. With ``piece_aware`` items are ranked first by whether the call
     saves them a whole call of their own (their uncovered count drops past a multiple of
     ``per_block``), which keeps the residual in whole blocks. Given the items' ``masks``, whole
-    groups of identical masks are planned exactly first (:func:`_exact_groups`) and the greedy
-    covers the rest, which then pairs up the groups' leftovers across groups.
+    groups of identical masks are planned in full blocks first (:func:`_exact_groups`) and the
+    greedy covers the rest (leftover items, and the groups' remainder columns restricted to the
+    ``real`` masks when the ``masks`` were widened), pairing up the groups' leftovers across groups.
     """
     left = support.copy()
     calls: list[_Call] = []
     if masks is not None:
-        calls, done = _exact_groups(masks, per_call, per_block)
+        calls, done, rest = _exact_groups(masks, masks if real is None else real, per_call, per_block)
         left[done] = False
+        for i, tail in rest.items():
+            left[i, list(_bits(tail))] = True
     # The same matrix column-major: gathering whole rows is much faster than gathering columns.
     left_t = left.T.copy()  # a copy in C order (never a view of ``left``)
     remaining = left.sum(axis=1).astype(np.int64)
@@ -775,7 +796,9 @@ def _solve(idx: _Indexed, max_regions: int, max_sizes: int, bound: int) -> tuple
         # support wins on family-structured ones (every measured world: docs/planner.md).
         (_greedy_construction(support, max_sizes, max_regions, piece_aware=False), "greedy"),
         (
-            _greedy_construction(wide, max_sizes, max_regions, piece_aware=True, masks=filled),
+            _greedy_construction(
+                wide, max_sizes, max_regions, piece_aware=True, masks=filled, real=idx.masks
+            ),
             f"{'widened+' if widened else ''}exact-groups+greedy-pieces",
         ),
         (_chunk_construction(idx.masks, n_regions, max_sizes, max_regions), "size-chunks"),
@@ -793,9 +816,11 @@ def _solve(idx: _Indexed, max_regions: int, max_sizes: int, bound: int) -> tuple
     best: tuple[int, int] | None = None
     best_calls: list[_Call] = []
     best_name = ""
-    for built_calls, name in (*candidates, *_restarts(support, max_sizes, max_regions)):
-        if best is not None and best[0] <= bound:
-            break  # optimal: nothing can beat the lower bound
+    for k, (built_calls, name) in enumerate((*candidates, *_restarts(support, max_sizes, max_regions))):
+        if best is not None and best[0] <= bound and k >= len(candidates):
+            # Optimal: no restart can beat the lower bound. The constructions all still run, as
+            # one meeting the bound with fewer wasted cells may come later (the real catalog).
+            break
         calls = _split_forbidden(built_calls, idx.forbidden) if any(idx.forbidden) else built_calls
         improver = _Improver(
             idx.masks, n_regions, calls, per_call=max_sizes, per_block=max_regions, forbidden=idx.forbidden
