@@ -109,6 +109,12 @@ def _error(status: int, code: str, message: str, endpoint: str) -> Reply:
     return Reply(status=status, body=dumps({"error": {"code": code, "message": message}}), endpoint=endpoint)
 
 
+def _oauth_error(error: str, description: str, code: int, endpoint: str, *, status: int = 400) -> Reply:
+    """An error in the shape Microsoft Entra ID's token endpoint answers with."""
+    body = {"error": error, "error_description": description, "error_codes": [code]}
+    return Reply(status=status, body=dumps(body), endpoint=endpoint)
+
+
 def _ok(payload: object, endpoint: str) -> Reply:
     return Reply(status=200, body=dumps(payload), endpoint=endpoint)
 
@@ -808,17 +814,7 @@ class AzureEmulator:
         if tenant not in (self.tenant_id, "organizations", "common") or (
             tenant != self.tenant_id and not oidc
         ):
-            return Reply(
-                status=400,
-                body=dumps(
-                    {
-                        "error": "invalid_request",
-                        "error_description": f"AADSTS90002: Tenant '{tenant}' not found.",
-                        "error_codes": [90002],
-                    }
-                ),
-                endpoint=ep,
-            )
+            return _oauth_error("invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.", 90002, ep)
         issuer_base = ctx.base_url
         if oidc is not None:
             t = f"{issuer_base}/{tenant}"
@@ -840,40 +836,19 @@ class AzureEmulator:
             )
         form = {k: v[-1] for k, v in parse_qs(ctx.body.decode("utf-8", "replace")).items()}
         if form.get("grant_type") != "client_credentials":
-            return Reply(
-                status=400,
-                body=dumps(
-                    {
-                        "error": "unsupported_grant_type",
-                        "error_description": "AADSTS70003: The app requested an unsupported grant type.",
-                        "error_codes": [70003],
-                    }
-                ),
-                endpoint=ep,
+            return _oauth_error(
+                "unsupported_grant_type",
+                "AADSTS70003: The app requested an unsupported grant type.",
+                70003,
+                ep,
             )
         if form.get("client_id") != self.client_id:
-            return Reply(
-                status=400,
-                body=dumps(
-                    {
-                        "error": "unauthorized_client",
-                        "error_description": "AADSTS700016: Application was not found in the directory.",
-                        "error_codes": [700016],
-                    }
-                ),
-                endpoint=ep,
+            return _oauth_error(
+                "unauthorized_client", "AADSTS700016: Application was not found in the directory.", 700016, ep
             )
         if not hmac.compare_digest(form.get("client_secret", ""), self.client_secret):
-            return Reply(
-                status=401,
-                body=dumps(
-                    {
-                        "error": "invalid_client",
-                        "error_description": "AADSTS7000215: Invalid client secret provided.",
-                        "error_codes": [7000215],
-                    }
-                ),
-                endpoint=ep,
+            return _oauth_error(
+                "invalid_client", "AADSTS7000215: Invalid client secret provided.", 7000215, ep, status=401
             )
         token = self.issue_token()
         return _ok(
