@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_support import T0, emulator, run_time
-from spotlake.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from spotlake.cli import EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from spotlake.storage import open_store
 from spotlake.testing.azure import AzureEmulator
 
@@ -114,3 +114,21 @@ def test_console_entry_point_runs() -> None:
         [sys.executable, "-m", "spotlake.cli", "--help"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0 and "collect" in proc.stdout
+
+
+def test_collect_exits_3_when_some_sps_calls_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One subscription and an emulator allowing 1 SPS call per hour per location: the plan needs
+    more calls than there are slots, so the run commits what it got and says so with exit 3."""
+    emu = emulator(sps_calls_per_hour=1)
+    monkeypatch.setenv("AZURE_TENANT_ID", emu.tenant_id)
+    monkeypatch.setenv("AZURE_CLIENT_ID", emu.client_id)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", emu.client_secret)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_IDS", emu.subscriptions[0])
+    with emu.serve() as url:
+        code = collect(url, tmp_path, T0.isoformat(), "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert code == EXIT_PARTIAL, report
+    assert report["status"] == "committed" and report["failed_calls"] > 0
+    assert report["collectors"]["sps"]["succeeded"] > 0
