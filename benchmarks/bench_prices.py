@@ -72,7 +72,8 @@ def _serve(args: argparse.Namespace) -> None:
     from spotlake.testing.azure.wire import base_url, make_server
     from spotlake.testing.world import World
 
-    world = World.generate(seed=SEED, n_regions=args.regions, n_sizes=args.sizes)
+    # The measured world (223 pages); the default "family" layout has a few more pairs (232 pages).
+    world = World.generate(seed=SEED, n_regions=args.regions, n_sizes=args.sizes, layout="family-holes")
     emu = AzureEmulator(world, faults=Faults.parse(_fault_args(args.latency)), seed=SEED)
     table = emu.prices
     render = table.page

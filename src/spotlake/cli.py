@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", type=int, default=0, help="emulator world seed (without --catalog/--pairs)")
     plan.add_argument("--regions", type=int, default=60)
     plan.add_argument("--sizes", type=int, default=800)
-    plan.add_argument("--layout", choices=("family", "uniform"), default="family")
+    plan.add_argument("--layout", choices=("family", "family-holes", "uniform"), default="family")
     plan.add_argument("--max-regions", type=int, default=8)
     plan.add_argument("--max-sizes", type=int, default=5)
     plan.add_argument("--quota", type=int, default=10, help="SPS calls per hour per (subscription, location)")

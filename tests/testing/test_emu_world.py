@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from spotlake.errors import ConfigError
 from spotlake.model import DESIRED_COUNTS, EVICTION_BUCKETS, KNOWN_SCORES
 from spotlake.testing.regions import PUBLIC_REGIONS
-from spotlake.testing.world import World, family_of
+from spotlake.testing.world import VmSize, World, family_of
 
 CATALOG = Path(__file__).resolve().parents[3] / "shared" / "data" / "azure_vms_catalog.csv"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -79,6 +80,66 @@ def test_family_layout_models_rollouts(default_world: World) -> None:
     v3 = [reach[s.name] for s in w.sizes if s.family == "standardDSv3Family"]
     v6 = [reach[s.name] for s in w.sizes if s.family == "standardDSv6Family"]
     assert sum(v3) / len(v3) > sum(v6) / len(v6)
+
+
+def _hole_share(pairs: Iterable[tuple[str, str]], family: Mapping[str, str], regions: set[str]) -> float:
+    """Share of family cells (size x region where its family is sold) the size is missing from."""
+    by_family: dict[str, dict[str, set[str]]] = collections.defaultdict(lambda: collections.defaultdict(set))
+    for region, size in pairs:
+        if region in regions:
+            by_family[family[size]][size].add(region)
+    cells = missing = 0
+    for sizes in by_family.values():
+        union = set().union(*sizes.values())
+        cells += len(union) * len(sizes)
+        missing += sum(len(union - have) for have in sizes.values())
+    return missing / cells
+
+
+@pytest.mark.skipif(not CATALOG.is_file(), reason="needs ../shared/data/azure_vms_catalog.csv")
+def test_family_holes_are_calibrated_to_the_real_catalog(default_world: World) -> None:
+    real = World.from_catalog(CATALOG)
+    real_share = _hole_share(
+        real.support_pairs(), {s.name: s.family for s in real.sizes}, {r.name for r in real.regions}
+    )
+    assert 0.0005 < real_share < 0.003  # 0.12 %: 5 of 149 families have a hole
+    family = {s.name: s.family for s in default_world.sizes}
+    top9 = {r.name for r in default_world.regions[:9]}
+    # Same order of magnitude on the generated world's 9 biggest regions (the catalog's are big US
+    # regions); more in the small regions, which lack the biggest hosts more often.
+    ours = _hole_share(default_world.support_pairs(), family, top9)
+    assert real_share / 4 < ours < real_share * 4
+    everywhere = _hole_share(default_world.support_pairs(), family, {r.name for r in default_world.regions})
+    assert ours < everywhere < 0.02
+    # The stress layout keeps the independent per-size holes: tens of times the catalog's rate.
+    stress = World.generate(0, layout="family-holes")
+    assert _hole_share(stress.support_pairs(), family, top9) > 20 * real_share
+    # Holes are shared by sibling families: where all families of a series and generation are sold,
+    # their largest sizes miss the same regions (as E96bs_v5 and E96bds_v5 in the catalog).
+    offered = default_world.offered_pairs()
+    siblings: dict[tuple[str, str], dict[str, list[VmSize]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list)
+    )
+    for size in default_world.sizes:
+        m = re.fullmatch(r"Standard_([A-Z]+)\d+[a-z]*(?:_v(\d+))?", size.name)
+        assert m is not None
+        siblings[(m[1], m[2])][size.family].append(size)
+    shared = 0
+    for families in siblings.values():
+        if len(families) < 2:
+            continue
+        common = [
+            r.name
+            for r in default_world.regions
+            if all((r.name, sizes[0].name) in offered for sizes in families.values())
+        ]
+        missing = {
+            frozenset(r for r in common if (r, max(sizes, key=lambda s: s.vcpus).name) not in offered)
+            for sizes in families.values()
+        }
+        assert len(missing) == 1
+        shared += len(next(iter(missing)))
+    assert shared > 0
 
 
 def test_uniform_layout_is_independent_noise() -> None:

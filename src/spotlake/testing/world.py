@@ -49,7 +49,7 @@ __all__ = [
     "family_of",
 ]
 
-Layout = Literal["family", "uniform"]
+Layout = Literal["family", "family-holes", "uniform"]
 # Cells of a vectorised SPS evaluation: regions, sizes, zones, cell keys, supported flags.
 _Cells = tuple[list[str], list[str], list[str | None], "npt.NDArray[np.uint64]", "npt.NDArray[np.bool_]"]
 
@@ -343,15 +343,20 @@ class World:
 
         ``layout="family"`` rolls each family out to a subset of regions (big regions get most
         families, newer generations and special series fewer regions) and supports a size in (almost)
-        every region of its family's rollout. ``layout="uniform"`` supports each (region, size)
-        independently with probability ``density`` (a planner's worst case).
+        every region of its family's rollout, with holes shaped like the real catalog's: a family's
+        largest size is missing in some (mostly small) regions, the same regions for every family of
+        its series and generation; a size without spot has no spot anywhere; other holes are rare.
+        ``layout="family-holes"`` is the same rollout with independent per-size holes instead (each
+        size misses ~3 % of its family's regions, the largest ~13 %, and ~2 % more lack spot): ~50x
+        the real catalog's hole rate, a stress case for the planner. ``layout="uniform"`` supports
+        each (region, size) independently with probability ``density`` (a planner's worst case).
         """
         if not 1 <= n_regions <= len(PUBLIC_REGIONS):
             raise ConfigError(f"n_regions must be within 1..{len(PUBLIC_REGIONS)}, got {n_regions}")
         if n_sizes < 1:
             raise ConfigError(f"n_sizes must be at least 1, got {n_sizes}")
-        if layout not in ("family", "uniform"):
-            raise ConfigError(f"layout must be 'family' or 'uniform', got {layout!r}")
+        if layout not in ("family", "family-holes", "uniform"):
+            raise ConfigError(f"layout must be 'family', 'family-holes' or 'uniform', got {layout!r}")
         if not 0.0 < density <= 1.0:
             raise ConfigError(f"density must be within (0, 1], got {density}")
         regions = tuple(
@@ -367,7 +372,7 @@ class World:
             weight = 1.0 - 0.7 * rank / max(1, len(PUBLIC_REGIONS) - 1)
             price_factor = 0.92 + 0.4 * _u(seed, "region-price", region.name)
             for fam in families:
-                if layout == "family":
+                if layout != "uniform":
                     # Older generations are everywhere; each newer one reaches fewer regions.
                     age = max(0, min(4, newest - fam.gen))
                     gen_reach = (0.45, 0.7, 0.85, 0.95, 1.0)[age]
@@ -375,10 +380,23 @@ class World:
                     reach = min(0.97, fam.series.breadth * gen_reach * arm_reach * (0.4 + 0.9 * weight))
                     if _u(seed, "rollout", fam.name, region.name) >= reach:
                         continue
+                # Real catalog (9 US regions): a family's largest size misses 0.6 % of its family's
+                # regions, every other size 0.04 %, and sibling families miss the same regions
+                # (Standard_E96bs_v5 and Standard_E96bds_v5: westcentralus and westus). Smaller
+                # regions lack the biggest hosts more often, so the 60-region rate is higher.
+                big_missing = _u(seed, "big-hosts", fam.series.letter, fam.gen, region.name) < (
+                    0.005 + 0.08 * (1.0 - weight)
+                )
                 for i, size in enumerate(fam.sizes):
+                    largest = i == len(fam.sizes) - 1 and i > 0
                     if layout == "family":
-                        # The largest sizes of a family are missing a little more often.
-                        drop = 0.03 + (0.1 if i == len(fam.sizes) - 1 and i > 0 else 0.0)
+                        if (largest and big_missing) or _u(
+                            seed, "size-in-region", size.name, region.name
+                        ) < 0.0005:
+                            continue
+                    elif layout == "family-holes":
+                        # Independent per-size holes: the largest sizes are missing a little more often.
+                        drop = 0.03 + (0.1 if largest else 0.0)
                         if _u(seed, "size-in-region", size.name, region.name) < drop:
                             continue
                     elif _u(seed, "uniform", size.name, region.name) >= density:
@@ -390,7 +408,11 @@ class World:
                         * (1.0 + 0.04 * (fam.gen - 3))
                         * (1.12 if "d" in fam.suffix else 1.0)
                     )
-                    has_spot = fam.series.spot and _u(seed, "no-spot", size.name, region.name) >= 0.02
+                    if layout == "family":
+                        # No spot offer is a property of the size (the catalog's *_Promo sizes).
+                        has_spot = fam.series.spot and _u(seed, "no-spot", size.name) >= 0.02
+                    else:
+                        has_spot = fam.series.spot and _u(seed, "no-spot", size.name, region.name) >= 0.02
                     spot = None
                     if has_spot:
                         discount = 0.1 + 0.3 * _u(seed, "spot-discount", size.name, region.name)

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0, help="world and credential seed (default 0)")
     serve.add_argument("--regions", type=int, default=60, help="regions in a generated world (default 60)")
     serve.add_argument("--sizes", type=int, default=800, help="VM sizes in a generated world (default 800)")
-    serve.add_argument("--layout", choices=("family", "uniform"), default="family")
+    serve.add_argument("--layout", choices=("family", "family-holes", "uniform"), default="family")
     serve.add_argument(
         "--catalog", help="build the world from a catalog CSV instead (e.g. azure_vms_catalog.csv)"
     )
