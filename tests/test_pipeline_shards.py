@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from pipeline_support import T0, emulator, in_process_access, run_time
+from spotlake import pipeline
 from spotlake.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 from spotlake.errors import ConfigError, LockedError
 from spotlake.pipeline import RunReport, Shard, pending_runs, run_cycle
@@ -167,6 +168,35 @@ def test_a_missing_shard_leaves_the_run_uncommitted_until_it_runs(
     assert report.collectors["sps"]["planned"] == report.plan["calls"]
     state = store.read_state()
     assert state.docs["rotation"]["index"] == 2 and state.docs["last_run"]["at"] == at.isoformat()
+    assert pending_runs(store) == []
+
+
+def test_a_finaliser_that_loses_the_race_reports_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers both see every part; one commits and removes the parts before the other locks."""
+    emu = emulator()
+    store = open_store(str(tmp_path))
+    assert plain_run(emu, store, T0).status == "committed"
+    at = run_time(1)
+    for i in (0, 1):
+        assert shard_run(emu, store, at, i, 3)[0].status == "pending"
+    real_present = pipeline._present_parts
+    raced: list[RunReport] = []
+    racing: list[bool] = []
+
+    def present_then_race(*args: Any) -> tuple[int, ...]:
+        seen = real_present(*args)
+        if not racing:  # the other worker finalises between this look and this worker's lock
+            racing.append(True)
+            raced.append(shard_run(emu, store, at, 2, 3)[0])
+        return seen
+
+    monkeypatch.setattr(pipeline, "_present_parts", present_then_race)
+    late, _ = shard_run(emu, store, at, 2, 3)
+    assert raced[0].status == "committed", raced[0].error
+    assert late.status == "skipped", late.error
+    assert store.read_state().docs["last_run"]["at"] == at.isoformat()
     assert pending_runs(store) == []
 
 

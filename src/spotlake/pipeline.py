@@ -551,8 +551,10 @@ def _start(state: StateSnapshot, at: datetime) -> _Start | RunReport:
     return _Start(state=state, rotation=rotation, decision=decision, stored_plan=plan)
 
 
-def _run_locked(at: datetime, env: _Env, parts: Sequence[_Part] | None = None) -> RunReport:
-    """Steps 2-7 under the lock; SPS is collected here, or merged from shard ``parts``."""
+def _run_locked(at: datetime, env: _Env, parts: Callable[[], Sequence[_Part]] | None = None) -> RunReport:
+    """Steps 2-7 under the lock; SPS is collected here, or merged from the shard parts ``parts()``
+    reads (only once the state shows the run uncommitted: a finaliser that lost the race to another
+    one finds the run committed and its parts gone, and reports ``skipped``)."""
     start = _start(env.store.read_state(), at)
     if isinstance(start, RunReport):
         return start
@@ -575,7 +577,7 @@ def _run_locked(at: datetime, env: _Env, parts: Sequence[_Part] | None = None) -
             return _SpsOutcome.of(result, plan=plan, ledger_doc=DOC_QUOTA, at=at)
 
     else:
-        merged = _merge_parts(parts, start, at)
+        merged = _merge_parts(parts(), start, at)
 
         async def sps(prices: Callable[[], Awaitable[PriceResult]]) -> _SpsOutcome:
             return merged
@@ -950,9 +952,8 @@ def _run_shard(at: datetime, env: _Env, shard: Shard) -> RunReport:
             failed_calls=len(doc.get("failed_calls", [])),
             shard=info,
         )
-    parts = _load_parts(backend, at, shard.count)
     with env.store.lock(at.strftime("%Y-%m-%dT%H:%M"), timeout=env.opts.lock_timeout):
-        report = _run_locked(at, env, parts)
+        report = _run_locked(at, env, lambda: _load_parts(backend, at, shard.count))
     if report.status in ("committed", "skipped"):
         _remove_parts(backend, at)
     info["finalised"] = report.status == "committed"
