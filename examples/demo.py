@@ -27,7 +27,7 @@ import pandas as pd
 from spotlake.clock import ShiftedClock
 from spotlake.collect.auth import AzureCredentials, TokenProvider
 from spotlake.pipeline import AzureAccess, RunReport, run_cycle
-from spotlake.progress import Progress
+from spotlake.progress import ProgressBoard
 from spotlake.storage import open_store
 from spotlake.testing.redirect import RedirectTransport, redirect_azure_transport
 
@@ -96,13 +96,17 @@ def main() -> int:
             at = start + timedelta(minutes=10 * i)
             httpx.post(f"{url}/_emulator/clock", json={"now": at.isoformat()}).raise_for_status()
             clock.set(at)
-            report = run_cycle(
-                at,
-                store=store,
-                azure=access,
-                clock=clock,
-                progress=lambda label: Progress(f"  {label}"),
-            )
+            board = ProgressBoard()  # prices and SPS run at once: one shared progress line
+            try:
+                report = run_cycle(
+                    at,
+                    store=store,
+                    azure=access,
+                    clock=clock,
+                    progress=board.bar,
+                )
+            finally:
+                board.close()
             reports.append(report)
             if not report.ok:
                 print(f"cycle {i + 1} FAILED: {report.error_type}: {report.error}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import httpx
 import pytest
 
 from spotlake.model import Secret
 from spotlake.notify import SlackNotifier
-from spotlake.progress import Progress
+from spotlake.progress import Progress, ProgressBoard
 
 HOOK = "https://hooks.slack.example/services/T000/B000/very-secret-token"
 
@@ -38,6 +39,37 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     bar(5, 5)
     bar.close()
     assert out.getvalue().count("\n") == 1 and "\r" in out.getvalue()
+
+
+def test_concurrent_bars_share_one_terminal_line() -> None:
+    out = Tty()
+    board = ProgressBoard(stream=out)
+    prices, sps = board.bar("prices"), board.bar("sps")
+    prices(10, 200)
+    time.sleep(0.11)  # redraws are throttled to 10 per second
+    sps(3, 40)
+    assert out.getvalue().count("\n") == 0
+    last = out.getvalue().rsplit("\r", 1)[-1]
+    assert "prices [" in last and "10/200" in last and "sps [" in last and "3/40" in last
+    prices.close("200 pages")
+    # The summary gets its own line; the remaining bar is redrawn below it.
+    assert out.getvalue().count("\n") == 1
+    text = out.getvalue()
+    assert "prices: 200 pages" in text and text.rsplit("\n", 1)[-1].startswith("\rsps [")
+    board.close()
+    assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 2
+
+
+def test_concurrent_bars_in_a_log_file_keep_their_own_lines() -> None:
+    out = io.StringIO()
+    board = ProgressBoard(stream=out)
+    prices, sps = board.bar("prices"), board.bar("sps")
+    for i in range(1, 5):
+        prices(i, 4)
+        sps(i, 4)
+    board.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 8 and sum(line.startswith("sps [") for line in lines) == 4
 
 
 def test_quiet_progress_prints_nothing() -> None:

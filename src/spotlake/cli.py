@@ -65,7 +65,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from spotlake.collect.auth import AzureCredentials, slack_webhook
     from spotlake.notify import SlackNotifier
     from spotlake.pipeline import AzureAccess, CycleOptions, Shard, SnapshotWriter, run_cycle
-    from spotlake.progress import Progress
+    from spotlake.progress import ProgressBoard
     from spotlake.storage import open_store
 
     at = _parse_at(args.at)
@@ -127,14 +127,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             )
         notifier = SlackNotifier(webhook=webhook)
 
-    bars: list[Progress] = []
+    board = ProgressBoard(quiet=args.quiet)  # concurrent collectors share one terminal line
 
     def progress(label: str) -> Callable[[int, int | None], None] | None:
-        if args.quiet:
-            return None
-        bar = Progress(label)
-        bars.append(bar)
-        return bar
+        return None if args.quiet else board.bar(label)
 
     try:
         report = run_cycle(
@@ -150,8 +146,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             shard=shard,
         )
     finally:
-        for bar in bars:  # end the progress lines before any message is printed
-            bar.close()
+        board.close()  # end the progress line before any message is printed
     payload = report.to_json()
     if report.status == "failed":
         _emit(args, payload, f"run {report.at:%Y-%m-%d %H:%M} FAILED: {report.error_type}: {report.error}")
