@@ -102,6 +102,22 @@ def test_plan_for_an_emulator_world(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["subscriptions"] >= 1
 
 
+def test_plan_search_option(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["plan", "--seed", "0", "--regions", "20", "--sizes", "120", "--json"]
+    assert main(base) == EXIT_OK
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*base, "--search", "8"]) == EXIT_OK
+    out = capsys.readouterr()
+    searched = json.loads(out.out)
+    assert searched["calls"] == searched["lower_bound"] == plain["calls"] - 1
+    assert "order-search(8)" in searched["strategy"]
+    assert "order search" in out.err  # progress on stderr, JSON on stdout
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--search", "-1"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "whole number >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not CATALOG.exists(), reason="shared catalog not present")
 def test_plan_for_the_real_catalog(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--catalog", str(CATALOG)]) == EXIT_OK

@@ -57,6 +57,25 @@ def test_three_cycles_into_a_local_store(tmp_path: Path) -> None:
     assert changes is not None and list(changes.columns) == list(CHANGES_SCHEMA)
 
 
+def test_the_day_plan_uses_the_search_budget(tmp_path: Path) -> None:
+    """On this world the plain plan is one call above the lower bound and 8 re-plans meet it."""
+    from spotlake.scoring.planner import plan_calls
+    from spotlake.testing.world import World
+
+    world = World.generate(0, n_regions=20, n_sizes=120, layout="family")
+    reports = []
+    for search in (0, 8):
+        emu = emulator(world, sps_calls_per_hour=1000)
+        store = open_store(str(tmp_path / f"search-{search}"))
+        reports.append(cycle(emu, store, 0, options=CycleOptions(plan_search=search)))
+    plain, searched = reports
+    assert plain.status == searched.status == "committed", [r.error for r in reports]
+    assert plain.plan["calls"] == plan_calls(world.support_pairs()).report.calls
+    assert searched.plan["calls"] == searched.plan["lower_bound"] == plain.plan["calls"] - 1
+    assert searched.collectors["sps"]["planned"] == searched.plan["calls"]
+    assert "order-search(8)" in searched.plan["strategy"]
+
+
 def test_rerunning_a_committed_time_is_a_no_op(tmp_path: Path) -> None:
     emu = emulator()
     store = open_store(str(tmp_path))

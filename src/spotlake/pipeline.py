@@ -34,6 +34,7 @@ docs/operations.md, "Sharded collection".
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -63,7 +64,7 @@ from spotlake.errors import (
     LockedError,
     SpotlakeError,
 )
-from spotlake.model import SpsCall
+from spotlake.model import DEFAULT_PLAN_SEARCH, SpsCall
 from spotlake.notify import Notifier
 from spotlake.scoring.engine import DEFAULT_MAX_AGE, Coverage, ScoringState, score_run
 from spotlake.scoring.planner import Pair, Plan, merge_shard_frames, plan_calls, repair_plan, shard_plan
@@ -115,6 +116,9 @@ class CycleOptions:
     zonal: bool = True
     max_regions: int = 8
     max_sizes: int = 5
+    #: Re-plans searching tie-break orders for fewer calls when the day's plan is rebuilt (see
+    #: ``plan_calls(search=...)``); deterministic, so every shard worker gets the same plan.
+    plan_search: int = DEFAULT_PLAN_SEARCH
     #: SPS calls per (subscription, URL location) per window. Observed limit: ~10 per hour.
     sps_budget: int = DEFAULT_BUDGET
     #: 62 minutes, not 60: see spotlake.collect.quota (we stamp a call before it leaves).
@@ -564,7 +568,7 @@ def _run_locked(at: datetime, env: _Env, parts: Callable[[], Sequence[_Part]] | 
     if parts is None:
 
         async def sps(prices: Callable[[], Awaitable[PriceResult]]) -> _SpsOutcome:
-            plan = await _day_plan(start, prices, env.opts)
+            plan = await _day_plan(start, prices, env)
             result = await _collect_sps(
                 plan,
                 plan.calls,
@@ -830,7 +834,7 @@ def _price_collector(env: _Env) -> PriceCollector:
     )
 
 
-async def _day_plan(start: _Start, prices: Callable[[], Awaitable[PriceResult]], opts: CycleOptions) -> Plan:
+async def _day_plan(start: _Start, prices: Callable[[], Awaitable[PriceResult]], env: _Env) -> Plan:
     """The day's plan: the stored one, or a new one from the price crawl; minus learned invalid values.
 
     Deterministic in (state, support set), so every shard worker of a run computes the same plan.
@@ -839,7 +843,19 @@ async def _day_plan(start: _Start, prices: Callable[[], Awaitable[PriceResult]],
     if plan is None:
         # SPS waits for the price crawl: its support set is the planner's input.
         crawl = await prices()
-        plan = plan_calls(crawl.support_pairs, max_regions=opts.max_regions, max_sizes=opts.max_sizes)
+        # In a thread: with a search budget planning takes seconds, and the eviction and SKU
+        # requests still in flight must not stall behind it.
+        opts = env.opts
+        plan = await asyncio.to_thread(
+            functools.partial(
+                plan_calls,
+                crawl.support_pairs,
+                max_regions=opts.max_regions,
+                max_sizes=opts.max_sizes,
+                search=opts.plan_search,
+                progress=env.progress("plan") if opts.plan_search else None,
+            )
+        )
     rotation = start.rotation
     if rotation.invalid_regions or rotation.invalid_sizes or rotation.invalid_pairs:
         plan = repair_plan(
@@ -982,7 +998,7 @@ def _collect_part(
     ledger_doc = _doc(start.state, shard.ledger_doc) or _doc(start.state, DOC_QUOTA)
 
     async def collect() -> tuple[Plan, Plan, int, SpsResult]:
-        plan = await _day_plan(start, lambda: _price_collector(env).acollect(), env.opts)
+        plan = await _day_plan(start, lambda: _price_collector(env).acollect(), env)
         shards = shard_plan(plan, shard.count)
         offset = sum(len(p.calls) for p in shards[: shard.index])
         mine = shards[shard.index]

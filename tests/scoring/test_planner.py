@@ -183,8 +183,10 @@ _SCRIPT = textwrap.dedent(
         for k in range(rng.randint(1, 9)):
             pairs |= {(f"r{r}", f"s{f}_{k}") for r in regions if rng.random() > 0.05}
     pairs |= {(f"r{rng.randrange(40)}", f"u{rng.randrange(60)}") for _ in range(300)}
-    plan = plan_calls(pairs)
-    print(hashlib.sha256(json.dumps([c.to_json() for c in plan.calls]).encode()).hexdigest(), len(plan.calls))
+    for search in (0, 4):
+        plan = plan_calls(pairs, search=search)
+        digest = hashlib.sha256(json.dumps([c.to_json() for c in plan.calls]).encode()).hexdigest()
+        print(digest, len(plan.calls), plan.report.strategy)
     """
 )
 
@@ -299,6 +301,37 @@ def test_beats_the_naive_plan_on_a_family_world() -> None:
     assert plan.report.ratio < 1.3
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_order_search_reaches_the_proven_optimum(seed: int) -> None:
+    """On these worlds the plain plan is one call above the lower bound; the search meets it."""
+    from spotlake.testing.world import World
+
+    pairs = World.generate(seed, n_regions=20, n_sizes=120, layout="family").support_pairs()
+    plain = plan_calls(pairs)
+    searched = plan_calls(pairs, search=8)
+    assert_valid(searched, pairs)
+    assert plain.report.calls == plain.report.lower_bound + 1
+    assert searched.report.calls == searched.report.lower_bound  # optimal
+    assert searched.report.strategy.endswith("+order-search(8)")
+    assert plan_calls(pairs, search=8) == searched  # deterministic
+
+
+@SETTINGS
+@given(pairs=any_pairs, lim=limits)
+def test_order_search_is_never_worse(pairs: frozenset[Pair], lim: tuple[int, int]) -> None:
+    plain = plan_calls(pairs, max_regions=lim[0], max_sizes=lim[1])
+    seen: list[tuple[int, int | None]] = []
+    searched = plan_calls(
+        pairs, max_regions=lim[0], max_sizes=lim[1], search=3, progress=lambda d, t: seen.append((d, t))
+    )
+    assert_valid(searched, pairs, *lim)
+    assert searched.report.calls <= plain.report.calls
+    if plain.report.calls > plain.report.lower_bound and pairs:
+        assert seen and seen[-1] == (3, 3)
+    else:
+        assert not seen  # nothing to search for: the plain plan is optimal
+
+
 def test_empty_support_gives_an_empty_plan() -> None:
     plan = plan_calls([])
     assert plan.calls == ()
@@ -312,6 +345,8 @@ def test_bad_input_is_a_plan_error() -> None:
         plan_calls([("r", "s")], max_regions=0)
     with pytest.raises(PlanError, match="limits"):
         plan_calls([("r", "s")], max_sizes=6)
+    with pytest.raises(PlanError, match="search"):
+        plan_calls([("r", "s")], search=-1)
     with pytest.raises(PlanError, match="region, size"):
         plan_calls([("r", "")])
     with pytest.raises(PlanError, match="region, size"):

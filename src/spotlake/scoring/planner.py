@@ -39,8 +39,9 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -93,6 +94,12 @@ _IMPROVE_WITHIN: Final = 1.03
 #: 15 % and 5 % gave more calls on every family world.
 _FILL_ABS: Final = 5
 _FILL_REL: Final = 0.1
+
+#: Order search (``plan_calls(search=N)``): the share of moves that swap two sizes of one family,
+#: then that move a whole family elsewhere in the order; the rest swap two regions (as measured by
+#: the research behind docs/planner.md, "Order search").
+_SWAP_IN_FAMILY: Final = 0.5
+_MOVE_FAMILY: Final = 0.8
 
 #: Below this many (size x region) cells every construction is cheap enough to always build.
 _SMALL_CELLS: Final = 20_000
@@ -903,26 +910,137 @@ def _report(
     )
 
 
+def _permuted(idx: _Indexed, size_order: Sequence[int], region_order: Sequence[int]) -> _Indexed:
+    """``idx`` with sizes and regions renumbered: new size ``i`` is old ``size_order[i]``, etc."""
+    support = _bool_rows(idx.masks, len(idx.regions))[np.asarray(size_order)][:, np.asarray(region_order)]
+    banned = _bool_rows(idx.forbidden, len(idx.regions))[np.asarray(size_order)][:, np.asarray(region_order)]
+    weights = [1 << j for j in range(len(region_order))]
+
+    def masks(rows: npt.NDArray[np.bool_]) -> tuple[int, ...]:
+        return tuple(sum(w for w, on in zip(weights, row.tolist(), strict=True) if on) for row in rows)
+
+    return _Indexed(
+        regions=tuple(idx.regions[j] for j in region_order),
+        sizes=tuple(idx.sizes[i] for i in size_order),
+        masks=masks(support),
+        forbidden=masks(banned),
+    )
+
+
+def _family_groups(masks: Sequence[int]) -> list[int]:
+    """Group label per size: consecutive sizes (in name order, which keeps a family's sizes
+    together) whose region sets are near-identical, with the thresholds of :func:`_fill_near_identical`."""
+    groups: list[int] = []
+    for i, m in enumerate(masks):
+        if i == 0:
+            groups.append(0)
+            continue
+        prev = masks[i - 1]
+        apart = (m ^ prev).bit_count()
+        same = apart <= max(_FILL_ABS, int(_FILL_REL * (m | prev).bit_count()))
+        groups.append(groups[-1] if same else groups[-1] + 1)
+    return groups
+
+
+def _order_search(
+    idx: _Indexed,
+    calls: list[_Call],
+    *,
+    max_regions: int,
+    max_sizes: int,
+    bound: int,
+    iterations: int,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> tuple[list[_Call], int]:
+    """Re-plan under ``iterations`` mutated size/region orders; the fewest-call cover and how many
+    re-plans improved on the best so far.
+
+    The constructions break ties by index, and on family worlds the tie order decides more than the
+    local improvement can repair: freeing up to ~30 related calls of a plan never admits a cheaper
+    re-cover, while other orders swing the plan by ~20 calls. So this is a hill climb over orders
+    (a mutated order is kept when its plan is no longer than the current one's): swap two sizes of one
+    family, move one family's block elsewhere, or swap two regions. Seeded ``random.Random(0)``:
+    deterministic for a given ``iterations``. Stops early at the lower bound (optimal).
+    """
+    rng = random.Random(0)
+    groups = _family_groups(idx.masks)
+    sizes, regions = list(range(len(idx.sizes))), list(range(len(idx.regions)))
+    best, current, found = calls, len(calls), 0
+    for done in range(iterations):
+        if progress is not None:
+            progress(done, iterations)
+        if len(best) <= bound:
+            break
+        new_sizes, new_regions = list(sizes), list(regions)
+        move = rng.random()
+        if move < _SWAP_IN_FAMILY:
+            group = groups[rng.choice(new_sizes)]
+            members = [k for k, i in enumerate(new_sizes) if groups[i] == group]
+            if len(members) > 1:
+                a, b = rng.sample(members, 2)
+                new_sizes[a], new_sizes[b] = new_sizes[b], new_sizes[a]
+        elif move < _MOVE_FAMILY:
+            group = groups[rng.choice(new_sizes)]
+            block = [i for i in new_sizes if groups[i] == group]
+            rest = [i for i in new_sizes if groups[i] != group]
+            at = rng.randrange(len(rest) + 1)
+            new_sizes = rest[:at] + block + rest[at:]
+        elif len(new_regions) > 1:
+            a, b = rng.sample(range(len(new_regions)), 2)
+            new_regions[a], new_regions[b] = new_regions[b], new_regions[a]
+        shuffled, _ = _solve(_permuted(idx, new_sizes, new_regions), max_regions, max_sizes, bound)
+        if len(shuffled) <= current:
+            sizes, regions, current = new_sizes, new_regions, len(shuffled)
+            if len(shuffled) < len(best):
+                found += 1
+                best = [
+                    (tuple(sorted(new_sizes[i] for i in items)), tuple(sorted(new_regions[c] for c in cols)))
+                    for items, cols in shuffled
+                ]
+    if progress is not None:
+        progress(iterations, iterations)
+    return best, found
+
+
 def plan_calls(
     pairs: Iterable[Pair],
     *,
     max_regions: int = MAX_SPS_REGIONS,
     max_sizes: int = MAX_SPS_SIZES,
     forbidden: Iterable[Pair] = (),
+    search: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> Plan:
     """Plan SPS calls that cover every (region, size) of ``pairs``; deterministic.
 
     ``forbidden`` lists cells no call may score (pairs learned invalid: the API rejects the whole
-    call); they are also removed from the support. :class:`PlanError` for limits outside 1..8 / 1..5
-    or malformed pairs.
+    call); they are also removed from the support. ``search`` > 0 spends that many extra re-plans
+    (each costs about one plain plan: ~0.4 s at 60 x 800) searching tie-break orders for fewer calls
+    (see :func:`_order_search`); still deterministic, as the budget is a count, not a time.
+    ``progress(done, total)`` is called once per re-plan of the search.
+    :class:`PlanError` for limits outside 1..8 / 1..5, a negative ``search`` or malformed pairs.
     """
     _check_limits(max_regions, max_sizes)
+    if search < 0:
+        raise PlanError(f"search must be a number of re-plans >= 0, got {search}")
     started = time.perf_counter()
     banned = _validate_pairs(forbidden)
     support = frozenset(_validate_pairs(pairs) - banned)
     idx = _index(support, banned)
     bound = lower_bound(support, max_regions, max_sizes)
     calls, strategy = _solve(idx, max_regions, max_sizes, bound) if support else ([], "empty")
+    if search and support and len(calls) > bound:
+        calls, found = _order_search(
+            idx,
+            calls,
+            max_regions=max_regions,
+            max_sizes=max_sizes,
+            bound=bound,
+            iterations=search,
+            progress=progress,
+        )
+        if found:
+            strategy += f"+order-search({search})"
     _check_cover(idx, calls)
     sps_calls = _to_calls(idx, calls)
     seconds = time.perf_counter() - started
