@@ -976,6 +976,8 @@ def _order_search(
         if move < _SWAP_IN_FAMILY:
             group = groups[rng.choice(new_sizes)]
             members = [k for k, i in enumerate(new_sizes) if groups[i] == group]
+            if len(members) < 2:  # a size without family (uniform worlds): swap it with any size
+                members = list(range(len(new_sizes)))
             if len(members) > 1:
                 a, b = rng.sample(members, 2)
                 new_sizes[a], new_sizes[b] = new_sizes[b], new_sizes[a]
@@ -988,6 +990,8 @@ def _order_search(
         elif len(new_regions) > 1:
             a, b = rng.sample(range(len(new_regions)), 2)
             new_regions[a], new_regions[b] = new_regions[b], new_regions[a]
+        if new_sizes == sizes and new_regions == regions:
+            continue  # nothing moved (one size, or one family in one block): no re-plan needed
         shuffled, _ = _solve(_permuted(idx, new_sizes, new_regions), max_regions, max_sizes, bound)
         if len(shuffled) <= current:
             sizes, regions, current = new_sizes, new_regions, len(shuffled)
