@@ -347,6 +347,8 @@ def test_bad_input_is_a_plan_error() -> None:
         plan_calls([("r", "s")], max_sizes=6)
     with pytest.raises(PlanError, match="search"):
         plan_calls([("r", "s")], search=-1)
+    with pytest.raises(PlanError, match="search"):
+        plan_calls([("r", "s")], search=2.5)  # type: ignore[arg-type]
     with pytest.raises(PlanError, match="region, size"):
         plan_calls([("r", "")])
     with pytest.raises(PlanError, match="region, size"):

@@ -1025,8 +1025,8 @@ def plan_calls(
     :class:`PlanError` for limits outside 1..8 / 1..5, a negative ``search`` or malformed pairs.
     """
     _check_limits(max_regions, max_sizes)
-    if search < 0:
-        raise PlanError(f"search must be a number of re-plans >= 0, got {search}")
+    if isinstance(search, bool) or not isinstance(search, int) or search < 0:
+        raise PlanError(f"search must be a whole number of re-plans >= 0, got {search!r}")
     started = time.perf_counter()
     banned = _validate_pairs(forbidden)
     support = frozenset(_validate_pairs(pairs) - banned)
