@@ -110,7 +110,7 @@ def test_plan_search_option(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr()
     searched = json.loads(out.out)
     assert searched["calls"] == searched["lower_bound"] == plain["calls"] - 1
-    assert "order-search(8)" in searched["strategy"]
+    assert "+order-search(" in searched["strategy"] and searched["strategy"].endswith("/8)")
     assert "order search" in out.err  # progress on stderr, JSON on stdout
     with pytest.raises(SystemExit) as exit_info:
         main([*base, "--search", "-1"])

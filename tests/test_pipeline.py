@@ -73,7 +73,7 @@ def test_the_day_plan_uses_the_search_budget(tmp_path: Path) -> None:
     assert plain.plan["calls"] == plan_calls(world.support_pairs()).report.calls
     assert searched.plan["calls"] == searched.plan["lower_bound"] == plain.plan["calls"] - 1
     assert searched.collectors["sps"]["planned"] == searched.plan["calls"]
-    assert "order-search(8)" in searched.plan["strategy"]
+    assert "+order-search(" in searched.plan["strategy"] and searched.plan["strategy"].endswith("/8)")
 
 
 def test_rerunning_a_committed_time_is_a_no_op(tmp_path: Path) -> None:

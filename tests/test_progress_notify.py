@@ -72,6 +72,20 @@ def test_concurrent_bars_in_a_log_file_keep_their_own_lines() -> None:
     assert len(lines) == 8 and sum(line.startswith("sps [") for line in lines) == 4
 
 
+def test_a_bar_never_drawn_leaves_no_blank_line_and_double_close_is_harmless() -> None:
+    out = Tty()
+    board = ProgressBoard(stream=out)
+    idle = board.bar("order search")  # e.g. the plan already met the bound: never called
+    idle.close()
+    idle.close()
+    assert out.getvalue() == ""
+    drawn, silent = board.bar("prices"), board.bar("sps")
+    drawn(1, 2)
+    drawn.close()  # the line shows its last state; the other bar has nothing to show
+    silent.close()
+    assert out.getvalue().count("\n") == 1 and "1/2" in out.getvalue()
+
+
 def test_quiet_progress_prints_nothing() -> None:
     out = io.StringIO()
     bar = Progress("x", stream=out, quiet=True)

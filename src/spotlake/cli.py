@@ -412,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--max-sizes", type=int, default=5)
     plan.add_argument(
         "--search",
+        "--plan-search",
         type=_non_negative_int,
         default=0,
         help="re-plans spent searching tie-break orders for fewer calls (~0.4 s each at 60 x 800)",

@@ -459,6 +459,9 @@ def run_cycle(
 
     With ``shard``, collect only that shard's SPS calls and store them as a part (status
     ``"pending"``); the worker that completes the set of parts finalises and commits the run.
+
+    ``progress(label)`` returns a ``(done, total)`` callback for "prices", "sps" and, when the day's
+    plan is rebuilt with a search budget, "plan"; the "plan" callback is called from a worker thread.
     """
     env = _Env(
         store=store,
@@ -1124,7 +1127,8 @@ def _merge_parts(parts: Sequence[_Part], start: _Start, at: datetime) -> _SpsOut
         if len(groups) > 1:
             incomplete = (
                 f"shards did not all follow one plan ({' / '.join(str(g) for g in groups)}: the price "
-                "crawls differed); pairs may be missing, so the count is retried next run"
+                "crawls differed, or the workers ran with different --plan-search or call limits); "
+                "pairs may be missing, so the count is retried next run"
             )
             log.warning("run %s: %s", at.isoformat(), incomplete)
         failed = tuple(_failed_call(f) for p in parts for f in p.doc["failed_calls"])

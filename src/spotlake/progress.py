@@ -32,6 +32,7 @@ class ProgressBoard:
         self._lock = threading.Lock()
         self._bars: list[Progress] = []
         self._last_draw = 0.0
+        self._line_open = False  # a drawn line not yet ended with a newline
 
     def bar(self, label: str) -> Progress:
         """A new bar on this board."""
@@ -66,16 +67,21 @@ class ProgressBoard:
 
     def _finish(self, bar: Progress, summary: str) -> None:
         with self._lock:
+            if bar._finished:  # closed twice at once (the pipeline's threads): the first one wins
+                return
+            bar._finished = True
             self._bars.remove(bar)
             elapsed = time.monotonic() - bar._started
             end = f"{bar.label}: {summary} ({elapsed:.1f} s)" if summary else ""
             if self.tty:
                 if end:
                     self.stream.write("\r" + end + "\x1b[K\n")
-                if self._bars:
+                    self._line_open = False
+                if any(b._state is not None for b in self._bars):
                     self._draw()
-                elif not end:
-                    self.stream.write("\n")  # keep the last state visible
+                elif self._line_open:  # end the line, keeping the last state visible
+                    self.stream.write("\n")
+                    self._line_open = False
             elif end:
                 self.stream.write(end + "\n")
             self.stream.flush()
@@ -86,6 +92,7 @@ class ProgressBoard:
             return
         width = max(8, _WIDTH // len(shown))
         self.stream.write("\r" + " | ".join(b._line(width) for b in shown) + "\x1b[K")
+        self._line_open = True
         self.stream.flush()
 
 
@@ -122,7 +129,6 @@ class Progress:
         """End this bar, optionally with a summary line."""
         if self.board.quiet or self._finished:
             return
-        self._finished = True
         self.board._finish(self, summary)
 
     def _line(self, width: int) -> str:

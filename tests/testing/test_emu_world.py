@@ -114,7 +114,16 @@ def test_family_holes_are_calibrated_to_the_real_catalog(default_world: World) -
     # The stress layout keeps the independent per-size holes: tens of times the catalog's rate.
     stress = World.generate(0, layout="family-holes")
     assert _hole_share(stress.support_pairs(), family, top9) > 20 * real_share
-    # Holes are shared by sibling families: where all families of a series and generation are sold,
+
+
+def test_family_holes_layout_is_the_earlier_family_world() -> None:
+    """The generator's "family" layout before calibration, unchanged: earlier planner numbers hold."""
+    stress = World.generate(0, layout="family-holes")
+    assert (len(stress.support_pairs()), len(stress.offered_pairs())) == (25_998, 29_257)
+
+
+def test_family_holes_are_shared_by_sibling_families(default_world: World) -> None:
+    # Where all families of a series and generation are sold,
     # their largest sizes miss the same regions (as E96bs_v5 and E96bds_v5 in the catalog).
     offered = default_world.offered_pairs()
     siblings: dict[tuple[str, str], dict[str, list[VmSize]]] = collections.defaultdict(

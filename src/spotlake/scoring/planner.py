@@ -96,8 +96,7 @@ _FILL_ABS: Final = 5
 _FILL_REL: Final = 0.1
 
 #: Order search (``plan_calls(search=N)``): the share of moves that swap two sizes of one family,
-#: then that move a whole family elsewhere in the order; the rest swap two regions (as measured by
-#: the research behind docs/planner.md, "Order search").
+#: then that gather a family into one block; the rest swap two regions (docs/planner.md, step 5).
 _SWAP_IN_FAMILY: Final = 0.5
 _MOVE_FAMILY: Final = 0.8
 
@@ -928,18 +927,11 @@ def _permuted(idx: _Indexed, size_order: Sequence[int], region_order: Sequence[i
 
 
 def _family_groups(masks: Sequence[int]) -> list[int]:
-    """Group label per size: consecutive sizes (in name order, which keeps a family's sizes
-    together) whose region sets are near-identical, with the thresholds of :func:`_fill_near_identical`."""
-    groups: list[int] = []
-    for i, m in enumerate(masks):
-        if i == 0:
-            groups.append(0)
-            continue
-        prev = masks[i - 1]
-        apart = (m ^ prev).bit_count()
-        same = apart <= max(_FILL_ABS, int(_FILL_REL * (m | prev).bit_count()))
-        groups.append(groups[-1] if same else groups[-1] + 1)
-    return groups
+    """Group label per size: sizes whose widened region sets (:func:`_fill_near_identical`) are
+    equal, i.e. a family whose sizes each miss a few regions. Name order does not keep a family
+    together (Azure names sort by vCPU count first: ``D16_v2, D16_v3, ...``), so it is not used."""
+    labels: dict[int, int] = {}
+    return [labels.setdefault(m, len(labels)) for m in _fill_near_identical(masks)]
 
 
 def _order_search(
@@ -951,21 +943,23 @@ def _order_search(
     bound: int,
     iterations: int,
     progress: Callable[[int, int | None], None] | None = None,
-) -> tuple[list[_Call], int]:
-    """Re-plan under ``iterations`` mutated size/region orders; the fewest-call cover and how many
-    re-plans improved on the best so far.
+) -> tuple[list[_Call], str | None]:
+    """Re-plan under ``iterations`` mutated size/region orders; the fewest-call cover, and a label
+    ``"<construction>+order-search(<re-plan>/<iterations>)"`` naming where it was found (``None``
+    when no re-plan beat ``calls``).
 
     The constructions break ties by index, and on family worlds the tie order decides more than the
     local improvement can repair: freeing up to ~30 related calls of a plan never admits a cheaper
     re-cover, while other orders swing the plan by ~20 calls. So this is a hill climb over orders
     (a mutated order is kept when its plan is no longer than the current one's): swap two sizes of one
-    family, move one family's block elsewhere, or swap two regions. Seeded ``random.Random(0)``:
+    family (of any two sizes, for a size without family), gather one family's sizes into one block
+    at a random place, or swap two regions. Seeded ``random.Random(0)``:
     deterministic for a given ``iterations``. Stops early at the lower bound (optimal).
     """
     rng = random.Random(0)
     groups = _family_groups(idx.masks)
     sizes, regions = list(range(len(idx.sizes))), list(range(len(idx.regions)))
-    best, current, found = calls, len(calls), 0
+    best, current, found = calls, len(calls), None
     for done in range(iterations):
         if progress is not None:
             progress(done, iterations)
@@ -992,11 +986,11 @@ def _order_search(
             new_regions[a], new_regions[b] = new_regions[b], new_regions[a]
         if new_sizes == sizes and new_regions == regions:
             continue  # nothing moved (one size, or one family in one block): no re-plan needed
-        shuffled, _ = _solve(_permuted(idx, new_sizes, new_regions), max_regions, max_sizes, bound)
+        shuffled, name = _solve(_permuted(idx, new_sizes, new_regions), max_regions, max_sizes, bound)
         if len(shuffled) <= current:
             sizes, regions, current = new_sizes, new_regions, len(shuffled)
             if len(shuffled) < len(best):
-                found += 1
+                found = f"{name}+order-search({done + 1}/{iterations})"
                 best = [
                     (tuple(sorted(new_sizes[i] for i in items)), tuple(sorted(new_regions[c] for c in cols)))
                     for items, cols in shuffled
@@ -1043,8 +1037,7 @@ def plan_calls(
             iterations=search,
             progress=progress,
         )
-        if found:
-            strategy += f"+order-search({search})"
+        strategy = found or strategy
     _check_cover(idx, calls)
     sps_calls = _to_calls(idx, calls)
     seconds = time.perf_counter() - started
