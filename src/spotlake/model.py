@@ -70,7 +70,7 @@ DESIRED_COUNTS: Final = (1, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50)
 MAX_SPS_REGIONS: Final = 8
 MAX_SPS_SIZES: Final = 5
 #: Re-plans spent searching for fewer SPS calls when the day's plan is rebuilt (once a UTC day):
-#: ~7 s at 60 regions x 800 sizes for 0.1-0.6 % fewer calls on every run of the day (docs/planner.md).
+#: ~7 s at 60 regions x 800 sizes for 0.2-0.9 % fewer calls on every run of the day (docs/planner.md).
 DEFAULT_PLAN_SEARCH: Final = 20
 
 
