@@ -17,6 +17,7 @@ import pandas as pd
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.clock import FakeClock
 from spotlake.collect.base import AzureEndpoints
 from spotlake.collect.eviction import EvictionCollector, eviction_frame
@@ -27,7 +28,7 @@ from spotlake.model import EVICTION_SCHEMA, PRICES_SCHEMA, SKUS_SCHEMA
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 BASE = "https://prices.test"
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 JSON = st.recursive(
     st.none()
@@ -164,7 +165,7 @@ PAGE = st.one_of(
 )
 
 
-@settings(SETTINGS, max_examples=150)
+@settings(SETTINGS, max_examples=examples(150))
 @given(pages=st.lists(PAGE, min_size=1, max_size=4))
 def test_price_pages_give_a_correct_frame_or_a_typed_error(pages: list[tuple[str, Any]]) -> None:
     attempts: dict[int, int] = {}

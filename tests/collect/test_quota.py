@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.collect.quota import DEFAULT_WINDOW, QuotaLedger, Slot
 from spotlake.errors import ConfigError
 
@@ -157,7 +158,7 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     steps=steps,
     budget=st.integers(min_value=1, max_value=4),
@@ -192,7 +193,7 @@ def test_never_more_than_budget_calls_in_any_window(
             assert len(inside) <= budget
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(steps=steps)
 def test_json_round_trip_preserves_decisions(steps: list[tuple[int, str, int]]) -> None:
     book = ledger(subs=2, locs=3, budget=3, window_s=1800)

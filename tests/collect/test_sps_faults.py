@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.clock import FakeClock
 from spotlake.collect.auth import AzureCredentials, StaticToken, TokenProvider
 from spotlake.collect.base import AzureEndpoints
@@ -60,7 +61,7 @@ def check_frame(frame: pd.DataFrame) -> None:
     assert {c: str(t) for c, t in frame.dtypes.items()} == dict(SPS_SCHEMA)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(body=bodies)
 @example(body={"placementScores": [{"sku": "a", "region": "b", "score": "Weird", "availabilityZone": 2}]})
 @example(body={"placementScores": [{"sku": "a", "region": "b", "score": "High", "isQuotaAvailable": True}]})
@@ -83,7 +84,7 @@ raw_bodies = (
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(content=raw_bodies, status=st.sampled_from([200, 200, 200, 400, 404, 409, 500, 503]))
 def test_collector_accounts_for_every_adversarial_answer(content: bytes, status: int) -> None:
     requests: list[httpx.Request] = []

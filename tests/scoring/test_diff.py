@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.errors import ConfigError
 from spotlake.model import CHANGES_SCHEMA, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, conform
 from spotlake.scoring.diff import (
@@ -127,7 +128,7 @@ def value_frame(frame):
     return sort_view(frame)[[*SNAPSHOT_KEY, *VALUE_COLUMNS]]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(views())
 def test_diff_of_a_view_with_itself_is_empty(a):
     changes = diff(a, a)
@@ -135,7 +136,7 @@ def test_diff_of_a_view_with_itself_is_empty(a):
     assert list(changes.columns) == list(CHANGES_SCHEMA)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(view_pairs())
 def test_apply_diff_gives_the_current_view(pair):
     prev, cur = pair
@@ -146,7 +147,7 @@ def test_apply_diff_gives_the_current_view(pair):
     assert diff(result, cur).empty
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(view_pairs())
 def test_change_kinds_match_the_key_sets(pair):
     prev, cur = pair
@@ -304,7 +305,7 @@ def test_apply_levels_keeps_cell_values_when_the_latest_key_ceases():
     assert out["desired_count"].tolist() == [1] and out["t3"].tolist() == [5]
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(view_pairs())
 def test_apply_levels_of_a_diff_between_levelled_views_gives_the_current_view(pair):
     prev, cur = level(pair[0]), level(pair[1])

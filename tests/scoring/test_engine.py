@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.errors import ConfigError
 from spotlake.model import (
     CHANGES_SCHEMA,
@@ -334,7 +335,7 @@ run_step = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(st.lists(run_step, min_size=3, max_size=14))
 def test_applying_each_changeset_to_the_previous_view_gives_the_new_view(steps):
     cols = [*SNAPSHOT_KEY, *VALUE_COLUMNS]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.model import (
     DESIRED_COUNTS,
@@ -49,7 +50,7 @@ def as_int(x):
 # --- the pure tier function -------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.dictionaries(st.sampled_from(DESIRED_COUNTS), st.sampled_from(SCORES)), max_size=20))
 def test_tiers_match_the_reference(cells):
     values = np.zeros((len(cells), len(DESIRED_COUNTS)), dtype=np.int8)
@@ -154,7 +155,7 @@ step = st.tuples(
 
 
 # Each step is a full engine run (~0.1 s of pandas overhead), so few but long examples.
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(st.lists(step, min_size=11, max_size=24), st.integers(60, 400))
 def test_engine_tiers_match_a_brute_force_replay(steps, max_age_minutes):
     max_age = timedelta(minutes=max_age_minutes)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.errors import ConfigError, PayloadError
 from spotlake.model import (
     EVICTION_SCHEMA,
@@ -103,7 +104,7 @@ sps_row = st.tuples(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     st.lists(sps_row, max_size=30),
     st.lists(pair, max_size=12),

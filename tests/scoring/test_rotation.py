@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.clock import FakeClock
 from spotlake.errors import ConfigError
 from spotlake.model import DESIRED_COUNTS
@@ -156,7 +157,7 @@ def test_finish_run_refuses_a_decision_from_another_rotation() -> None:
         finish_run(RotationState(), decision, succeeded=False, max_attempts=0)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(outcomes=st.lists(st.tuples(st.integers(1, 400), st.booleans()), min_size=1, max_size=120))
 def test_no_count_is_ever_skipped_silently(outcomes: list[tuple[int, bool]]) -> None:
     """Within a day, the counts of successful runs follow the rotation; every gap is a recorded skip."""

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.storage.layout import (
     Pointer,
@@ -44,7 +45,7 @@ def test_frame_key_rejects_bad_kind_and_source() -> None:
         frame_key("bogus", datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
 def test_frame_key_round_trips_to_the_run_minute(at: datetime) -> None:
     assert parse_frame_key(frame_key("raw", at, "prices")) == run_minute(at)

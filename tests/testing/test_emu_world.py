@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.errors import ConfigError
 from spotlake.model import DESIRED_COUNTS, EVICTION_BUCKETS, KNOWN_SCORES
 from spotlake.testing.regions import PUBLIC_REGIONS
@@ -209,7 +210,7 @@ def test_every_known_score_occurs(default_world: World) -> None:
     assert "RestrictedSkuNotAvailable" in scores
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     minutes=st.integers(min_value=0, max_value=60 * 24 * 30),
     count=st.sampled_from(DESIRED_COUNTS),

@@ -1,0 +1,23 @@
+"""Test-wide configuration: the hypothesis profiles.
+
+``default`` (plain ``pytest`` and ``make test``): a fifth of the examples, so the suite stays fast.
+``ci``: the full depth (100 examples per property, the per-test numbers as written).
+``HYPOTHESIS_PROFILE=ci pytest`` selects ``ci`` (also the choice when ``CI`` is set and
+``HYPOTHESIS_PROFILE`` is not); ``pytest --hypothesis-profile=ci`` works too.
+
+A test that needs more or fewer examples than the profile's writes
+``@settings(max_examples=examples(N))`` (``hypothesis_support.examples``): N in ``ci``, scaled down
+with the profile in ``default``, never a bare number, which would override every profile.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+from hypothesis_support import CI_EXAMPLES, DEFAULT_EXAMPLES
+
+settings.register_profile("ci", settings.get_profile("default"), max_examples=CI_EXAMPLES)
+settings.register_profile("default", settings.get_profile("default"), max_examples=DEFAULT_EXAMPLES)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
