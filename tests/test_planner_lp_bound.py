@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from benchmarks.planner_lp_bound import exact_optimum, strong_lower_bound
 
-from spotlake.scoring.planner import lower_bound
+from spotlake.scoring.plan import lower_bound
 
 
 def test_lp_bound_never_exceeds_the_exact_optimum() -> None:
