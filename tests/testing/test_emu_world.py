@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import csv
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -20,7 +22,12 @@ from spotlake.model import DESIRED_COUNTS, EVICTION_BUCKETS, KNOWN_SCORES
 from spotlake.testing.regions import PUBLIC_REGIONS
 from spotlake.testing.world import VmSize, World, family_of
 
+# The full SkyPilot catalog beside the repository, when there is one: tests check it in addition to the
+# committed fixtures, never instead of them (see tests/fixtures/README.md).
 CATALOG = Path(__file__).resolve().parents[3] / "shared" / "data" / "azure_vms_catalog.csv"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+EXCERPT = FIXTURES / "catalog_world_excerpt.csv"
+HOLE_STATS = FIXTURES / "family_holes_calibrated_to_the_real_catalog.json"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -83,26 +90,47 @@ def test_family_layout_models_rollouts(default_world: World) -> None:
     assert sum(v3) / len(v3) > sum(v6) / len(v6)
 
 
-def _hole_share(pairs: Iterable[tuple[str, str]], family: Mapping[str, str], regions: set[str]) -> float:
-    """Share of family cells (size x region where its family is sold) the size is missing from."""
+def _hole_counts(
+    pairs: Iterable[tuple[str, str]], family: Mapping[str, str], regions: set[str]
+) -> dict[str, int]:
+    """Family cells (size x region where its family is sold), those the size is missing from, families."""
     by_family: dict[str, dict[str, set[str]]] = collections.defaultdict(lambda: collections.defaultdict(set))
     for region, size in pairs:
         if region in regions:
             by_family[family[size]][size].add(region)
-    cells = missing = 0
+    cells = missing = holed = 0
     for sizes in by_family.values():
         union = set().union(*sizes.values())
         cells += len(union) * len(sizes)
-        missing += sum(len(union - have) for have in sizes.values())
-    return missing / cells
+        gaps = sum(len(union - have) for have in sizes.values())
+        missing += gaps
+        holed += gaps > 0
+    return {"cells": cells, "missing": missing, "families": len(by_family), "families_with_holes": holed}
 
 
-@pytest.mark.skipif(not CATALOG.is_file(), reason="needs ../shared/data/azure_vms_catalog.csv")
-def test_family_holes_are_calibrated_to_the_real_catalog(default_world: World) -> None:
-    real = World.from_catalog(CATALOG)
-    real_share = _hole_share(
+def _hole_share(pairs: Iterable[tuple[str, str]], family: Mapping[str, str], regions: set[str]) -> float:
+    """Share of family cells (size x region where its family is sold) the size is missing from."""
+    counts = _hole_counts(pairs, family, regions)
+    return counts["missing"] / counts["cells"]
+
+
+def catalog_hole_counts(catalog: Path) -> dict[str, int]:
+    """The family-hole counts of the catalog world of ``catalog`` (how the committed fixture was made)."""
+    real = World.from_catalog(catalog)
+    return _hole_counts(
         real.support_pairs(), {s.name: s.family for s in real.sizes}, {r.name for r in real.regions}
     )
+
+
+def test_family_holes_are_calibrated_to_the_real_catalog(default_world: World) -> None:
+    # The real catalog's hole counts, computed from the whole file (a statistic of every family, which
+    # no excerpt has): committed, and recomputed from the file itself whenever it is beside the repository.
+    real = json.loads(HOLE_STATS.read_text())
+    if CATALOG.is_file():
+        counts = catalog_hole_counts(CATALOG)
+        assert counts == {k: real[k] for k in counts}
+    assert (real["families"], real["families_with_holes"]) == (149, 5)
+    real_share = real["missing"] / real["cells"]
     assert 0.0005 < real_share < 0.003  # 0.12 %: 5 of 149 families have a hole
     family = {s.name: s.family for s in default_world.sizes}
     top9 = {r.name for r in default_world.regions[:9]}
@@ -257,11 +285,35 @@ def test_published_example_world() -> None:
     assert got == ["High"] * 5 + ["DataNotFoundOrStale"]
 
 
-@pytest.mark.skipif(not CATALOG.exists(), reason="shared catalog CSV not present")
-def test_catalog_world() -> None:
-    w = World.from_catalog(CATALOG)
-    assert len(w.regions) == 9 and len(w.sizes) == 842
-    assert len(w.support_pairs()) == 5658
+def read_catalog(path: Path) -> tuple[set[str], set[str], set[tuple[str, str]], set[tuple[str, str]]]:
+    """Regions and sizes with an on-demand price, every size, and the (region, size) pairs with a spot
+    price of a SkyPilot catalog CSV, read with nothing but :mod:`csv` (independently of the emulator)."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    priced = [r for r in rows if r["Price"]]
+    return (
+        {r["Region"] for r in priced},
+        {r["InstanceType"] for r in rows},
+        {(r["Region"], r["InstanceType"]) for r in priced},
+        {(r["Region"], r["InstanceType"]) for r in priced if r["SpotPrice"]},
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "n_sizes", "n_support"),
+    # The committed excerpt always (a plain clone has no ../shared), the full catalog when it is there.
+    [
+        pytest.param(EXCERPT, 45, 317, id="excerpt"),
+        *([pytest.param(CATALOG, 842, 5658, id="full")] if CATALOG.is_file() else []),
+    ],
+)
+def test_catalog_world(path: Path, n_sizes: int, n_support: int) -> None:
+    w = World.from_catalog(path)
+    regions, sizes, offered, support = read_catalog(path)
+    assert len(w.regions) == 9 and len(w.sizes) == n_sizes
+    assert len(w.support_pairs()) == n_support
+    assert {r.name for r in w.regions} == regions and {s.name for s in w.sizes} == sizes
+    assert w.offered_pairs() == offered and w.support_pairs() == support
     assert all(r.name in {n for n, _, _ in PUBLIC_REGIONS} for r in w.regions)
     assert w.region("eastus").display_name == "East US"
     od, spot = w.price("eastus", "Basic_A1")
