@@ -7,7 +7,7 @@ them, with the catalog's rare, structured holes), and, reported separately, "fam
 rollouts with ~50x the catalog's hole rate, independent per size: a stress case) and "uniform"
 (every pair independently: the worst case).
 For each: calls of the naive plan, of the original greedy (best of its seeds) and of ours, the lower
-bound (:func:`spotlake.scoring.planner.lower_bound`) and the planner's time.
+bound (:func:`spotlake.scoring.plan.lower_bound`) and the planner's time.
 
 Exact optimum: on small family worlds (10 regions x 25 sizes) a MILP (scipy/HiGHS) finds the true
 minimum number of calls, to show how far the planner and the lower bound are from it. Timing: the
@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.planner_baselines import covers, naive_plan, original_greedy_plan
+from spotlake.collect.catalog import load_pairs
 from spotlake.model import DEFAULT_PLAN_SEARCH
-from spotlake.scoring.planner import Pair, load_pairs, lower_bound, plan_calls, repair_plan
+from spotlake.scoring.plan import Pair, lower_bound, plan_calls, repair_plan
 from spotlake.testing.world import World
 
 CATALOG = Path(os.environ.get("SPOTLAKE_CATALOG", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -479,7 +479,7 @@ def _validate(n_worlds: int) -> None:
 
 
 def _table(worlds: Sequence[str], seeds: Sequence[int], layout: str, time_limit: float) -> None:
-    from spotlake.scoring.planner import plan_calls
+    from spotlake.scoring.plan import plan_calls
     from spotlake.testing.world import Layout, World
 
     print("| world | pairs | counting | LP optimum (or master value) | LP exact | new bound | ours | s |")
