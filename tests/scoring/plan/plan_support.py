@@ -13,12 +13,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from hypothesis_support import examples
 from spotlake.scoring.plan import Pair, Plan
 
 REGIONS = [f"region{i:02d}" for i in range(14)]
 SIZES = [f"Standard_S{i}_v5" for i in range(24)]
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: The real catalog's support set, derived as tests/fixtures/README.md says.
 CATALOG_SUPPORT = Path(__file__).resolve().parents[2] / "fixtures" / "azure_spot_support.csv"

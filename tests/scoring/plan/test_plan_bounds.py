@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plan_support import REGIONS, SIZES
 
+from hypothesis_support import examples
 from spotlake.errors import PlanError
 from spotlake.scoring.plan import Pair, lower_bound, plan_calls
 
@@ -53,7 +54,7 @@ def exact_optimum(pairs: frozenset[Pair], max_regions: int, max_sizes: int) -> i
     return round(res.fun)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cells=st.sets(st.tuples(st.sampled_from(REGIONS[:5]), st.sampled_from(SIZES[:6])), min_size=1),
     lim=st.tuples(st.integers(1, 3), st.integers(1, 3)),
