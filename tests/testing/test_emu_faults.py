@@ -12,6 +12,7 @@ from spotlake.clock import FakeClock
 from spotlake.errors import ConfigError
 from spotlake.model import KNOWN_SCORES
 from spotlake.testing.azure import AzureEmulator, EndpointFaults, Faults
+from spotlake.testing.faults import ALTERING_KINDS, FAILING_KINDS, FAULT_KINDS, fault_matrix
 from spotlake.testing.world import World
 
 PRICES = "https://prices.azure.com/api/retail/prices"
@@ -174,3 +175,89 @@ def test_decisions_are_pure() -> None:
     kinds = {f.decide("prices", f"GET /{i}", 1).kind for i in range(200)}
     assert kinds == {"ok", "status", "timeout"}
     assert not EndpointFaults().active and f.active
+
+
+# --- fault_matrix: one EndpointFaults per kind -------------------------------------------------
+
+
+def _first_price_page(world: World, faults: EndpointFaults) -> tuple[AzureEmulator, httpx.Response]:
+    emu, client = make(world, prices=faults)
+    return emu, client.get(PRICES, params={"$filter": SPEC_FILTER})
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_fault_matrix_kind_at_rate_one_is_that_fault(small_world: World, kind: str) -> None:
+    faults = fault_matrix("prices", rate=1.0, retry_after=7, latency=0.5)[kind]
+    if kind == "mixed":  # every kind at once: each failing kind at rate / 8, links rate / 2, drift rate / 4
+        assert faults == EndpointFaults(
+            errors={429: 1 / 8, 500: 1 / 8, 502: 1 / 8, 503: 1 / 8, 504: 1 / 8},
+            timeout_rate=1 / 8,
+            reset_rate=1 / 8,
+            truncated_rate=1 / 8,
+            malformed_rate=1 / 8,
+            empty_next_link_rate=1 / 2,
+            drift_rate=1 / 4,
+            retry_after=7,
+        )
+        return
+    if kind == "timeout":
+        with pytest.raises(httpx.ReadTimeout):
+            _first_price_page(small_world, faults)
+        return
+    if kind == "reset":
+        with pytest.raises(httpx.RemoteProtocolError):
+            _first_price_page(small_world, faults)
+        return
+    emu, r = _first_price_page(small_world, faults)
+    if kind.isdigit():
+        assert r.status_code == int(kind) and emu.stats.count("prices", int(kind)) == 1
+        assert kind != "429" or r.headers["Retry-After"] == "7"
+        return
+    assert r.status_code == 200
+    if kind == "truncated":
+        with pytest.raises(json.JSONDecodeError):
+            r.json()
+    elif kind == "malformed":
+        assert r.text.startswith("<html>")
+    elif kind == "empty-next-link":
+        assert r.json()["Count"] == 1000 and r.json()["NextPageLink"] in (None, "")
+    elif kind == "drift":
+        assert all("isPrimaryMeterRegion" not in item for item in r.json()["Items"])
+    else:
+        assert kind == "latency"
+        assert isinstance(emu.clock, FakeClock) and 0.5 <= emu.clock.slept[0] <= 0.75
+        assert r.json()["NextPageLink"]
+
+
+def test_fault_matrix_fits_each_endpoint() -> None:
+    assert list(fault_matrix()) == list(FAULT_KINDS) == list(fault_matrix("prices"))
+    assert set(FAULT_KINDS) == {*FAILING_KINDS, *ALTERING_KINDS, "latency", "mixed"}
+    for endpoint in ("sps", "graph", "skus"):
+        matrix = fault_matrix(endpoint)
+        assert "empty-next-link" not in matrix and matrix["mixed"].empty_next_link_rate == 0
+    token = fault_matrix("token")
+    assert "drift" not in token and token["mixed"].drift_rate == 0
+    picked = fault_matrix("graph", kinds=["reset", "429"], rate=0.5, seed=9, retry_after=3)
+    assert picked == {
+        "reset": EndpointFaults(reset_rate=0.5, seed=9, retry_after=3),
+        "429": EndpointFaults(errors={429: 0.5}, seed=9, retry_after=3),
+    }
+    assert all(f.active for f in fault_matrix().values())
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("moon",), {}, "unknown emulator endpoint"),
+        ((), {"kinds": ["418"]}, "unknown fault kind"),
+        (("graph",), {"kinds": ["empty-next-link"]}, "cannot show"),
+        (("token",), {"kinds": ["drift"]}, "cannot show"),
+        ((), {"rate": 0.0}, "rate"),
+        ((), {"rate": 1.5}, "rate"),
+    ],
+)
+def test_fault_matrix_refuses_what_it_cannot_build(
+    args: tuple[str, ...], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fault_matrix(*args, **kwargs)  # type: ignore[arg-type]

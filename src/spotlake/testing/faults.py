@@ -9,6 +9,9 @@ Faults decided *before* the service answers: latency (+ jitter), timeout, connec
 injected HTTP status. Faults that *alter* a successful answer: truncated JSON, malformed JSON,
 an empty ``NextPageLink`` on a full page (prices), schema drift (missing optional fields, unknown
 score or bucket strings).
+
+:func:`fault_matrix` names one :class:`EndpointFaults` per fault kind, to run a client against each
+in turn (``pytest.mark.parametrize`` over its items).
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ import attrs
 
 from spotlake.errors import ConfigError
 
-__all__ = ["ENDPOINTS", "Decision", "EndpointFaults", "Faults"]
+__all__ = [
+    "ALTERING_KINDS",
+    "ENDPOINTS",
+    "FAILING_KINDS",
+    "FAULT_KINDS",
+    "Decision",
+    "EndpointFaults",
+    "Faults",
+    "fault_matrix",
+]
 
 #: The emulated services, as named in fault configuration and statistics.
 ENDPOINTS: Final = ("prices", "sps", "graph", "skus", "token")
@@ -193,6 +205,87 @@ class Faults:
                     )
         built = {ep: EndpointFaults(**kw) for ep, kw in values.items() if kw}
         return cls(**built)
+
+
+#: Fault kinds that spoil a request attempt: an injected status, no answer at all, or a 200 whose body
+#: is not the JSON (cut in half, an HTML page). A client must retry them (or give up and say so).
+FAILING_KINDS: Final = ("429", "500", "502", "503", "504", "timeout", "reset", "truncated", "malformed")
+#: Fault kinds that answer 200 with a usable but altered body, which a client must accept as it is:
+#: an empty ``NextPageLink`` on a full page (prices only), schema drift (not the token endpoint).
+ALTERING_KINDS: Final = ("empty-next-link", "drift")
+#: Every kind :func:`fault_matrix` knows, in its order: the failing and altering kinds, ``"latency"``
+#: (slow answers: ``latency`` seconds plus up to half as much jitter) and ``"mixed"`` (all at once).
+FAULT_KINDS: Final = (*FAILING_KINDS, *ALTERING_KINDS, "latency", "mixed")
+# Kinds an endpoint's answers cannot show.
+_UNSHOWN: Final = {
+    "prices": frozenset[str](),
+    "sps": frozenset({"empty-next-link"}),
+    "graph": frozenset({"empty-next-link"}),
+    "skus": frozenset({"empty-next-link"}),
+    "token": frozenset({"empty-next-link", "drift"}),
+}
+
+
+def fault_matrix(
+    endpoint: str | None = None,
+    *,
+    kinds: Iterable[str] | None = None,
+    rate: float = 0.3,
+    seed: int = 0,
+    retry_after: int = 1,
+    latency: float = 2.0,
+) -> dict[str, EndpointFaults]:
+    """One :class:`EndpointFaults` per fault kind (:data:`FAULT_KINDS`), each injecting that kind alone.
+
+    Run the code under test once per item, e.g. ``Faults(prices=faults)`` for each ``kind, faults``.
+    ``endpoint`` keeps only the kinds its answers can show (``"empty-next-link"`` is prices only; the
+    token endpoint never drifts); ``kinds`` picks some of them, in the order given. ``rate`` is the
+    probability per request attempt of the kind (``"429"``: an injected 429 carrying
+    ``Retry-After: retry_after``). ``"latency"`` delays every answer ``latency`` s plus a jitter of up
+    to ``latency / 2`` (on the emulator's clock in-process: instant with a ``FakeClock``; slept for real
+    over loopback). ``"mixed"`` is every kind the endpoint can show at once: each failing kind at
+    ``rate / 8``, an empty ``NextPageLink`` at ``rate / 2``, drift at ``rate / 4``, no latency.
+
+    Every kind uses ``seed``, so the same request attempts are hit whichever status or stall is
+    injected; which ones are is fixed by ``seed`` (pick one that hits what your test needs).
+    :class:`ConfigError` for an unknown endpoint or kind, a kind the endpoint cannot show, or a
+    ``rate`` outside ``(0, 1]``.
+    """
+    if endpoint is not None and endpoint not in _UNSHOWN:
+        raise ConfigError(f"unknown emulator endpoint {endpoint!r} (known: {', '.join(ENDPOINTS)})")
+    if not 0.0 < rate <= 1.0:
+        raise ConfigError(f"fault_matrix: rate must be within (0, 1], got {rate}")
+    unshown = _UNSHOWN[endpoint] if endpoint is not None else frozenset[str]()
+    wanted = tuple(kinds) if kinds is not None else tuple(k for k in FAULT_KINDS if k not in unshown)
+    for kind in wanted:
+        if kind not in FAULT_KINDS:
+            raise ConfigError(f"fault_matrix: unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+        if kind in unshown:
+            raise ConfigError(f"fault_matrix: {endpoint} answers cannot show the fault kind {kind!r}")
+    common: dict[str, Any] = {"seed": seed, "retry_after": retry_after}
+    share = rate / 8
+    mixed = EndpointFaults(
+        errors={int(k): share for k in FAILING_KINDS if k.isdigit()},
+        timeout_rate=share,
+        reset_rate=share,
+        truncated_rate=share,
+        malformed_rate=share,
+        empty_next_link_rate=0.0 if "empty-next-link" in unshown else rate / 2,
+        drift_rate=0.0 if "drift" in unshown else rate / 4,
+        **common,
+    )
+    single = {
+        **{k: EndpointFaults(errors={int(k): rate}, **common) for k in FAILING_KINDS if k.isdigit()},
+        "timeout": EndpointFaults(timeout_rate=rate, **common),
+        "reset": EndpointFaults(reset_rate=rate, **common),
+        "truncated": EndpointFaults(truncated_rate=rate, **common),
+        "malformed": EndpointFaults(malformed_rate=rate, **common),
+        "empty-next-link": EndpointFaults(empty_next_link_rate=rate, **common),
+        "drift": EndpointFaults(drift_rate=rate, **common),
+        "latency": EndpointFaults(latency=latency, jitter=latency / 2, **common),
+        "mixed": mixed,
+    }
+    return {kind: single[kind] for kind in wanted}
 
 
 _KNOBS: Final = tuple(a.name for a in attrs.fields(EndpointFaults) if a.name != "errors")

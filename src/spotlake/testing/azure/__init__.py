@@ -14,6 +14,14 @@ the credentials on one line). See ``docs/emulator.md``.
 """
 
 from spotlake.testing.azure.emulator import AzureEmulator, EmulatorStats, Reply
-from spotlake.testing.faults import Decision, EndpointFaults, Faults
+from spotlake.testing.faults import Decision, EndpointFaults, Faults, fault_matrix
 
-__all__ = ["AzureEmulator", "Decision", "EmulatorStats", "EndpointFaults", "Faults", "Reply"]
+__all__ = [
+    "AzureEmulator",
+    "Decision",
+    "EmulatorStats",
+    "EndpointFaults",
+    "Faults",
+    "Reply",
+    "fault_matrix",
+]
