@@ -26,10 +26,11 @@ import pandas as pd
 
 from spotlake.clock import ShiftedClock
 from spotlake.collect.auth import AzureCredentials, TokenProvider
+from spotlake.collect.redirect import RedirectTransport, redirect_azure_transport
+from spotlake.model import Source
 from spotlake.pipeline import AzureAccess, RunReport, run_cycle
 from spotlake.progress import ProgressBoard
 from spotlake.storage import open_store
-from spotlake.testing.redirect import RedirectTransport, redirect_azure_transport
 
 Emulator = tuple[subprocess.Popen[str], str, dict[str, object]]
 
@@ -121,13 +122,13 @@ def main() -> int:
 
 def summary_line(n: int, report: RunReport) -> str:
     plan, scoring = report.plan, report.scoring
-    sps = report.collectors.get("sps", {})
+    sps = report.collector(Source.SPS)
+    assert plan is not None and scoring is not None and sps is not None  # a committed run has them
     return (
         f"cycle {n}: {report.at:%Y-%m-%d %H:%M} count={report.desired_count:<3}"
-        f" SPS calls {sps.get('succeeded')}/{plan.get('calls')} (lower bound {plan.get('lower_bound')}),"
-        f" {sps.get('rows')} scores, {scoring.get('snapshot_rows')} merged rows,"
-        f" changes: {scoring.get('new')} new / {scoring.get('changed')} changed /"
-        f" {scoring.get('ceased')} ceased"
+        f" SPS calls {sps.succeeded}/{plan.calls} (lower bound {plan.lower_bound}),"
+        f" {sps.rows} scores, {scoring.snapshot_rows} merged rows,"
+        f" changes: {scoring.new} new / {scoring.changed} changed / {scoring.ceased} ceased"
         f" ({report.seconds:.1f} s)"
     )
 
@@ -137,14 +138,18 @@ def print_summary(reports: list[RunReport], store: Path, *, seconds: float) -> N
     snapshot = open_store(str(store)).latest("merged")
     print("\nsummary")
     plan = last.plan
+    assert plan is not None
     print(
-        f"  plan: {plan.get('calls')} SPS calls for {plan.get('pairs')} (region, size) pairs;"
-        f" lower bound {plan.get('lower_bound')}, ratio {plan.get('ratio', 0):.3f}"
+        f"  plan: {plan.calls} SPS calls for {plan.pairs} (region, size) pairs;"
+        f" lower bound {plan.lower_bound}, ratio {plan.ratio:.3f}"
     )
-    rows = sum(int(r.scoring.get("snapshot_rows", 0)) for r in reports)
-    print(f"  merged rows written: {rows} over {len(reports)} cycles")
+    scored = [r.scoring for r in reports if r.scoring is not None]
+    print(f"  merged rows written: {sum(s.snapshot_rows for s in scored)} over {len(reports)} cycles")
     total = {
-        k: sum(int(r.scoring.get(k, 0)) for r in reports) for k in ("new", "changed", "ceased", "unchanged")
+        "new": sum(s.new for s in scored),
+        "changed": sum(s.changed for s in scored),
+        "ceased": sum(s.ceased for s in scored),
+        "unchanged": sum(s.unchanged for s in scored),
     }
     written = total["new"] + total["changed"] + total["ceased"]
     print(

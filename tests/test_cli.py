@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -52,8 +53,11 @@ def test_collect_status_show(
 
     assert main(["status", "--store", str(store), "--json"]) == EXIT_OK
     status = json.loads(capsys.readouterr().out)
-    assert status["last_run"]["desired_count"] == 5
+    assert status["last_desired_count"] == 5
+    # The runs were on 2026-03-02; a run started now is on a later UTC day: count 1, a new plan.
+    assert status["next_run"] == {"desired_count": 1, "new_day": True, "rebuild_plan": True}
     assert status["plan"]["calls"] >= status["plan"]["lower_bound"] > 0
+    assert status["quota"]["quota"]["calls_in_window"] > 0
 
     assert main(["status", "--store", str(store)]) == EXIT_OK
     assert "last run" in capsys.readouterr().out
@@ -95,18 +99,50 @@ def test_status_of_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "empty store" in capsys.readouterr().out
 
 
-def test_plan_for_an_emulator_world(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["plan", "--seed", "3", "--regions", "20", "--sizes", "200", "--json"]
-    assert main(args) == EXIT_OK
+def world_pairs(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    """Feed an emulator world's support set to ``spotlake plan --pairs -`` on standard input."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotlake.testing.azure", "pairs", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(proc.stdout))
+
+
+def test_plan_for_an_emulator_world(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world_pairs(monkeypatch, "--seed", "3", "--regions", "20", "--sizes", "200")
+    assert main(["plan", "--pairs", "-", "--json"]) == EXIT_OK
     summary = json.loads(capsys.readouterr().out)
     assert summary["calls"] >= summary["lower_bound"] > 0
     assert summary["subscriptions"] >= 1
 
 
-def test_plan_search_option(capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["plan", "--seed", "0", "--regions", "20", "--sizes", "120", "--json"]
+def test_plan_search_option(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spotlake.testing.azure",
+            "pairs",
+            "--seed",
+            "0",
+            "--regions",
+            "20",
+            "--sizes",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    base = ["plan", "--pairs", "-", "--json"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(proc.stdout))
     assert main(base) == EXIT_OK
     plain = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(proc.stdout))
     assert main([*base, "--search", "8"]) == EXIT_OK
     out = capsys.readouterr()
     searched = json.loads(out.out)
@@ -148,3 +184,4 @@ def test_collect_exits_3_when_some_sps_calls_failed(
     assert code == EXIT_PARTIAL, report
     assert report["status"] == "committed" and report["failed_calls"] > 0
     assert report["collectors"]["sps"]["succeeded"] > 0
+    assert report["unknown"]["count"] > 0

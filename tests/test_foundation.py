@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from spotlake.clock import FakeClock
 from spotlake.collect.http import Backoff, error_for_response, parse_retry_after
 from spotlake.errors import AuthError, ConfigError, InvalidRequestError, TransientCollectError
 from spotlake.model import SPS_SCHEMA, Secret, SpsCall, conform, empty_frame, if_score, score_value
+from spotlake.serde import dump, load
 
 
 def test_import_spotlake_does_not_import_heavy_sdks() -> None:
@@ -38,7 +40,7 @@ def test_secret_is_redacted_everywhere() -> None:
 def test_sps_call_limits() -> None:
     call = SpsCall(regions=["eastus", "westus"], sizes=("Standard_D2_v2",))
     assert call.cells == 2 and call.pairs() == {("eastus", "Standard_D2_v2"), ("westus", "Standard_D2_v2")}
-    assert SpsCall.from_json(call.to_json()) == call
+    assert load(json.loads(json.dumps(dump(call))), SpsCall, where="test") == call
     with pytest.raises(ConfigError):
         SpsCall(regions=[f"r{i}" for i in range(9)], sizes=["s"])
     with pytest.raises(ConfigError):

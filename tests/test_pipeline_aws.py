@@ -17,12 +17,13 @@ from moto import mock_aws
 
 from pipeline_support import emulator, in_process_access, run_time
 from spotlake.errors import LockedError, SinkError
-from spotlake.pipeline import run_cycle
-from spotlake.storage import open_store
+from spotlake.pipeline import RunStatus, run_cycle
+from spotlake.storage import ObjectStore, open_store
 from spotlake.storage.cloudwatch import CloudWatchSink
 from spotlake.storage.compat import CompatWriter
+from spotlake.storage.s3 import S3Backend
 from spotlake.storage.timestream import TimestreamSink
-from test_pipeline import FailingStore
+from spotlake.testing.backends import FaultyBackend
 
 REGION = "us-east-1"
 
@@ -89,7 +90,8 @@ def test_s3_timestream_cloudwatch_end_to_end(aws: dict[str, Any]) -> None:
             extra_writers=[compat],
             clock=emu.clock,
         )
-        assert report.status == "committed", report.error
+        assert report.status is RunStatus.COMMITTED, report.error
+        assert report.delivery_error is None and report.undelivered == ()
         reports.append(report)
 
     keys = {o["Key"] for o in aws["s3"].list_objects_v2(Bucket="lake")["Contents"]}
@@ -97,10 +99,10 @@ def test_s3_timestream_cloudwatch_end_to_end(aws: dict[str, Any]) -> None:
         assert any(part in k for k in keys), (part, sorted(keys)[:10])
 
     # Only the changes reach Timestream, at most 100 records per call.
-    written = sum(int(r.scoring["changes_rows"]) for r in reports)
+    written = sum(r.scoring.changes_rows for r in reports if r.scoring)
     assert len(recording.records) == written
     assert all(len(call["Records"]) <= 100 for call in recording.calls)
-    snapshot_rows = sum(int(r.scoring["snapshot_rows"]) for r in reports)
+    snapshot_rows = sum(r.scoring.snapshot_rows for r in reports if r.scoring)
     assert written <= snapshot_rows
 
     # CloudWatch got one log event per run, and metrics.
@@ -116,9 +118,9 @@ def test_s3_timestream_cloudwatch_end_to_end(aws: dict[str, Any]) -> None:
 
 
 def test_only_committed_runs_are_published_and_a_missed_delivery_is_made_good(aws: dict[str, Any]) -> None:
-    """Sinks are fed after the commit: a run that fails before committing publishes nothing (and
-    its frames are removed); a sink outage after the commit is delivered again by the next run,
-    with the same records and versions."""
+    """Sinks are fed after the commit: a run that fails before committing publishes nothing (its
+    frames never leave the stage); a sink outage after the commit is delivered again by the next
+    run, with the same records and versions."""
     emu = emulator()
     store = open_store("s3://lake/idem", s3_client=aws["s3"])
     recording = RecordingTimestream(aws["timestream"])
@@ -130,32 +132,38 @@ def test_only_committed_runs_are_published_and_a_missed_delivery_is_made_good(aw
             run_time(i), store=target, azure=in_process_access(emu), timeseries=timeseries, clock=emu.clock
         )
 
-    crashed = run(0, target=FailingStore(store, fail_at=7))  # fails at the commit
-    assert crashed.status == "failed" and store.read_state().version is None
+    at_commit = FaultyBackend(S3Backend("lake", "idem", client=aws["s3"]), fail_when=_swap, fail_at=1)
+    crashed = run(0, target=ObjectStore(at_commit))  # fails at the commit
+    assert crashed.status is RunStatus.FAILED and store.read_state().version is None
     assert recording.records == [], "nothing reaches Timestream before the commit"
-    assert store.latest("merged") is None and store.latest("changes") is None, "its frames are removed"
+    assert store.latest("merged") is None and store.latest("changes") is None, "readers never see it"
 
     done = run(0)
-    assert done.status == "committed" and done.delivery_error is None
+    assert done.status is RunStatus.COMMITTED and done.delivery_error is None
     first = list(recording.records)
-    assert len(first) == int(done.scoring["changes_rows"]) > 0
+    assert done.scoring is not None and len(first) == done.scoring.changes_rows > 0
 
     class Down:
         def write(self, changes: Any, *, run_at: Any) -> Any:
             raise SinkError("Timestream is unavailable (injected)")
 
     outage = run(1, timeseries=Down())
-    assert outage.status == "committed" and "unavailable" in (outage.delivery_error or "")
+    assert outage.status is RunStatus.COMMITTED and "unavailable" in (outage.delivery_error or "")
+    assert outage.undelivered == (run_time(1),)
     # The next run delivers run 1's stored changes first, then its own.
     n = len(recording.records)
     after = run(2)
-    assert after.status == "committed"
+    assert after.status is RunStatus.COMMITTED and after.undelivered == ()
     times = sorted({r["Time"] for r in recording.records[n:]})
     assert len(times) == 2, "run 1's changes were delivered again, then run 2's"
     # A committed run time rerun is a no-op that writes nothing.
     n = len(recording.records)
-    assert run(2).status == "skipped" and len(recording.records) == n
+    assert run(2).status is RunStatus.SKIPPED and len(recording.records) == n
     assert sorted(map(_identity, first)) == sorted(map(_identity, recording.records[: len(first)]))
+
+
+def _swap(op: str, key: str) -> bool:
+    return op == "swap_pointer"
 
 
 def _identity(record: dict[str, Any]) -> tuple[Any, ...]:

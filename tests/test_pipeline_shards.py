@@ -19,13 +19,17 @@ import pandas as pd
 import pytest
 
 from pipeline_support import T0, emulator, in_process_access, run_time
-from spotlake import pipeline
 from spotlake.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 from spotlake.errors import ConfigError, LockedError
-from spotlake.pipeline import RunReport, Shard, pending_runs, run_cycle
-from spotlake.scoring.planner import Plan
-from spotlake.storage import open_store
+from spotlake.model import Source
+from spotlake.pipeline import RunReport, RunStatus, Shard, ShardProgress, pending_runs, run_cycle
+from spotlake.scoring.plan import Plan
+from spotlake.serde import load
+from spotlake.storage import PartSet, open_store
 from spotlake.testing.azure import AzureEmulator
+
+PENDING, COMMITTED = RunStatus.PENDING, RunStatus.COMMITTED
+SKIPPED, FAILED = RunStatus.SKIPPED, RunStatus.FAILED
 
 _SPS_PATH = re.compile(
     r"/subscriptions/([^/]+)/providers/Microsoft\.Compute/locations/[^/]+/placementScores", re.I
@@ -83,30 +87,32 @@ def test_three_shards_commit_the_same_run_as_an_unsharded_cycle(tmp_path: Path) 
 
     runs = [shard_run(emu_sharded, store, T0, i, 3) for i in range(3)]
     reports = [r for r, _ in runs]
-    assert [r.status for r in reports] == ["pending", "pending", "committed"], [r.error for r in reports]
-    assert reports[0].shard["missing"] == [1, 2] and reports[1].shard["missing"] == [2]
-    assert reports[2].shard["finalised"] is True
+    assert [r.status for r in reports] == [PENDING, PENDING, COMMITTED], [r.error for r in reports]
+    assert reports[0].shard is not None and reports[0].shard.missing == (1, 2)
+    assert reports[1].shard is not None and reports[1].shard.missing == (2,)
+    assert reports[2].shard is not None and reports[2].shard.finalised is True
     assert store.read_state().version == reports[2].state_version
 
     plain = plain_run(emu_plain, reference, T0)
-    assert plain.status == "committed", plain.error
+    assert plain.status is COMMITTED, plain.error
+    assert plain.plan is not None
     final = reports[2]
     assert final.desired_count == plain.desired_count == 1 and final.new_day
 
     # Near-equal shards of one plan, each through its own subscriptions[i::3].
-    per_shard = [int(r.collectors["sps"]["planned"]) for r in reports[:2]]
-    assert final.collectors["sps"]["planned"] == plain.plan["calls"]
-    assert final.plan["calls"] == plain.plan["calls"]
+    per_shard = [r.collectors[Source.SPS].planned for r in reports[:2]]
+    assert final.collectors[Source.SPS].planned == plain.plan.calls
+    assert final.plan is not None and final.plan.calls == plain.plan.calls
     used = [subs for _, subs in runs]
     assert all(used) and not (used[0] & used[1] or used[0] & used[2] or used[1] & used[2])
     for i, subs in enumerate(used):
         assert subs <= set(subscriptions[i::3])
-    calls = [*per_shard, plain.plan["calls"] - sum(per_shard)]
-    assert max(calls) - min(calls) <= 1 and sum(calls) == plain.plan["calls"]
+    calls = [*per_shard, plain.plan.calls - sum(per_shard)]
+    assert max(calls) - min(calls) <= 1 and sum(calls) == plain.plan.calls
 
     # Same SPS rows, same scores, same snapshot as the unsharded run.
     keys = ["region", "size", "zone"]
-    assert final.collectors["sps"]["rows"] == plain.collectors["sps"]["rows"] > 0
+    assert final.collectors[Source.SPS].rows == plain.collectors[Source.SPS].rows > 0
     pd.testing.assert_frame_equal(
         sorted_frame(store.read_frame(kind="raw", source="sps", at=T0), keys),
         sorted_frame(reference.read_frame(kind="raw", source="sps", at=T0), keys),
@@ -115,12 +121,13 @@ def test_three_shards_commit_the_same_run_as_an_unsharded_cycle(tmp_path: Path) 
         sorted_frame(store.read_frame(kind="merged", at=T0), keys),
         sorted_frame(reference.read_frame(kind="merged", at=T0), keys),
     )
-    assert final.scoring["new"] == plain.scoring["new"] > 0
+    assert final.scoring is not None and plain.scoring is not None
+    assert final.scoring.new == plain.scoring.new > 0
 
     # One committed run: rotation advanced once, same plan, the shards' quota ledgers kept.
     docs, ref_docs = store.read_state().docs, reference.read_state().docs
     assert docs["rotation"] == ref_docs["rotation"] and docs["rotation"]["index"] == 1
-    assert Plan.from_json(docs["plan"]["plan"]) == Plan.from_json(ref_docs["plan"]["plan"])
+    assert load(docs["plan"]["plan"], Plan, where="t") == load(ref_docs["plan"]["plan"], Plan, where="t")
     for i in range(3):
         ledger = docs[f"quota.shard-{i}-of-3"]
         assert set(ledger["subscriptions"]) == set(subscriptions[i::3])
@@ -129,11 +136,11 @@ def test_three_shards_commit_the_same_run_as_an_unsharded_cycle(tmp_path: Path) 
 
     # A late worker finds the run committed; the next run reuses the stored plan with count 5.
     late, _ = shard_run(emu_sharded, store, T0, 1, 3)
-    assert late.status == "skipped"
+    assert late.status is SKIPPED
     nxt = [shard_run(emu_sharded, store, run_time(1), i, 3)[0] for i in (2, 0, 1)]
-    assert [r.status for r in nxt] == ["pending", "pending", "committed"], [r.error for r in nxt]
+    assert [r.status for r in nxt] == [PENDING, PENDING, COMMITTED], [r.error for r in nxt]
     assert nxt[2].desired_count == 5 and not nxt[2].new_day
-    assert nxt[2].shard == {"index": 1, "count": 3, "present": [0, 1, 2], "missing": [], "finalised": True}
+    assert nxt[2].shard == ShardProgress(index=1, count=3, present=(0, 1, 2), finalised=True)
 
 
 def test_a_missing_shard_leaves_the_run_uncommitted_until_it_runs(
@@ -141,17 +148,16 @@ def test_a_missing_shard_leaves_the_run_uncommitted_until_it_runs(
 ) -> None:
     emu = emulator()
     store = open_store(str(tmp_path))
-    assert plain_run(emu, store, T0).status == "committed"
+    assert plain_run(emu, store, T0).status is COMMITTED
     before = store.read_state()
 
     at = run_time(1)
     for i in (0, 2):
-        assert shard_run(emu, store, at, i, 3)[0].status == "pending"
+        assert shard_run(emu, store, at, i, 3)[0].status is PENDING
     after = store.read_state()
     assert after.version == before.version and after.docs == before.docs
-    assert [p.to_json() for p in pending_runs(store)] == [
-        {"at": "2026-03-02T00:10", "count": 3, "present": [0, 2], "missing": [1]}
-    ]
+    assert pending_runs(store) == [PartSet(at=at, count=3, present=(0, 2))]
+    assert pending_runs(store)[0].missing == (1,)
     assert main(["status", "--store", str(tmp_path)]) == EXIT_OK
     assert "missing [1]" in capsys.readouterr().out
 
@@ -162,40 +168,47 @@ def test_a_missing_shard_leaves_the_run_uncommitted_until_it_runs(
     sps_requests = emu.stats.count("sps")
     # ... and its retry finalises without collecting again.
     report, used = shard_run(emu, store, at, 1, 3)
-    assert report.status == "committed", report.error
+    assert report.status is COMMITTED, report.error
     assert not used and emu.stats.count("sps") == sps_requests
     assert report.desired_count == 5
-    assert report.collectors["sps"]["planned"] == report.plan["calls"]
+    assert report.plan is not None and report.collectors[Source.SPS].planned == report.plan.calls
     state = store.read_state()
     assert state.docs["rotation"]["index"] == 2 and state.docs["last_run"]["at"] == at.isoformat()
     assert pending_runs(store) == []
 
 
-def test_a_finaliser_that_loses_the_race_reports_skipped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class RacingStore:
+    """A store that lets another worker finalise right after this worker looks at the parts."""
+
+    def __init__(self, inner: Any, race: Any) -> None:
+        self.inner = inner
+        self.race = race
+        self.raced = False
+
+    def part_sets(self, at: Any = None) -> Any:
+        seen = self.inner.part_sets(at)
+        if at is not None and not self.raced:  # between this look and this worker's lock
+            self.raced = True
+            self.race()
+        return seen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_finaliser_that_loses_the_race_reports_skipped(tmp_path: Path) -> None:
     """Two workers both see every part; one commits and removes the parts before the other locks."""
     emu = emulator()
     store = open_store(str(tmp_path))
-    assert plain_run(emu, store, T0).status == "committed"
+    assert plain_run(emu, store, T0).status is COMMITTED
     at = run_time(1)
     for i in (0, 1):
-        assert shard_run(emu, store, at, i, 3)[0].status == "pending"
-    real_present = pipeline._present_parts
+        assert shard_run(emu, store, at, i, 3)[0].status is PENDING
     raced: list[RunReport] = []
-    racing: list[bool] = []
-
-    def present_then_race(*args: Any) -> tuple[int, ...]:
-        seen = real_present(*args)
-        if not racing:  # the other worker finalises between this look and this worker's lock
-            racing.append(True)
-            raced.append(shard_run(emu, store, at, 2, 3)[0])
-        return seen
-
-    monkeypatch.setattr(pipeline, "_present_parts", present_then_race)
-    late, _ = shard_run(emu, store, at, 2, 3)
-    assert raced[0].status == "committed", raced[0].error
-    assert late.status == "skipped", late.error
+    racing = RacingStore(store, lambda: raced.append(shard_run(emu, store, at, 2, 3)[0]))
+    late, _ = shard_run(emu, racing, at, 2, 3)
+    assert raced[0].status is COMMITTED, raced[0].error
+    assert late.status is SKIPPED, late.error
     assert store.read_state().docs["last_run"]["at"] == at.isoformat()
     assert pending_runs(store) == []
 
@@ -204,15 +217,15 @@ def test_parts_against_a_state_that_moved_are_not_merged(tmp_path: Path) -> None
     emu = emulator()
     store = open_store(str(tmp_path))
     # Shard 0 of 00:10 collects before 00:00 is committed; its part is stale once 00:00 commits.
-    assert shard_run(emu, store, run_time(1), 0, 2)[0].status == "pending"
-    assert plain_run(emu, store, T0).status == "committed"
+    assert shard_run(emu, store, run_time(1), 0, 2)[0].status is PENDING
+    assert plain_run(emu, store, T0).status is COMMITTED
     version = store.read_state().version
     report, _ = shard_run(emu, store, run_time(1), 1, 2)
-    assert report.status == "failed" and report.error_type == "ConflictError"
+    assert report.status is FAILED and report.error_type == "ConflictError"
     assert "shards [0]" in (report.error or "") and store.read_state().version == version
     # Rerunning the stale shard replaces its part and completes the run.
     again, _ = shard_run(emu, store, run_time(1), 0, 2)
-    assert again.status == "committed", again.error
+    assert again.status is COMMITTED, again.error
     assert again.desired_count == 5
 
 
@@ -225,7 +238,7 @@ def test_fewer_subscriptions_than_shards_is_a_config_error(tmp_path: Path) -> No
     report = run_cycle(
         T0, store=open_store(str(tmp_path)), azure=two, clock=emu.clock, shard=Shard(index=0, count=3)
     )
-    assert report.status == "failed" and report.error_type == "ConfigError"
+    assert report.status is FAILED and report.error_type == "ConfigError"
     assert "3 shards need at least 3 subscriptions" in (report.error or "") and "list 2" in (
         report.error or ""
     )
@@ -287,14 +300,15 @@ def test_cli_single_shard_worker_commits(
 def test_parts_that_followed_different_plans_commit_but_retry_the_count(tmp_path: Path) -> None:
     emu = emulator()
     store = open_store(str(tmp_path))
-    assert shard_run(emu, store, T0, 0, 2)[0].status == "pending"
+    assert shard_run(emu, store, T0, 0, 2)[0].status is PENDING
     # Simulate shard 0 having planned from a different price crawl (prices changed in between).
-    key = "shards/2026-03-02T00-00/part-0-of-2.json"
-    doc = json.loads(store.backend.get(key) or b"{}")
-    store.backend.put(key, json.dumps({**doc, "plan_digest": "another plan"}).encode())
+    found = store.read_part(T0, index=0, count=2)
+    assert found is not None
+    doc, frame = found
+    store.put_part(T0, index=0, count=2, doc={**doc, "plan_digest": "another plan"}, frame=frame)
     report, _ = shard_run(emu, store, T0, 1, 2)
-    assert report.status == "committed", report.error
-    assert any("did not all follow one plan" in n for n in report.collectors["sps"]["notes"])
+    assert report.status is COMMITTED, report.error
+    assert any("did not all follow one plan" in n for n in report.collectors[Source.SPS].notes)
     # Coverage is what the shards scored, but the count is not taken as fully collected.
     rotation = store.read_state().docs["rotation"]
     assert rotation["index"] == 0 and rotation["attempts"] == 1
@@ -303,9 +317,9 @@ def test_parts_that_followed_different_plans_commit_but_retry_the_count(tmp_path
 def test_a_part_whose_frame_does_not_match_its_document_is_refused(tmp_path: Path) -> None:
     emu = emulator()
     store = open_store(str(tmp_path))
-    assert shard_run(emu, store, T0, 0, 2)[0].status == "pending"
+    assert shard_run(emu, store, T0, 0, 2)[0].status is PENDING
     store.backend.put("shards/2026-03-02T00-00/part-0-of-2.parquet", b"not the frame")
     report, _ = shard_run(emu, store, T0, 1, 2)
-    assert report.status == "failed" and report.error_type == "CorruptStoreError"
+    assert report.status is FAILED and report.error_type == "CorruptStoreError"
     assert "part-0-of-2.parquet does not match" in (report.error or "")
     assert store.read_state().version is None

@@ -4,14 +4,15 @@
 
     spotlake collect azure [--at T] [--store DIR|s3://B/P] [--endpoint URL] [--timestream] [--cloudwatch]
                            [--shard I/N | --shard auto/N]
-    spotlake plan (--catalog CSV | --pairs CSV | --seed N [--regions N --sizes N --layout L])
+    spotlake plan (--catalog CSV | --pairs CSV|-)
     spotlake status [--store ...]
     spotlake show [--store ...] [--changes] [--at T] [--limit N]
 
 Every command takes ``--json`` (machine-readable stdout) and ``--quiet`` (no progress on stderr,
 for cron). Exit codes: 0 done (or already done), 1 the run failed, 2 bad usage or configuration,
-3 committed but some SPS calls failed (their pairs were not collected this run), 75 another run
-holds the store's lock (try later; EX_TEMPFAIL). A shard worker (``--shard``) that stored its part
+3 committed but some SPS calls failed (their pairs are unknown this run) or the sinks were not fed
+(a later run delivers them), 75 another run holds the store's lock (try later; EX_TEMPFAIL). A
+shard worker (``--shard``) that stored its part
 while other shards' parts are still missing exits 0 ("pending").
 """
 
@@ -24,12 +25,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from spotlake.errors import ConfigError, LockedError, SpotlakeError
 from spotlake.model import DEFAULT_PLAN_SEARCH
+
+if TYPE_CHECKING:
+    from spotlake.collect.quota import LedgerSnapshot
+    from spotlake.pipeline import RunReport, StoreStatus
 
 __all__ = ["EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
 
@@ -63,8 +68,11 @@ def _parse_at(text: str | None) -> datetime:
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    """Print ``text``, or with ``--json`` the payload (a typed report goes through spotlake.serde)."""
     if args.json:
-        print(json.dumps(payload, indent=2, default=str))
+        from spotlake.serde import dump
+
+        print(json.dumps(dump(payload), indent=2, default=str))
     else:
         print(text)
 
@@ -75,7 +83,7 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from spotlake.collect.auth import AzureCredentials, slack_webhook
     from spotlake.notify import SlackNotifier
-    from spotlake.pipeline import AzureAccess, CycleOptions, Shard, SnapshotWriter, run_cycle
+    from spotlake.pipeline import AzureAccess, CycleOptions, RunStatus, Shard, SnapshotWriter, run_cycle
     from spotlake.progress import ProgressBoard
     from spotlake.storage import open_store
 
@@ -94,14 +102,13 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         shard.subscriptions(credentials.subscriptions)  # enough subscriptions for N shards? (exit 2)
     if args.endpoint:
         # An emulator (or any server of yours): clients keep Azure's https URLs and the transports
-        # deliver the requests to --endpoint (see spotlake.testing.redirect for why).
-        from spotlake.testing.redirect import RedirectTransport, redirect_azure_transport
+        # deliver the requests to --endpoint (see spotlake.collect.redirect for why).
+        from spotlake.collect.redirect import RedirectTransport, redirect_azure_transport
 
-        azure_transport = redirect_azure_transport(args.endpoint)
         access = AzureAccess(
             credentials=credentials,
             transport=RedirectTransport(args.endpoint),
-            azure_transport=azure_transport,
+            azure_transport=redirect_azure_transport(args.endpoint),
         )
     else:
         access = AzureAccess(credentials=credentials)
@@ -160,52 +167,60 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         )
     finally:
         board.close()  # end the progress line before any message is printed
-    payload = report.to_json()
-    if report.status == "failed":
-        _emit(args, payload, f"run {report.at:%Y-%m-%d %H:%M} FAILED: {report.error_type}: {report.error}")
+    _emit(args, report, _run_text(report, store=args.store))
+    if report.status is RunStatus.FAILED:
         return EXIT_FAILED
-    if report.status == "skipped":
-        text = f"run {report.at:%Y-%m-%d %H:%M} already committed; nothing to do"
-        _emit(args, payload, text)
-        return EXIT_OK
-    if report.status == "pending":
-        sps = payload["collectors"].get("sps", {})
-        text = (
-            f"run {report.at:%Y-%m-%d %H:%M} shard {report.shard['index']}/{report.shard['count']}: "
-            f"{sps.get('succeeded', 0)}/{sps.get('planned', 0)} SPS calls ok, part stored; "
-            f"waiting for shards {report.shard['missing']} (the last one to finish commits the run)"
+    if report.status is RunStatus.COMMITTED and (report.failed_calls or report.delivery_error):
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _run_text(report: RunReport, *, store: str) -> str:
+    from spotlake.model import Source
+    from spotlake.pipeline import RunStatus
+
+    when = f"{report.at:%Y-%m-%d %H:%M}"
+    if report.status is RunStatus.FAILED:
+        return f"run {when} FAILED: {report.error_type}: {report.error}"
+    if report.status is RunStatus.SKIPPED:
+        return f"run {when} already committed; nothing to do"
+    sps = report.collector(Source.SPS)
+    if report.status is RunStatus.PENDING and report.shard is not None:
+        return (
+            f"run {when} shard {report.shard.index}/{report.shard.count}: "
+            f"{sps.succeeded if sps else 0}/{sps.planned if sps else 0} SPS calls ok, part stored; "
+            f"waiting for shards {list(report.shard.missing)} (the last one to finish commits the run)"
         )
-        _emit(args, payload, text)
-        return EXIT_OK
-    text = _summary_text(payload, store=args.store)
-    if report.delivery_error:
-        text += f"\n  WARNING: committed, but the sinks were not fed: {report.delivery_error}"
-    _emit(args, payload, text)
-    return EXIT_PARTIAL if report.failed_calls or report.delivery_error else EXIT_OK
-
-
-def _summary_text(payload: dict[str, Any], *, store: str) -> str:
-    plan = payload.get("plan", {})
-    scoring = payload.get("scoring", {})
-    sps = payload.get("collectors", {}).get("sps", {})
-    prices = payload.get("collectors", {}).get("prices", {})
+    prices = report.collector(Source.PRICES)
+    plan, scoring = report.plan, report.scoring
     lines = [
-        f"run {payload['at']}  desired count {payload['desired_count']}"
-        + ("  (new day: plan rebuilt)" if payload.get("new_day") else ""),
-        f"  prices: {prices.get('rows', 0)} (region, size) rows from {prices.get('succeeded', 0)} pages",
-        f"  SPS: {sps.get('succeeded', 0)}/{sps.get('planned', 0)} calls ok"
-        f" (plan {plan.get('calls', '?')} calls, lower bound {plan.get('lower_bound', '?')},"
-        f" ratio {plan.get('ratio', 0):.3f}), {sps.get('rows', 0)} scores",
-        f"  merged rows: {scoring.get('snapshot_rows', 0)}; changes: {scoring.get('new', 0)} new,"
-        f" {scoring.get('changed', 0)} changed, {scoring.get('ceased', 0)} ceased,"
-        f" {scoring.get('unchanged', 0)} unchanged",
-        f"  state {payload.get('state_version')} in {store}",
+        f"run {report.at.isoformat()}  desired count {report.desired_count}"
+        + ("  (new day: plan rebuilt)" if report.new_day else ""),
+        f"  prices: {prices.rows if prices else 0} (region, size) rows"
+        f" from {prices.succeeded if prices else 0} pages",
+        f"  SPS: {sps.succeeded if sps else 0}/{sps.planned if sps else 0} calls ok"
+        + (
+            f" (plan {plan.calls} calls, lower bound {plan.lower_bound}, ratio {plan.ratio:.3f})"
+            if plan is not None
+            else ""
+        )
+        + f", {sps.rows if sps else 0} scores",
     ]
-    shard = payload.get("shard") or {}
-    if shard.get("finalised"):
-        lines.append(f"  merged {shard['count']} shard parts; finalised by shard {shard['index']}")
-    if payload.get("failed_calls"):
-        lines.append(f"  WARNING: {payload['failed_calls']} SPS calls failed; see --json for reasons")
+    if scoring is not None:
+        lines.append(
+            f"  merged rows: {scoring.snapshot_rows}; changes: {scoring.new} new, {scoring.changed} changed,"
+            f" {scoring.ceased} ceased, {scoring.unchanged} unchanged"
+        )
+    lines.append(f"  state {report.state_version} in {store}")
+    if report.shard is not None and report.shard.finalised:
+        lines.append(f"  merged {report.shard.count} shard parts; finalised by shard {report.shard.index}")
+    if report.failed_calls:
+        lines.append(
+            f"  WARNING: {report.failed_calls} SPS calls failed; the scores of their {report.unknown.count}"
+            " (region, size) pairs are unknown this run (see --json for reasons)"
+        )
+    if report.delivery_error:
+        lines.append(f"  WARNING: committed, but the sinks were not fed: {report.delivery_error}")
     return "\n".join(lines)
 
 
@@ -213,18 +228,13 @@ def _summary_text(payload: dict[str, Any], *, store: str) -> str:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from spotlake.collect.catalog import load_pairs, read_pairs
     from spotlake.progress import Progress
-    from spotlake.scoring.planner import format_summary, load_pairs, plan_calls, plan_summary
+    from spotlake.scoring.plan import format_summary, plan_calls, plan_summary
 
-    if args.catalog or args.pairs:
-        pairs = load_pairs(args.catalog or args.pairs)
-        what = str(args.catalog or args.pairs)
-    else:
-        from spotlake.testing.world import World
-
-        world = World.generate(args.seed, n_regions=args.regions, n_sizes=args.sizes, layout=args.layout)
-        pairs = world.support_pairs()
-        what = f"emulator world seed={args.seed} {args.regions} regions x {args.sizes} sizes ({args.layout})"
+    source = args.catalog or args.pairs
+    pairs = read_pairs(sys.stdin, where="standard input") if source == "-" else load_pairs(source)
+    what = "standard input" if source == "-" else str(source)
     bar = None if args.quiet or not args.search else Progress("order search")
     try:
         plan = plan_calls(
@@ -244,93 +254,75 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from spotlake.pipeline import pending_runs
+    from spotlake.pipeline import store_status
     from spotlake.storage import open_store
 
-    store = open_store(args.store)
-    state = store.read_state(frames=False)
-    pending = pending_runs(store)
-    shard_ledgers = {name: doc for name, doc in state.docs.items() if name.startswith("quota.shard-")}
-    docs = state.docs
-    last = docs.get("last_run", {})
-    rotation = docs.get("rotation", {})
-    quota = docs.get("quota", {})
-    plan = docs.get("plan", {})
-    payload = {
-        "store": args.store,
-        "state_version": state.version,
-        "rotation": rotation,
-        "plan": {"date": plan.get("date"), **(plan.get("plan", {}).get("report", {}))},
-        "quota": quota,
-        "last_run": {k: v for k, v in last.items() if k != "report"},
-        "shard_quota": shard_ledgers,
-        "pending_shards": [p.to_json() for p in pending],
-    }
-    last_at = str(last.get("at") or "")[:16]  # minutes, like PendingRun.at
-    pending_lines = [
-        f"sharded run {p.at} not committed: parts of shards {list(p.present)} of {p.count} stored,"
-        + (
-            f" missing {list(p.missing)} (rerun them: collect azure --at {p.at} --shard I/{p.count})"
-            if p.at > last_at
-            else " older than the last committed run, so never committed (the next sharded commit removes it)"
-        )
-        for p in pending
-    ]
-    if state.version is None:
-        _emit(args, payload, "\n".join([f"{args.store}: empty store (no run committed yet)", *pending_lines]))
-        return EXIT_OK
-    report = last.get("report", {})
-    lines = [
-        f"store {args.store}  state {state.version}",
-        f"last run {last.get('at')}  status {last.get('status')}  desired count {last.get('desired_count')}",
-        f"rotation: next count {_next_count(rotation)}, day {rotation.get('day')},"
-        f" failed attempts {rotation.get('attempts', 0)}, counts skipped {rotation.get('skipped', 0)}",
-        f"learned invalid: {len(rotation.get('invalid_regions', []))} regions,"
-        f" {len(rotation.get('invalid_sizes', []))} sizes",
-        f"plan for {plan.get('date')}: {payload['plan'].get('calls')} calls"
-        f" (lower bound {payload['plan'].get('lower_bound')})",
-        _quota_line(quota),
-        *(f"{name}: " + _quota_line(doc) for name, doc in sorted(shard_ledgers.items())),
-        f"last run changes: {report.get('scoring', {}).get('new', 0)} new,"
-        f" {report.get('scoring', {}).get('changed', 0)} changed,"
-        f" {report.get('scoring', {}).get('ceased', 0)} ceased",
-        *pending_lines,
-    ]
-    _emit(args, payload, "\n".join(lines))
+    status = store_status(open_store(args.store), now=datetime.now(UTC))
+    _emit(args, status, _status_text(status))
     return EXIT_OK
 
 
-def _quota_line(doc: dict[str, Any]) -> str:
-    if not doc:
-        return "quota: no SPS calls recorded yet"
-    from spotlake.collect.quota import QuotaLedger
+def _status_text(status: StoreStatus) -> str:
+    last_committed = status.last_run_at
+    pending_lines = [
+        f"sharded run {p.at:%Y-%m-%dT%H:%M} not committed:"
+        f" parts of shards {list(p.present)} of {p.count} stored,"
+        + (
+            f" missing {list(p.missing)}"
+            f" (rerun them: collect azure --at {p.at:%Y-%m-%dT%H:%MZ} --shard I/{p.count})"
+            if last_committed is None or p.at > last_committed
+            else " older than the last committed run, so never committed (the next sharded commit removes it)"
+        )
+        for p in status.pending_shards
+    ]
+    if status.empty:
+        return "\n".join([f"{status.store}: empty store (no run committed yet)", *pending_lines])
+    rotation, nxt, plan = status.rotation, status.next_run, status.plan
+    scoring = status.last_report.scoring if status.last_report else None
+    lines = [
+        f"store {status.store}  state {status.state_version}",
+        f"last run {status.last_run_at.isoformat() if status.last_run_at else '?'}"
+        f"  desired count {status.last_desired_count}",
+        f"rotation: next count {nxt.desired_count if nxt else '?'}"
+        f"{' (new UTC day)' if nxt and nxt.new_day else ''},"
+        f" day {rotation.day}, failed attempts {rotation.attempts}, counts skipped {rotation.skipped}",
+        f"learned invalid: {len(rotation.invalid_regions)} regions, {len(rotation.invalid_sizes)} sizes",
+        f"plan for {status.plan_date}: {plan.calls if plan else '?'} calls"
+        f" (lower bound {plan.lower_bound if plan else '?'})",
+        *(_quota_line(name, snap) for name, snap in status.quota.items()),
+    ]
+    if not status.quota:
+        lines.append("quota: no SPS calls recorded yet")
+    if scoring is not None:
+        lines.append(
+            f"last run changes: {scoring.new} new, {scoring.changed} changed, {scoring.ceased} ceased"
+        )
+    if status.undelivered:
+        lines.append(
+            f"sinks owed {len(status.undelivered)} committed run(s), oldest"
+            f" {status.undelivered[0].isoformat()} (the next run delivers them)"
+        )
+    return "\n".join([*lines, *pending_lines])
 
-    snap = QuotaLedger.from_json(doc).snapshot(datetime.now(UTC))
+
+def _quota_line(name: str, snap: LedgerSnapshot) -> str:
     free = (
         f", next slot frees at {snap.next_free_at:%H:%M} UTC"
         if snap.capacity == 0 and snap.next_free_at
         else ""
     )
     return (
-        f"quota: {snap.calls_in_window} calls in the current window over {snap.slots} slots"
+        f"{name}: {snap.calls_in_window} calls in the current window over {snap.slots} slots"
         f" (budget {snap.budget} per {snap.window_seconds / 60:.0f} min each); capacity now"
         f" {snap.capacity} calls, {snap.exhausted_slots} slots marked exhausted{free}"
     )
-
-
-def _next_count(rotation: dict[str, Any]) -> object:
-    """The count the next run collects: the rotation's next one, or the first on a new UTC day."""
-    counts, index = rotation.get("counts") or [], rotation.get("index", 0)
-    if counts and rotation.get("day") != datetime.now(UTC).date().isoformat():
-        return f"{counts[0]} (new UTC day)"
-    return counts[index] if 0 <= index < len(counts) else "?"
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from spotlake.storage import FrameKind, open_store
 
     store = open_store(args.store)
-    kind: FrameKind = "changes" if args.changes else "merged"
+    kind = FrameKind.CHANGES if args.changes else FrameKind.MERGED
     frame = store.read_frame(kind=kind, at=_parse_at(args.at)) if args.at else store.latest(kind)
     if frame is None:
         _emit(args, {"rows": []}, f"no {kind} data in {args.store} yet")
@@ -401,13 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     az.set_defaults(func=_cmd_collect)
 
     plan = sub.add_parser("plan", parents=[common], help="plan SPS calls and print the summary")
-    src = plan.add_mutually_exclusive_group()
+    src = plan.add_mutually_exclusive_group(required=True)
     src.add_argument("--catalog", help="a SkyPilot-style catalog CSV (Region, InstanceType, SpotPrice)")
-    src.add_argument("--pairs", help="a CSV with region,size columns")
-    plan.add_argument("--seed", type=int, default=0, help="emulator world seed (without --catalog/--pairs)")
-    plan.add_argument("--regions", type=int, default=60)
-    plan.add_argument("--sizes", type=int, default=800)
-    plan.add_argument("--layout", choices=("family", "family-holes", "uniform"), default="family")
+    src.add_argument(
+        "--pairs",
+        help="a CSV with region,size columns ('-' reads standard input, e.g. from "
+        "'python -m spotlake.testing.azure pairs --seed 0')",
+    )
     plan.add_argument("--max-regions", type=int, default=8)
     plan.add_argument("--max-sizes", type=int, default=5)
     plan.add_argument(

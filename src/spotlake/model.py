@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
 from typing import Final
 
 import attrs
@@ -47,13 +48,27 @@ __all__ = [
     "SNAPSHOT_KEY",
     "SNAPSHOT_SCHEMA",
     "SPS_SCHEMA",
+    "ChangeKind",
     "Secret",
+    "Source",
     "SpsCall",
     "conform",
     "empty_frame",
     "if_score",
     "score_value",
 ]
+
+# --- Sources ---------------------------------------------------------------------------------
+
+
+class Source(StrEnum):
+    """A collected source: each has a collector, a raw frame schema and a place in the store."""
+
+    PRICES = "prices"
+    SPS = "sps"
+    EVICTION = "eviction"
+    SKUS = "skus"
+
 
 # --- Spot Placement Scores -------------------------------------------------------------------
 
@@ -141,16 +156,6 @@ class SpsCall:
     def pairs(self) -> set[tuple[str, str]]:
         """The (region, size) pairs this call covers."""
         return {(r, s) for r in self.regions for s in self.sizes}
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"regions": list(self.regions), "sizes": list(self.sizes)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> SpsCall:
-        regions, sizes = data.get("regions"), data.get("sizes")
-        if not isinstance(regions, list) or not isinstance(sizes, list):
-            raise ConfigError(f"an SPS call needs lists 'regions' and 'sizes', got {dict(data)!r}")
-        return cls(regions=regions, sizes=sizes)
 
 
 # --- Secrets ---------------------------------------------------------------------------------
@@ -263,8 +268,17 @@ SNAPSHOT_SCHEMA: Final[Schema] = {
     "observed_at": "datetime64[us, UTC]",
 }
 
-#: Change kinds in a changeset.
-CHANGE_KINDS: Final = ("new", "changed", "ceased")
+
+class ChangeKind(StrEnum):
+    """What happened to a key between two runs (the ``change`` column of a changeset)."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    CEASED = "ceased"
+
+
+#: Change kinds in a changeset, in order.
+CHANGE_KINDS: Final = tuple(k.value for k in ChangeKind)
 
 CHANGES_SCHEMA: Final[Schema] = {
     **SNAPSHOT_SCHEMA,

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypothesis_support import examples
-from spotlake.collect.quota import DEFAULT_WINDOW, QuotaLedger, Slot
-from spotlake.errors import ConfigError
+from spotlake.collect.quota import DEFAULT_WINDOW, LedgerState, QuotaLedger, Slot
+from spotlake.errors import ConfigError, CorruptStoreError
+from spotlake.serde import dump_doc, load_doc
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
+
+
+def save(book: QuotaLedger, now: datetime | None = None) -> dict[str, Any]:
+    """The ledger as the pipeline stores it (a versioned document)."""
+    return dump_doc(book.state(now))
+
+
+def reload(doc: dict[str, Any]) -> QuotaLedger:
+    return QuotaLedger.from_state(load_doc(doc, LedgerState, where="test ledger"))
 
 def ledger(subs: int = 2, locs: int = 2, budget: int = 10, window_s: float = 3600) -> QuotaLedger:
     return QuotaLedger(
@@ -114,12 +125,12 @@ def test_json_prunes_old_entries_and_round_trips() -> None:
     take(book, T0 + timedelta(seconds=3000))
     slot = book.slots[1]
     book.mark_exhausted(slot, T0 + timedelta(seconds=100))
-    saved = book.to_json(now=T0 + timedelta(seconds=3700))
+    saved = save(book, now=T0 + timedelta(seconds=3700))
     assert sum(len(v) for v in saved["calls"].values()) == 1
     assert saved["exhausted"] == {}
-    again = QuotaLedger.from_json(json.loads(json.dumps(saved)))
+    again = reload(json.loads(json.dumps(saved)))
     assert again == book
-    assert again.to_json() == saved
+    assert save(again) == saved
 
 
 def test_with_slots_keeps_history_of_surviving_slots() -> None:
@@ -132,18 +143,18 @@ def test_with_slots_keeps_history_of_surviving_slots() -> None:
     assert shrunk.capacity(T0) == 1
 
 
-def test_from_json_rejects_malformed_state() -> None:
-    good = ledger().to_json()
+def test_a_malformed_stored_ledger_is_a_clear_error() -> None:
+    good = save(ledger())
     for bad in (
         {},
-        {**good, "version": 99},
+        {**good, "format": 99},
         {**good, "budget": "x"},
         {**good, "calls": {"nokey": ["x"]}},
         {**good, "calls": {"sub-0/loc0": ["not a time"]}},
         {**good, "calls": [1]},
     ):
-        with pytest.raises(ConfigError):
-            QuotaLedger.from_json(bad)
+        with pytest.raises((ConfigError, CorruptStoreError)):
+            reload(bad)
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -203,9 +214,9 @@ def test_json_round_trip_preserves_decisions(steps: list[tuple[int, str, int]]) 
         slot = take(book, now)
         if slot is not None and action == "429":
             book.mark_exhausted(slot, now + timedelta(seconds=retry_after))
-    copy = QuotaLedger.from_json(json.loads(json.dumps(book.to_json())))
+    copy = reload(json.loads(json.dumps(save(book))))
     assert copy == book
-    pruned = QuotaLedger.from_json(book.to_json(now=now))
+    pruned = reload(save(book, now=now))
     for k in range(0, 4000, 250):
         later = now + timedelta(seconds=k)
         assert copy.capacity(later) == book.capacity(later) == pruned.capacity(later)
@@ -223,5 +234,5 @@ def test_round_robin_resumes_where_the_last_run_stopped() -> None:
     book = ledger(subs=3, locs=3)
     for i in range(4):
         take(book, T0 + timedelta(seconds=i))
-    reloaded = QuotaLedger.from_json(json.loads(json.dumps(book.to_json(now=T0 + timedelta(seconds=5)))))
+    reloaded = reload(json.loads(json.dumps(save(book, now=T0 + timedelta(seconds=5)))))
     assert reloaded.acquire(T0 + timedelta(seconds=5)) == book.slots[4]

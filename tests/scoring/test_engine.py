@@ -28,6 +28,7 @@ from spotlake.model import (
 )
 from spotlake.scoring.diff import VALUE_COLUMNS, apply_levels, changed_fields, differences, sort_view
 from spotlake.scoring.engine import DEFAULT_MAX_AGE, Coverage, ScoringState, score_run
+from spotlake.serde import dump
 
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
 D2, DC2 = "Standard_D2s_v3", "Standard_DC2as_v5"
@@ -268,8 +269,9 @@ def test_snapshot_keeps_price_only_rows_and_report_is_json():
     price_only = r.snapshot[r.snapshot["desired_count"].isna()]
     assert price_only["size"].tolist() == [DC2]
     assert r.report.price_without_sps == 1 and r.report.sps_without_price == 0
-    data = json.loads(json.dumps(r.report.to_json()))
+    data = json.loads(json.dumps(dump(r.report)))
     assert data["new"] == 1 and data["desired_count"] == 1 and data["snapshot_rows"] == 2
+    assert data["merge"]["price_without_sps"] == 1
 
 
 def test_coverage_from_calls():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hypothesis_support import examples
 from spotlake.clock import FakeClock
-from spotlake.errors import ConfigError
+from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.model import DESIRED_COUNTS
 from spotlake.scoring.rotation import (
     DEFAULT_MAX_ATTEMPTS,
@@ -21,6 +21,7 @@ from spotlake.scoring.rotation import (
     finish_run,
     learn_invalid,
 )
+from spotlake.serde import dump_doc, load_doc
 
 START = datetime(2026, 3, 1, 0, 5, tzinfo=UTC)
 
@@ -123,20 +124,19 @@ def test_state_round_trips_through_json() -> None:
         sizes=["Standard_X1"],
         pairs=[("eastus", "Standard_Y2")],
     )
-    text = json.dumps(state.to_json())
+    text = json.dumps(dump_doc(state))
     assert len(text) < 400
-    assert RotationState.from_json(json.loads(text)) == state
-    assert RotationState.from_json(None) == RotationState()
+    assert load_doc(json.loads(text), RotationState, where="test") == state
 
 
-def test_malformed_state_is_a_config_error() -> None:
-    good = RotationState().to_json()
-    with pytest.raises(ConfigError, match="format"):
-        RotationState.from_json({**good, "format": 2})
-    with pytest.raises(ConfigError, match="malformed"):
-        RotationState.from_json({**good, "day": "yesterday"})
-    with pytest.raises(ConfigError, match="rotation index"):
-        RotationState.from_json({**good, "index": 11})
+def test_a_malformed_stored_state_is_a_clear_error() -> None:
+    good = dump_doc(RotationState())
+    with pytest.raises(CorruptStoreError, match="format"):
+        load_doc({**good, "format": 2}, RotationState, where="test")
+    with pytest.raises(CorruptStoreError, match="day"):
+        load_doc({**good, "day": "yesterday"}, RotationState, where="test")
+    with pytest.raises(CorruptStoreError, match="rotation index"):
+        load_doc({**good, "index": 11}, RotationState, where="test")
     with pytest.raises(ConfigError, match="desired counts"):
         RotationState(counts=(1, 1))
 

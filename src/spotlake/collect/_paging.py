@@ -16,7 +16,7 @@ import attrs
 import httpx
 
 from spotlake.clock import Clock
-from spotlake.collect.base import CollectReport
+from spotlake.collect.base import ReportBuilder
 from spotlake.collect.http import Backoff, error_for_response, is_transient, read_json, retrying
 from spotlake.errors import PayloadError, TransientCollectError
 
@@ -80,7 +80,7 @@ async def fetch_json(
     *,
     source: str,
     what: str,
-    report: CollectReport,
+    report: ReportBuilder,
     clock: Clock,
     max_attempts: int,
     backoff: Backoff,

@@ -19,6 +19,7 @@ import attrs
 import pandas as pd
 
 from spotlake.errors import IncompleteDataError
+from spotlake.model import Source
 
 __all__ = [
     "AzureEndpoints",
@@ -26,6 +27,7 @@ __all__ = [
     "CollectResult",
     "Collector",
     "Failure",
+    "ReportBuilder",
     "run_sync",
 ]
 
@@ -61,24 +63,24 @@ class Failure:
         return f"{self.what}: {self.reason}{code} after {self.attempts} attempt(s)"
 
 
-@attrs.define(kw_only=True)
+@attrs.frozen(kw_only=True)
 class CollectReport:
-    """Accounting of one collection.
+    """Accounting of one collection (immutable; a collector fills a :class:`ReportBuilder`).
 
     ``planned`` units of work (pages, calls); each ends ``succeeded`` or in ``failures``.
     ``requests`` counts HTTP requests actually sent (including retries); ``retried`` the retries.
     """
 
-    source: str
+    source: Source
     planned: int = 0
     succeeded: int = 0
-    failures: list[Failure] = attrs.field(factory=list)
+    failures: tuple[Failure, ...] = ()
     requests: int = 0
     retried: int = 0
     rows: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    notes: list[str] = attrs.field(factory=list)
+    notes: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -89,35 +91,51 @@ class CollectReport:
         """True when every planned unit succeeded."""
         return not self.failures and self.succeeded == self.planned
 
-    def close(self, *, rows: int, at: datetime, what: str, allow_partial: bool) -> None:
-        """Finish the report (row count, end time); unless ``allow_partial``, raise
-        :class:`IncompleteDataError` naming every failed unit when anything is missing."""
-        self.rows = rows
-        self.finished_at = at
-        if self.failures and not allow_partial:
-            missing = [str(f) for f in self.failures]
-            shown = "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise IncompleteDataError(
-                f"{self.source}: {what} incomplete, {len(missing)} of {self.planned} missing: {shown}. "
-                "Run again, or pass allow_partial=True to keep what was received.",
-                source=self.source,
-                missing=missing,
-            )
+    def require_complete(self, what: str) -> None:
+        """Raise :class:`IncompleteDataError` naming every failed unit when anything is missing."""
+        if not self.failures:
+            return
+        missing = [str(f) for f in self.failures]
+        shown = "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise IncompleteDataError(
+            f"{self.source}: {what} incomplete, {len(missing)} of {self.planned} missing: {shown}. "
+            "Run again, or pass allow_partial=True to keep what was received.",
+            source=self.source,
+            missing=missing,
+        )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "planned": self.planned,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "failures": [attrs.asdict(f) for f in self.failures],
-            "requests": self.requests,
-            "retried": self.retried,
-            "rows": self.rows,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "notes": list(self.notes),
-        }
+
+@attrs.define(kw_only=True)
+class ReportBuilder:
+    """The mutable tally a collector keeps while it works; :meth:`build` freezes it."""
+
+    source: Source
+    planned: int = 0
+    succeeded: int = 0
+    failures: list[Failure] = attrs.field(factory=list)
+    requests: int = 0
+    retried: int = 0
+    started_at: datetime | None = None
+    notes: list[str] = attrs.field(factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def build(self, *, rows: int, at: datetime) -> CollectReport:
+        """The finished report: ``rows`` collected, finished ``at``."""
+        return CollectReport(
+            source=self.source,
+            planned=self.planned,
+            succeeded=self.succeeded,
+            failures=tuple(self.failures),
+            requests=self.requests,
+            retried=self.retried,
+            rows=rows,
+            started_at=self.started_at,
+            finished_at=at,
+            notes=tuple(self.notes),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -132,7 +150,7 @@ class CollectResult:
 class Collector(Protocol):
     """The shape every collector has."""
 
-    source: str
+    source: Source
 
     async def acollect(self) -> CollectResult:
         """Collect, concurrently where the source allows."""

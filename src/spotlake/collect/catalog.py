@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TextIO
 
 from spotlake.errors import ConfigError
 
-__all__ = ["load_pairs"]
+__all__ = ["load_pairs", "read_pairs"]
 
 
 def load_pairs(path: str | Path) -> frozenset[tuple[str, str]]:
@@ -26,28 +27,32 @@ def load_pairs(path: str | Path) -> frozenset[tuple[str, str]]:
     p = Path(path)
     try:
         with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = {name.strip().lower(): name for name in reader.fieldnames or ()}
-            if {"region", "instancetype", "spotprice"} <= header.keys():
-                region, size, spot = header["region"], header["instancetype"], header["spotprice"]
-                rows = [
-                    (row[region].strip(), row[size].strip())
-                    for row in reader
-                    if (row.get(spot) or "").strip()
-                ]
-            elif {"region", "size"} <= header.keys():
-                region, size = header["region"], header["size"]
-                rows = [(row[region].strip(), row[size].strip()) for row in reader]
-            else:
-                raise ConfigError(
-                    f"{p}: expected columns 'region,size' or the SkyPilot catalog's "
-                    f"'Region,InstanceType,SpotPrice', got {list(header.values())}"
-                )
+            return read_pairs(fh, where=str(p))
     except OSError as exc:
         raise ConfigError(f"cannot read the support set {p}: {exc.strerror or exc}") from exc
+
+
+def read_pairs(stream: TextIO, *, where: str) -> frozenset[tuple[str, str]]:
+    """:func:`load_pairs` over an open text stream (e.g. standard input); ``where`` names it."""
+    try:
+        reader = csv.DictReader(stream)
+        header = {name.strip().lower(): name for name in reader.fieldnames or ()}
+        if {"region", "instancetype", "spotprice"} <= header.keys():
+            region, size, spot = header["region"], header["instancetype"], header["spotprice"]
+            rows = [
+                (row[region].strip(), row[size].strip()) for row in reader if (row.get(spot) or "").strip()
+            ]
+        elif {"region", "size"} <= header.keys():
+            region, size = header["region"], header["size"]
+            rows = [(row[region].strip(), row[size].strip()) for row in reader]
+        else:
+            raise ConfigError(
+                f"{where}: expected columns 'region,size' or the SkyPilot catalog's "
+                f"'Region,InstanceType,SpotPrice', got {list(header.values())}"
+            )
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p} is not a readable CSV file: {exc}") from exc
+        raise ConfigError(f"{where} is not a readable CSV file: {exc}") from exc
     bad = next((i for i, (r, s) in enumerate(rows) if not r or not s), None)
     if bad is not None:
-        raise ConfigError(f"{p}: data row {bad + 1} has an empty region or size")
+        raise ConfigError(f"{where}: data row {bad + 1} has an empty region or size")
     return frozenset(rows)

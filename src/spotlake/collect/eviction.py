@@ -33,7 +33,7 @@ from spotlake.collect._paging import (
     as_str,
     retry_transient_or_payload,
 )
-from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult, Failure, run_sync
+from spotlake.collect.base import AzureEndpoints, CollectResult, Failure, ReportBuilder, run_sync
 from spotlake.collect.http import MAX_HONOURED_RETRY_AFTER, Backoff, retrying
 from spotlake.errors import (
     AuthError,
@@ -43,14 +43,14 @@ from spotlake.errors import (
     PayloadError,
     TransientCollectError,
 )
-from spotlake.model import EVICTION_BUCKETS, EVICTION_SCHEMA, conform, empty_frame
+from spotlake.model import EVICTION_BUCKETS, EVICTION_SCHEMA, Source, conform, empty_frame
 
 if TYPE_CHECKING:
     from azure.mgmt.resourcegraph.models import QueryRequest
 
 __all__ = ["EVICTION_QUERY", "EvictionCollector", "ResourceGraphClientLike", "eviction_frame"]
 
-SOURCE: Final = "eviction"
+SOURCE: Final = Source.EVICTION
 
 EVICTION_QUERY: Final = (
     "SpotResources | where type =~ 'microsoft.compute/skuspotevictionrate/location' "
@@ -182,7 +182,7 @@ class EvictionCollector:
     ``endpoints.management`` shape the client built from it). ``subscriptions`` scope the query.
     """
 
-    source: str = attrs.field(default=SOURCE, init=False)
+    source: Source = attrs.field(default=SOURCE, init=False)
     subscriptions: tuple[str, ...] = attrs.field(converter=_str_tuple)
     client: ResourceGraphClientLike | None = None
     credential: TokenCredentialLike | BearerTokenSourceLike | None = None
@@ -218,7 +218,7 @@ class EvictionCollector:
         return client
 
     async def _page(
-        self, client: ResourceGraphClientLike, token: str | None, index: int, report: CollectReport
+        self, client: ResourceGraphClientLike, token: str | None, index: int, report: ReportBuilder
     ) -> tuple[Any, list[Any]]:
         from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
@@ -262,7 +262,7 @@ class EvictionCollector:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def acollect(self) -> CollectResult:
-        report = CollectReport(source=SOURCE, started_at=self.clock.now())
+        report = ReportBuilder(source=SOURCE, started_at=self.clock.now())
         client = self._client()
         rows: list[object] = []
         token: str | None = None
@@ -301,10 +301,10 @@ class EvictionCollector:
             report.notes.append(f"{invalid} row(s) had no location or skuName and were skipped")
         if duplicates:
             report.notes.append(f"{duplicates} duplicate (region, size) row(s) dropped (last kept)")
-        report.close(
-            rows=len(frame), at=self.clock.now(), what="eviction rates", allow_partial=self.allow_partial
-        )
-        return CollectResult(frame=frame, report=report)
+        done = report.build(rows=len(frame), at=self.clock.now())
+        if not self.allow_partial:
+            done.require_complete("eviction rates")
+        return CollectResult(frame=frame, report=done)
 
     def collect(self) -> CollectResult:
         """Blocking facade over :meth:`acollect`."""

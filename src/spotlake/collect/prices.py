@@ -59,10 +59,10 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect._paging import Attempts, as_float, as_list, as_mapping, fetch_json
-from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult, Failure, run_sync
+from spotlake.collect.base import AzureEndpoints, CollectResult, Failure, ReportBuilder, run_sync
 from spotlake.collect.http import Backoff
 from spotlake.errors import CollectError, ConfigError, PayloadError
-from spotlake.model import PRICES_SCHEMA, conform, empty_frame
+from spotlake.model import PRICES_SCHEMA, Source, conform, empty_frame
 
 __all__ = [
     "PRICE_FILTER",
@@ -74,7 +74,7 @@ __all__ = [
     "prices_frame",
 ]
 
-SOURCE: Final = "prices"
+SOURCE: Final = Source.PRICES
 RETAIL_PATH: Final = "/api/retail/prices"
 PRICE_FILTER: Final = "serviceName eq 'Virtual Machines' and priceType eq 'Consumption'"
 #: The API's page size; only a fallback, the real step is read from page 0's NextPageLink.
@@ -316,7 +316,7 @@ class _Crawl:
         self,
         collector: PriceCollector,
         client: httpx.AsyncClient,
-        report: CollectReport,
+        report: ReportBuilder,
     ) -> None:
         self.c = collector
         self.client = client
@@ -623,7 +623,7 @@ class PriceCollector:
     called as pages arrive (the total is known once the last page has been found).
     """
 
-    source: str = attrs.field(default=SOURCE, init=False)
+    source: Source = attrs.field(default=SOURCE, init=False)
     endpoints: AzureEndpoints = attrs.field(factory=AzureEndpoints)
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = attrs.field(factory=SystemClock)
@@ -638,7 +638,7 @@ class PriceCollector:
     progress: Callable[[int, int | None], None] | None = None
 
     async def acollect(self) -> PriceResult:
-        report = CollectReport(source=SOURCE, started_at=self.clock.now())
+        report = ReportBuilder(source=SOURCE, started_at=self.clock.now())
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(
             transport=self.transport, timeout=httpx.Timeout(self.timeout), limits=limits
@@ -662,9 +662,9 @@ class PriceCollector:
             f"({beyond} past the end, step {crawl.step})"
         )
         frame, region_names = prices_frame((row for p in pages for row in p.rows), now=self.clock.now())
-        report.close(
-            rows=len(frame), at=self.clock.now(), what="price list", allow_partial=self.allow_partial
-        )
+        done = report.build(rows=len(frame), at=self.clock.now())
+        if not self.allow_partial:
+            done.require_complete("price list")
         support = frozenset(
             zip(
                 frame.loc[frame["spot_price"].notna(), "region"].astype(str),
@@ -672,7 +672,7 @@ class PriceCollector:
                 strict=True,
             )
         )
-        return PriceResult(frame=frame, report=report, region_names=region_names, support_pairs=support)
+        return PriceResult(frame=frame, report=done, region_names=region_names, support_pairs=support)
 
     def collect(self) -> PriceResult:
         """Blocking facade over :meth:`acollect`."""

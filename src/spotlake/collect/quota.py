@@ -1,9 +1,9 @@
 """The SPS quota ledger: which (subscription, URL location) slot may take the next call, and when.
 
 The Spot Placement Scores API allows about **10 calls per hour per (subscription, URL location)**
-pair (observed in production, not documented; SPEC §1.1). The ``{loc}`` in the URL only routes the
-call, so every (subscription, location) pair is an independent *slot* with its own budget, and the
-collector spreads its calls over all of them.
+pair (observed in production, not documented; see docs/sps-and-credentials.md). The ``{loc}`` in the
+URL only routes the call, so every (subscription, location) pair is an independent *slot* with its
+own budget, and the collector spreads its calls over all of them.
 
 :class:`QuotaLedger` is pure bookkeeping driven by the times it is given (no clock, no I/O):
 
@@ -14,8 +14,8 @@ collector spreads its calls over all of them.
   subscriptions x locations (location-major, so consecutive calls change subscription first),
   skipping spent or marked slots. That spreads the load evenly and costs O(1) per call even with
   thousands of slots (the original's 91 subscriptions x 56 locations); the cursor is persisted;
-- :meth:`QuotaLedger.to_json` / :meth:`QuotaLedger.from_json` persist it between runs (entries
-  older than the window are pruned on save, so the state stays small).
+- :meth:`QuotaLedger.state` / :meth:`QuotaLedger.from_state` persist it between runs as a
+  :class:`LedgerState` (entries older than the window are pruned on save, so the state stays small).
 
 Defaults and why: ``budget=10`` is the observed server limit. ``window=62 min`` (not 60) because
 our timestamp is taken *before* the request leaves and the server stamps it on arrival, and the two
@@ -31,9 +31,9 @@ collector works on a copy, so the caller's ledger is untouched if a run fails) a
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import ClassVar, Final
 
 import attrs
 
@@ -44,15 +44,34 @@ __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_WINDOW",
     "LedgerSnapshot",
+    "LedgerState",
     "QuotaLedger",
     "Slot",
 ]
 
-#: Calls per slot per window: the limit observed in production (SPEC §1.1).
+#: Calls per slot per window: the limit observed in production.
 DEFAULT_BUDGET: Final = 10
 #: The server's window is one hour; two minutes of margin for clock skew and request latency.
 DEFAULT_WINDOW: Final = timedelta(minutes=62)
-_FORMAT_VERSION: Final = 1
+
+
+@attrs.frozen(kw_only=True)
+class LedgerState:
+    """A ledger as it is persisted (``spotlake.serde`` turns it into a small JSON document).
+
+    ``calls`` and ``exhausted`` are keyed by :attr:`Slot.key`; ``next`` is the slot the round-robin
+    cursor points at.
+    """
+
+    DOC_FORMAT: ClassVar[int] = 1
+
+    budget: int
+    window: timedelta
+    subscriptions: tuple[str, ...]
+    locations: tuple[str, ...]
+    calls: dict[str, tuple[datetime, ...]] = attrs.field(factory=dict)
+    exhausted: dict[str, datetime] = attrs.field(factory=dict)
+    next: str | None = None
 
 
 @attrs.frozen(kw_only=True, order=True)
@@ -194,7 +213,7 @@ class QuotaLedger:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuotaLedger):
             return NotImplemented
-        return self.to_json() == other.to_json()
+        return self.state() == other.state()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -345,61 +364,44 @@ class QuotaLedger:
             out._cursor = out._order.get(self._slots[self._cursor], 0)
         return out
 
-    def to_json(self, now: datetime | None = None) -> dict[str, Any]:
-        """A small JSON-ready dict. With ``now``, calls that left the window and expired marks are
-        pruned first (do pass it when saving)."""
+    def state(self, now: datetime | None = None) -> LedgerState:
+        """What to persist. With ``now``, calls that left the window and expired marks are pruned
+        first (do pass it when saving: the state stays small)."""
         if now is not None:
             now = ensure_utc(now)
             for slot in list(self._calls):
                 self._live(slot, now)
             self._exhausted = {s: u for s, u in self._exhausted.items() if u > now}
-        return {
-            "version": _FORMAT_VERSION,
-            "budget": self.budget,
-            "window_seconds": self.window.total_seconds(),
-            "subscriptions": list(self._subscriptions),
-            "locations": list(self._locations),
-            "calls": {
-                slot.key: [t.isoformat() for t in calls]
-                for slot, calls in sorted(self._calls.items())
-                if calls
-            },
-            "exhausted": {slot.key: until.isoformat() for slot, until in sorted(self._exhausted.items())},
-            "next": self._slots[self._cursor].key,
-        }
+        return LedgerState(
+            budget=self.budget,
+            window=self.window,
+            subscriptions=self._subscriptions,
+            locations=self._locations,
+            calls={slot.key: tuple(calls) for slot, calls in sorted(self._calls.items()) if calls},
+            exhausted={slot.key: until for slot, until in sorted(self._exhausted.items())},
+            next=self._slots[self._cursor].key,
+        )
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> QuotaLedger:
-        """Rebuild a ledger saved by :meth:`to_json`. Raises :class:`ConfigError` on a malformed state."""
-        try:
-            if data.get("version") != _FORMAT_VERSION:
-                raise ConfigError(
-                    f"quota ledger state has version {data.get('version')!r}, expected {_FORMAT_VERSION}"
-                )
-            ledger = cls(
-                subscriptions=[str(s) for s in data["subscriptions"]],
-                locations=[str(loc) for loc in data["locations"]],
-                budget=int(data["budget"]),
-                window=timedelta(seconds=float(data["window_seconds"])),
-            )
-            for key, stamps in dict(data.get("calls", {})).items():
-                slot = ledger._slot_for_key(str(key))
-                if slot is None:
-                    continue
-                ledger._calls[slot] = deque(
-                    sorted(ensure_utc(datetime.fromisoformat(str(t))) for t in stamps)
-                )
-            for key, until in dict(data.get("exhausted", {})).items():
-                slot = ledger._slot_for_key(str(key))
-                if slot is not None:
-                    ledger._exhausted[slot] = ensure_utc(datetime.fromisoformat(str(until)))
-            if "next" in data:
-                slot = ledger._slot_for_key(str(data["next"]))
-                ledger._cursor = ledger._order[slot] if slot is not None else 0
-        except ConfigError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"quota ledger state is malformed ({type(exc).__name__}: {exc})") from exc
+    def from_state(cls, state: LedgerState) -> QuotaLedger:
+        """The ledger :meth:`state` described; slots of other subscriptions/locations are dropped."""
+        ledger = cls(
+            subscriptions=state.subscriptions,
+            locations=state.locations,
+            budget=state.budget,
+            window=state.window,
+        )
+        for key, stamps in state.calls.items():
+            slot = ledger._slot_for_key(key)
+            if slot is not None:
+                ledger._calls[slot] = deque(sorted(ensure_utc(t) for t in stamps))
+        for key, until in state.exhausted.items():
+            slot = ledger._slot_for_key(key)
+            if slot is not None:
+                ledger._exhausted[slot] = ensure_utc(until)
+        if state.next is not None:
+            slot = ledger._slot_for_key(state.next)
+            ledger._cursor = ledger._order[slot] if slot is not None else 0
         return ledger
 
     def _slot_for_key(self, key: str) -> Slot | None:

@@ -42,14 +42,14 @@ from spotlake.collect._paging import (
     as_str,
     fetch_json,
 )
-from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult, Failure, run_sync
+from spotlake.collect.base import AzureEndpoints, CollectResult, Failure, ReportBuilder, run_sync
 from spotlake.collect.http import Backoff
 from spotlake.errors import AuthError, CollectError, ConfigError, PayloadError
-from spotlake.model import SKUS_SCHEMA, Secret, conform, empty_frame
+from spotlake.model import SKUS_SCHEMA, Secret, Source, conform, empty_frame
 
 __all__ = ["SKUS_API_VERSION", "SkuCollector", "parse_sku_page", "skus_frame"]
 
-SOURCE: Final = "skus"
+SOURCE: Final = Source.SKUS
 SKUS_API_VERSION: Final = "2021-07-01"
 
 
@@ -196,7 +196,7 @@ class SkuCollector:
     (``$filter=location eq``).
     """
 
-    source: str = attrs.field(default=SOURCE, init=False)
+    source: Source = attrs.field(default=SOURCE, init=False)
     subscription: str
     credential: TokenCredentialLike | BearerTokenSourceLike
     endpoints: AzureEndpoints = attrs.field(factory=AzureEndpoints)
@@ -241,7 +241,7 @@ class SkuCollector:
                 source=SOURCE,
             ) from None  # not chained: the credential's own error text may quote secrets
 
-    def _next_url(self, link: str, report: CollectReport) -> httpx.URL | None:
+    def _next_url(self, link: str, report: ReportBuilder) -> httpx.URL | None:
         """The next page's URL, only on the management endpoint's own origin: the bearer token goes
         with the request, so a link elsewhere (or an unparsable one) ends the listing as a failure."""
         base = httpx.URL(self.endpoints.management)
@@ -270,7 +270,7 @@ class SkuCollector:
         )
 
     async def acollect(self) -> CollectResult:
-        report = CollectReport(source=SOURCE, started_at=self.clock.now())
+        report = ReportBuilder(source=SOURCE, started_at=self.clock.now())
         rows: list[tuple[Any, ...]] = []
         invalid = 0
         url: httpx.URL | None = self._first_url()
@@ -325,10 +325,10 @@ class SkuCollector:
             report.notes.append(f"{invalid} VM item(s) had no name or location and were skipped")
         if duplicates:
             report.notes.append(f"{duplicates} duplicate (size, region) row(s) dropped (first kept)")
-        report.close(
-            rows=len(frame), at=self.clock.now(), what="size listing", allow_partial=self.allow_partial
-        )
-        return CollectResult(frame=frame, report=report)
+        done = report.build(rows=len(frame), at=self.clock.now())
+        if not self.allow_partial:
+            done.require_complete("size listing")
+        return CollectResult(frame=frame, report=done)
 
     def collect(self) -> CollectResult:
         """Blocking facade over :meth:`acollect`."""

@@ -51,7 +51,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, NoReturn
+from enum import StrEnum
+from typing import Any, Final, NoReturn
 
 import attrs
 import httpx
@@ -59,7 +60,7 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect.auth import BearerTokenSource
-from spotlake.collect.base import AzureEndpoints, CollectReport, CollectResult, Failure, run_sync
+from spotlake.collect.base import AzureEndpoints, CollectResult, Failure, ReportBuilder, run_sync
 from spotlake.collect.http import Backoff, error_for_response, is_transient, read_json, retrying
 from spotlake.collect.quota import QuotaLedger, Slot
 from spotlake.errors import (
@@ -71,7 +72,7 @@ from spotlake.errors import (
     TransientCollectError,
     TransientError,
 )
-from spotlake.model import SCORE_VALUES, SPS_SCHEMA, Secret, SpsCall, conform
+from spotlake.model import SCORE_VALUES, SPS_SCHEMA, Secret, Source, SpsCall, conform
 
 __all__ = [
     "API_VERSION",
@@ -86,19 +87,42 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SOURCE: Final = "sps"
+SOURCE: Final = Source.SPS
 API_VERSION: Final = "2025-06-05"
-#: The built-in role the service principal needs on each subscription (SPEC §1.1).
+#: The built-in role the service principal needs on each subscription (docs/sps-and-credentials.md).
 REQUIRED_ROLE: Final = "Compute Recommendations Role"
 
-FailureReason = Literal[
-    "quota",  # no (subscription, location) slot had budget left: the call was not sent (again)
-    "retries-exhausted",  # transient errors until the per-call cap
-    "attempt-budget",  # the run-wide cap on requests was reached
-    "invalid-request",  # a 4xx retrying cannot fix
-    "all-invalid",  # every region or every size of the call was learned invalid
-    "payload",  # the answer was not the documented shape
-]
+
+class FailureReason(StrEnum):
+    """Why a planned SPS call ended unscored."""
+
+    #: No (subscription, location) slot had budget left: the call was not sent (again).
+    QUOTA = "quota"
+    #: Transient errors until the per-call cap.
+    RETRIES_EXHAUSTED = "retries-exhausted"
+    #: The run-wide cap on requests was reached.
+    ATTEMPT_BUDGET = "attempt-budget"
+    #: A 4xx retrying cannot fix.
+    INVALID_REQUEST = "invalid-request"
+    #: Every region or every size of the call was learned invalid.
+    ALL_INVALID = "all-invalid"
+    #: The answer was not the documented shape.
+    PAYLOAD = "payload"
+
+    @property
+    def retry_next_run(self) -> bool:
+        """Not the data's fault: the run's count is collected again next run."""
+        return self in _RETRY_NEXT_RUN
+
+
+_RETRY_NEXT_RUN = frozenset(
+    {
+        FailureReason.QUOTA,
+        FailureReason.RETRIES_EXHAUSTED,
+        FailureReason.ATTEMPT_BUDGET,
+        FailureReason.PAYLOAD,
+    }
+)
 
 
 # --- parsing (pure) --------------------------------------------------------------------------
@@ -261,7 +285,7 @@ class _Run:
     """Mutable state of one collection, shared by its call tasks (one event loop, no threads)."""
 
     ledger: QuotaLedger
-    report: CollectReport
+    report: ReportBuilder
     unstarted: int
     sent: int = 0
     done: int = 0
@@ -348,7 +372,7 @@ class SpsCollector:
     async def acollect(self) -> SpsResult:
         """Run every call (bounded concurrency) and account for each one."""
         started = self._clock.now()
-        report = CollectReport(source=SOURCE, planned=len(self.calls), started_at=started)
+        report = ReportBuilder(source=SOURCE, planned=len(self.calls), started_at=started)
         run = _Run(ledger=self._ledger.copy(), report=report, unstarted=len(self.calls))
         limiter = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
@@ -394,12 +418,12 @@ class SpsCollector:
         except _CallFailed as stop:
             outcome = self._failed(state, stop.reason, stop.message, stop.status)
         except PayloadError as exc:
-            outcome = self._failed(state, "payload", str(exc), exc.status)
+            outcome = self._failed(state, FailureReason.PAYLOAD, str(exc), exc.status)
         except (_Reissue, TransientCollectError, httpx.TransportError) as exc:
             status = getattr(exc, "status", None)
             outcome = self._failed(
                 state,
-                "retries-exhausted",
+                FailureReason.RETRIES_EXHAUSTED,
                 f"still failing after {state.sent} request(s): {_brief(exc)}",
                 status if isinstance(status, int) else None,
             )
@@ -431,7 +455,9 @@ class SpsCollector:
         sizes = [s for s in state.call.sizes if s not in run.invalid_sizes]
         if not regions or not sizes:
             kind = "region" if not regions else "size"
-            raise _CallFailed("all-invalid", f"every {kind} of the call was reported invalid by the API")
+            raise _CallFailed(
+                FailureReason.ALL_INVALID, f"every {kind} of the call was reported invalid by the API"
+            )
         token = await self._credential.atoken()
 
         # From here to ``record`` nothing awaits, so concurrent calls cannot take the same budget.
@@ -439,7 +465,7 @@ class SpsCollector:
         reserved = 0 if first else run.unstarted  # keep one request for every call not yet sent
         if run.sent + reserved >= self.max_total_attempts:
             raise _CallFailed(
-                "attempt-budget",
+                FailureReason.ATTEMPT_BUDGET,
                 f"the run's cap of {self.max_total_attempts} requests was reached "
                 f"(after {state.sent} request(s) for this call)",
             )
@@ -448,7 +474,7 @@ class SpsCollector:
         if slot is None:
             free_at = run.ledger.next_free_at(now)
             raise _CallFailed(
-                "quota",
+                FailureReason.QUOTA,
                 "no (subscription, location) slot has SPS quota left"
                 + (f"; the next one frees at {free_at.isoformat()}" if free_at else ""),
             )
@@ -557,7 +583,7 @@ class SpsCollector:
             and self._learn(run=run, error=error, regions=regions, sizes=sizes, slot=slot, now=now)
         ):
             raise _Reissue(f"{error}; reissuing without the invalid value", source=SOURCE, status=status)
-        raise _CallFailed("invalid-request", str(error), status)
+        raise _CallFailed(FailureReason.INVALID_REQUEST, str(error), status)
 
     def _learn(
         self,
@@ -627,9 +653,7 @@ class SpsCollector:
         if len(frame) < before:
             report.notes.append(f"{before - len(frame)} duplicate score(s) from overlapping calls dropped")
         report.failures.extend(f.to_failure() for f in failed)
-        report.rows = len(frame)
         finished = self._clock.now()
-        report.finished_at = finished
         next_free = run.ledger.next_free_at(finished)
         snapshot = run.ledger.snapshot(finished)
         report.notes.append(
@@ -651,11 +675,11 @@ class SpsCollector:
             report.failed,
             report.requests,
             report.retried,
-            report.rows,
+            len(frame),
         )
         return SpsResult(
             frame=frame,
-            report=report,
+            report=report.build(rows=len(frame), at=finished),
             ledger=run.ledger,
             invalid_regions=frozenset(run.invalid_regions),
             invalid_sizes=frozenset(run.invalid_sizes),

@@ -10,7 +10,7 @@
     result.snapshot   # SNAPSHOT_SCHEMA: this run's merged rows, with T2/T3
     result.changes    # CHANGES_SCHEMA: new / changed / ceased rows for the time-series sink
     result.state      # ScoringState to persist for the next run
-    result.report     # counts, .to_json()
+    result.report     # counts (ScoreReport; spotlake.serde.dump gives JSON)
 
 Pure: no I/O, no clock (the run time is an argument). What a run compares (docs/data-model.md):
 
@@ -179,6 +179,9 @@ class ScoreReport:
     carried: dict[str, int]
     cells: int
     state_rows: int
+    #: Rows of this run's merged snapshot and of its changeset.
+    snapshot_rows: int = 0
+    changes_rows: int = 0
 
     @property
     def sps_without_price(self) -> int:
@@ -191,23 +194,6 @@ class ScoreReport:
     @property
     def eviction_without_partner(self) -> int:
         return self.merge.eviction_without_partner
-
-    def to_json(self) -> dict[str, object]:
-        """Flat JSON-ready dict: the merge counts at top level next to the history/diff counts."""
-        out: dict[str, object] = {"at": self.at, "desired_count": self.desired_count}
-        out.update(self.merge.to_json())
-        out.update(
-            new=self.new,
-            changed=self.changed,
-            ceased=self.ceased,
-            unchanged=self.unchanged,
-            unknown=self.unknown,
-            expired=self.expired,
-            carried=dict(self.carried),
-            cells=self.cells,
-            state_rows=self.state_rows,
-        )
-        return out
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -512,5 +498,7 @@ def score_run(
         carried=carried,
         cells=new_state.n_cells,
         state_rows=new_state.n_rows,
+        snapshot_rows=len(snapshot),
+        changes_rows=len(changes),
     )
     return ScoreResult(snapshot=snapshot, changes=changes, state=new_state, report=report)

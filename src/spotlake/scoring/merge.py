@@ -63,10 +63,6 @@ class MergeReport:
     family_conflicts: int
     snapshot_rows: int
 
-    def to_json(self) -> dict[str, int]:
-        """The counts as a JSON-ready dict."""
-        return attrs.asdict(self)
-
 
 @attrs.frozen(kw_only=True, eq=False)
 class MergeResult:

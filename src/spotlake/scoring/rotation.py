@@ -10,14 +10,14 @@ row the count is skipped *explicitly* (recorded in the state) so one broken coun
 rotation.
 
 The state is a small frozen value (:class:`RotationState`, a few hundred bytes of JSON, stored by
-the pipeline as the state document :data:`ROTATION_DOC`); the day's plan is stored next to it (as
-:data:`PLAN_DOC`, see :meth:`spotlake.scoring.planner.Plan.to_json`). Values the API rejected are
-remembered here too (``invalid_*``) so the planner can repair the plan. The functions are pure: the
-caller passes the current time (read from its injected :class:`~spotlake.clock.Clock`).
+the pipeline as a state document, see :mod:`spotlake.pipeline.state`); the day's plan is stored
+next to it. Values the API rejected are remembered here too (``invalid_*``) so the planner can
+repair the plan. The functions are pure: the caller passes the current time (read from its injected
+:class:`~spotlake.clock.Clock`).
 
 Pipeline use, per run::
 
-    state = RotationState.from_json(docs.get(ROTATION_DOC))     # missing -> a fresh state
+    state = StateDocs(snapshot, where).rotation()              # missing -> a fresh state
     decision = begin_run(state, clock.now())
     if decision.rebuild_plan or stored plan missing: plan = plan_calls(support, forbidden=...)
     ... collect SPS at decision.desired_count ...
@@ -26,9 +26,9 @@ Pipeline use, per run::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any, Final
+from typing import ClassVar, Final
 
 import attrs
 
@@ -38,8 +38,6 @@ from spotlake.model import DESIRED_COUNTS
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
-    "PLAN_DOC",
-    "ROTATION_DOC",
     "RotationState",
     "RunDecision",
     "begin_run",
@@ -47,17 +45,12 @@ __all__ = [
     "learn_invalid",
 ]
 
-#: Names of the state documents the pipeline stores (rotation state, the day's plan).
-ROTATION_DOC: Final = "rotation"
-PLAN_DOC: Final = "plan"
-
 #: Failed runs in a row on one count before the rotation skips it (and records the skip). Three
 #: runs are 30 minutes: long enough to ride out a throttling window, short enough that the other
 #: counts do not go stale for a whole cycle.
 DEFAULT_MAX_ATTEMPTS: Final = 3
 
 #: Version of :meth:`RotationState.to_json`'s layout.
-ROTATION_FORMAT: Final = 1
 
 
 def _counts(value: Iterable[int]) -> tuple[int, ...]:
@@ -89,6 +82,9 @@ class RotationState:
     so equal states serialise identically.
     """
 
+    #: Layout version of the stored document (``spotlake.serde.dump_doc``).
+    DOC_FORMAT: ClassVar[int] = 1
+
     counts: tuple[int, ...] = attrs.field(default=DESIRED_COUNTS, converter=_counts, validator=_check_counts)
     index: int = attrs.field(default=0)
     day: date | None = None
@@ -103,50 +99,6 @@ class RotationState:
     def _check_index(self, _attr: object, value: int) -> None:
         if not 0 <= value < len(self.counts):
             raise ConfigError(f"rotation index must be within 0..{len(self.counts) - 1}, got {value}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": ROTATION_FORMAT,
-            "counts": list(self.counts),
-            "index": self.index,
-            "day": None if self.day is None else self.day.isoformat(),
-            "attempts": self.attempts,
-            "skipped": self.skipped,
-            "last_skipped": self.last_skipped,
-            "invalid_regions": list(self.invalid_regions),
-            "invalid_sizes": list(self.invalid_sizes),
-            "invalid_pairs": [list(p) for p in self.invalid_pairs],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> RotationState:
-        """Read :meth:`to_json`'s output; ``None`` (no stored state yet) gives a fresh state."""
-        if data is None:
-            return cls()
-        if data.get("format") != ROTATION_FORMAT:
-            raise ConfigError(
-                f"stored rotation state has format {data.get('format')!r}, this spotlake reads "
-                f"{ROTATION_FORMAT}; delete the '{ROTATION_DOC}' state document to start a new rotation"
-            )
-        try:
-            day = data.get("day")
-            last = data.get("last_skipped")
-            return cls(
-                counts=data.get("counts", DESIRED_COUNTS),
-                index=int(data["index"]),
-                day=None if day is None else date.fromisoformat(str(day)),
-                attempts=int(data.get("attempts", 0)),
-                skipped=int(data.get("skipped", 0)),
-                last_skipped=None if last is None else int(last),
-                invalid_regions=data.get("invalid_regions", ()),
-                invalid_sizes=data.get("invalid_sizes", ()),
-                invalid_pairs=[(str(r), str(s)) for r, s in data.get("invalid_pairs", ())],
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"stored rotation state is malformed ({exc!r}); delete the '{ROTATION_DOC}' state "
-                "document to start a new rotation"
-            ) from exc
 
 
 @attrs.frozen(kw_only=True)

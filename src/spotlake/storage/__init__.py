@@ -5,9 +5,10 @@ Open a store with :func:`open_store`; it returns a :class:`~spotlake.storage.bas
     store = open_store("./spotlake-data")            # or "s3://bucket/prefix"
     with store.lock(run_id, timeout=60):
         state = store.read_state()
-        store.put_frame(kind="raw", source="sps", at=run_at, frame=sps)
+        stage = store.stage(run_at)                  # hidden until the commit publishes it
+        stage.put_frame(kind="raw", source="sps", frame=sps)
         ...
-        store.commit_state(expected_version=state.version, frames=..., docs=...)
+        store.commit_state(expected_version=state.version, frames=..., docs=..., publish=stage)
 
 Sinks (:class:`~spotlake.storage.timestream.TimestreamSink`,
 :class:`~spotlake.storage.cloudwatch.CloudWatchSink`) and the original deployment's S3 layout
@@ -27,9 +28,12 @@ from spotlake.storage.base import (
     FrameKind,
     LockInfo,
     MetricsSink,
+    PartSet,
+    RunStage,
     SinkReport,
     SnapshotStore,
     StateSnapshot,
+    SweepReport,
     TimeSeriesSink,
 )
 from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
@@ -43,9 +47,12 @@ __all__ = [
     "LockInfo",
     "MetricsSink",
     "ObjectStore",
+    "PartSet",
+    "RunStage",
     "SinkReport",
     "SnapshotStore",
     "StateSnapshot",
+    "SweepReport",
     "TimeSeriesSink",
     "open_store",
 ]

@@ -1,21 +1,26 @@
 """The storage protocols and the value objects they exchange.
 
-A :class:`SnapshotStore` keeps three things for the collection pipeline:
+A :class:`SnapshotStore` keeps what the collection pipeline needs, behind one protocol:
 
-* **frames per run**: the raw frame of each source (``kind="raw"``), the merged snapshot
-  (``kind="merged"``) and the changeset (``kind="changes"``), one Parquet file per
-  ``(kind, source, run minute)``, overwritten idempotently when a run is repeated;
+* **frames per run**: the raw frame of each source (``FrameKind.RAW``), the merged snapshot
+  (``FrameKind.MERGED``) and the changeset (``FrameKind.CHANGES``), one Parquet file per
+  ``(kind, source, run minute)``. A run writes them into a hidden :class:`RunStage`; the state
+  commit that records the stage publishes them, so readers only ever see committed runs;
 * **state**: named frames (e.g. the T2/T3 history) and named JSON documents (rotation state, quota
   ledger, the day's plan, the last run report), committed together as one immutable *generation*
   and published by swapping one pointer with compare-and-swap, so readers see the old state or the
   new one and two overlapping runs cannot both commit on top of the same parent;
-* **a run lock**, so two runs on one store do not interleave.
+* **a run lock**, so two runs on one store do not interleave;
+* **an outbox**: a marker per committed run that reached the sinks, so a run whose delivery failed
+  is delivered again later;
+* **shard parts**: what each worker of a sharded run collected, until one of them commits the run.
 
 Sinks receive what a run produced: a :class:`TimeSeriesSink` takes the changeset (Timestream), a
 :class:`MetricsSink` takes per-run counts (CloudWatch). Both are optional plugins; the local store
 never needs them.
 
-The implementations live in :mod:`spotlake.storage.local` (the default), :mod:`spotlake.storage.s3`,
+The implementation is :class:`~spotlake.storage.core.ObjectStore` over a local directory
+(:mod:`spotlake.storage.local`, the default) or S3 (:mod:`spotlake.storage.s3`); the sinks live in
 :mod:`spotlake.storage.timestream` and :mod:`spotlake.storage.cloudwatch`.
 """
 
@@ -23,11 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 import pandas as pd
+
+from spotlake.errors import ConfigError
+from spotlake.model import Source
 
 __all__ = [
     "FRAME_KINDS",
@@ -35,19 +44,37 @@ __all__ = [
     "FrameKind",
     "LockInfo",
     "MetricsSink",
+    "PartSet",
+    "RunStage",
     "SinkReport",
     "SnapshotStore",
     "StateSnapshot",
+    "SweepReport",
     "TimeSeriesSink",
 ]
 
-FrameKind = Literal["raw", "merged", "changes"]
+
+class FrameKind(StrEnum):
+    """The frames a store keeps per run."""
+
+    RAW = "raw"
+    MERGED = "merged"
+    CHANGES = "changes"
+
+    @classmethod
+    def of(cls, value: str) -> FrameKind:
+        """``value`` as a kind; :class:`ConfigError` naming the kinds when it is none of them."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"unknown frame kind {value!r}; use one of {[k.value for k in cls]}") from None
+
 
 #: Frame kinds a store keeps per run.
-FRAME_KINDS: Final[tuple[FrameKind, ...]] = ("raw", "merged", "changes")
+FRAME_KINDS: Final[tuple[FrameKind, ...]] = tuple(FrameKind)
 
-#: Sources whose raw frames a store keeps (``kind="raw"`` needs one of these).
-RAW_SOURCES: Final = ("prices", "sps", "eviction", "skus")
+#: Sources whose raw frames a store keeps (``kind=FrameKind.RAW`` needs one of these).
+RAW_SOURCES: Final[tuple[Source, ...]] = tuple(Source)
 
 
 def _frozen_frames(value: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -111,14 +138,61 @@ class SinkReport:
     notes: tuple[str, ...] = ()
 
 
+@attrs.frozen(kw_only=True)
+class PartSet:
+    """The shard parts stored for one run split into ``count`` shards."""
+
+    at: datetime
+    count: int
+    present: tuple[int, ...]
+
+    @property
+    def missing(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.count) if i not in self.present)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+@attrs.frozen(kw_only=True)
+class SweepReport:
+    """What :meth:`SnapshotStore.sweep` removed: abandoned stages and temporary files."""
+
+    stages: int = 0
+    files: int = 0
+    temporaries: int = 0
+
+
+@runtime_checkable
+class RunStage(Protocol):
+    """Where one run writes its frames before its state commit publishes them."""
+
+    @property
+    def at(self) -> datetime:
+        """The run minute the frames belong to."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The stage's id (recorded by the commit that publishes it)."""
+        ...
+
+    def put_frame(self, *, kind: FrameKind | str, frame: pd.DataFrame, source: str | None = None) -> str:
+        """Stage one frame of the run (validated against its kind's schema); returns its final key."""
+        ...
+
+
 @runtime_checkable
 class SnapshotStore(Protocol):
-    """Raw/merged/changes frames per run, atomically committed state, and a run lock."""
+    """Frames per run, atomically committed state, a run lock, an outbox and shard parts."""
 
     @property
     def url(self) -> str:
         """Where the store lives (a directory path or ``s3://bucket/prefix``), for messages."""
         ...
+
+    # --- lock and state ----------------------------------------------------------------------
 
     def lock(self, run_id: str, *, timeout: float = 0.0) -> AbstractContextManager[LockInfo]:
         """Hold the store's run lock; wait up to ``timeout`` seconds, then raise ``LockedError``."""
@@ -129,6 +203,10 @@ class SnapshotStore(Protocol):
         only the version and the documents (cheap: the history frames can be large)."""
         ...
 
+    def stage(self, at: datetime) -> RunStage:
+        """A new stage for the frames of the run at ``at`` (invisible to readers until published)."""
+        ...
+
     def commit_state(
         self,
         *,
@@ -136,33 +214,94 @@ class SnapshotStore(Protocol):
         frames: Mapping[str, pd.DataFrame],
         docs: Mapping[str, Mapping[str, Any]],
         run_id: str | None = None,
+        publish: RunStage | None = None,
     ) -> str:
-        """Replace the state atomically if it is still ``expected_version``; return the new version."""
+        """Replace the state atomically if it is still ``expected_version`` and publish the frames
+        of ``publish`` with it; return the new version."""
         ...
 
-    def put_frame(
-        self, *, kind: FrameKind, at: datetime, frame: pd.DataFrame, source: str | None = None
-    ) -> str:
-        """Store one run's frame (idempotent per ``(kind, source, minute of at)``); return its key."""
+    def discard(self, stage: RunStage) -> None:
+        """Remove a stage that will not be committed (its run failed)."""
         ...
 
-    def read_frame(self, *, kind: FrameKind, at: datetime, source: str | None = None) -> pd.DataFrame | None:
-        """The frame stored for one run exactly as it was put, or ``None``."""
+    def publish_pending(self) -> int:
+        """Finish publishing the committed run's frames if a crash interrupted it; frames moved."""
+        ...
+
+    def sweep(self, *, older_than: timedelta) -> SweepReport:
+        """Remove stages nobody committed and temporary files, when older than ``older_than``."""
+        ...
+
+    # --- frames ------------------------------------------------------------------------------
+
+    def read_frame(
+        self, *, kind: FrameKind | str, at: datetime, source: str | None = None
+    ) -> pd.DataFrame | None:
+        """The frame of one committed run exactly as it was staged, or ``None``."""
         ...
 
     def read_frames(
         self,
-        kind: FrameKind,
+        kind: FrameKind | str,
         *,
         source: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> pd.DataFrame:
-        """Every stored frame of a kind in ``[start, end]``, concatenated, with a ``run_at`` column."""
+        """Every committed frame of a kind in ``[start, end]``, concatenated, with a ``run_at`` column."""
         ...
 
-    def latest(self, kind: FrameKind = "merged", *, source: str | None = None) -> pd.DataFrame | None:
+    def latest(
+        self, kind: FrameKind | str = FrameKind.MERGED, *, source: str | None = None
+    ) -> pd.DataFrame | None:
         """The most recent frame of a kind, or ``None`` when there is none."""
+        ...
+
+    def run_times(
+        self,
+        kind: FrameKind | str,
+        *,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[datetime]:
+        """Run minutes with a committed frame of this kind in ``[start, end]``, oldest first."""
+        ...
+
+    # --- outbox ------------------------------------------------------------------------------
+
+    def mark_delivered(self, at: datetime) -> None:
+        """Record that the committed run at ``at`` reached every sink."""
+        ...
+
+    def is_delivered(self, at: datetime) -> bool:
+        """Whether :meth:`mark_delivered` was called for the run at ``at``."""
+        ...
+
+    # --- shard parts -------------------------------------------------------------------------
+
+    def put_part(
+        self, at: datetime, *, index: int, count: int, doc: Mapping[str, Any], frame: pd.DataFrame
+    ) -> None:
+        """Store shard ``index`` of ``count``'s part of the run at ``at`` (frame first, document last)."""
+        ...
+
+    def read_part(
+        self, at: datetime, *, index: int, count: int
+    ) -> tuple[dict[str, Any], pd.DataFrame] | None:
+        """A stored part (checked: the frame is the one its document names), or ``None``."""
+        ...
+
+    def part_doc(self, at: datetime, *, index: int, count: int) -> dict[str, Any] | None:
+        """Only a part's document (cheap), or ``None``."""
+        ...
+
+    def part_sets(self, at: datetime | None = None) -> list[PartSet]:
+        """The parts stored (for one run, or every run), oldest first."""
+        ...
+
+    def remove_parts(self, *, through: datetime) -> None:
+        """Delete the parts of every run up to and including ``through`` (best effort)."""
         ...
 
 

@@ -10,6 +10,9 @@ The same relative keys are used by the local directory (relative paths under the
     state/generations/{version}/manifest.json            what the generation holds
     state/generations/{version}/frames/{name}.parquet    state frames
     state/generations/{version}/docs/{name}.json         state documents
+    .staging/{stage}/{frame key}                         a run's frames until its state commit publishes them
+    shards/YYYY-MM-DDTHH-MM/part-{i}-of-{n}.json|.parquet   a shard worker's part of a sharded run
+    delivered/YYYY-MM-DDTHH-MM                           marker: a committed run reached the sinks
 
 ``source=`` and ``date=`` are Hive partitions, so pandas, pyarrow.dataset, DuckDB
 (``hive_partitioning=1``), Athena and Spark read the tree without spotlake. No frame schema has a
@@ -18,7 +21,9 @@ carries a ``run_at`` column (timestamp[us, UTC], the run minute) so rows read in
 they came from; :func:`decode_run_frame` drops it again.
 
 Files that are being written start with ``.`` (``.HH-MM.parquet.<id>.tmp``), which pyarrow, pandas
-and Spark skip and which ``*.parquet`` globs do not match.
+and Spark skip and which ``*.parquet`` globs do not match. A run writes its frames under the hidden
+``.staging/`` folder; only the state commit that records them moves them to their keys, so the
+frame folders hold committed runs only (docs/operations.md, "What readers see").
 
 Versions are ``g{seq:012d}-{random}``: ``seq`` is the parent's ``seq`` + 1, so versions sort in
 commit order whatever the wall clock says, and two runs racing from the same parent get distinct
@@ -48,34 +53,51 @@ from spotlake.model import (
     SNAPSHOT_SCHEMA,
     SPS_SCHEMA,
     Schema,
+    Source,
 )
-from spotlake.storage.base import FRAME_KINDS, RAW_SOURCES, FrameKind
+from spotlake.storage.base import RAW_SOURCES, FrameKind
 
 __all__ = [
     "CURRENT_KEY",
+    "DELIVERED_PREFIX",
     "GENERATIONS_PREFIX",
+    "PARTS_PREFIX",
     "RUN_AT_COLUMN",
+    "STAGING_PREFIX",
     "Pointer",
     "check_name",
     "decode_doc",
     "decode_frame",
     "decode_run_frame",
+    "delivered_key",
     "encode_doc",
     "encode_frame",
     "encode_run_frame",
     "frame_key",
+    "frame_kind",
     "frame_prefix",
     "generation_prefix",
+    "new_stage",
     "new_version",
     "parse_frame_key",
+    "parse_part_name",
+    "parse_run_dir",
+    "part_key",
+    "parts_prefix",
+    "run_dir",
     "run_minute",
     "schema_for",
+    "stage_created",
+    "stage_prefix",
     "version_seq",
 ]
 
 RUN_AT_COLUMN: Final = "run_at"
 CURRENT_KEY: Final = "state/CURRENT"
 GENERATIONS_PREFIX: Final = "state/generations/"
+STAGING_PREFIX: Final = ".staging/"
+PARTS_PREFIX: Final = "shards/"
+DELIVERED_PREFIX: Final = "delivered/"
 
 # zstd: smaller than snappy at similar speed, and read by pandas/pyarrow, DuckDB, Athena and Spark.
 PARQUET_COMPRESSION: Final = "zstd"
@@ -83,14 +105,17 @@ PARQUET_COMPRESSION: Final = "zstd"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION_RE = re.compile(r"^g(\d{12})-[0-9a-f]{8,32}$")
 _FRAME_FILE_RE = re.compile(r"^(\d{2})-(\d{2})\.parquet$")
+_STAGE_RE = re.compile(r"^(\d{8}T\d{6})-[0-9a-f]{8,32}$")
+_RUN_DIR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})$")
+_PART_RE = re.compile(r"^part-(\d+)-of-(\d+)\.(json|parquet)$")
 
-_SCHEMAS: Final[Mapping[str, Schema]] = {
-    "raw/prices": PRICES_SCHEMA,
-    "raw/sps": SPS_SCHEMA,
-    "raw/eviction": EVICTION_SCHEMA,
-    "raw/skus": SKUS_SCHEMA,
-    "merged": SNAPSHOT_SCHEMA,
-    "changes": CHANGES_SCHEMA,
+_SCHEMAS: Final[Mapping[tuple[FrameKind, Source | None], Schema]] = {
+    (FrameKind.RAW, Source.PRICES): PRICES_SCHEMA,
+    (FrameKind.RAW, Source.SPS): SPS_SCHEMA,
+    (FrameKind.RAW, Source.EVICTION): EVICTION_SCHEMA,
+    (FrameKind.RAW, Source.SKUS): SKUS_SCHEMA,
+    (FrameKind.MERGED, None): SNAPSHOT_SCHEMA,
+    (FrameKind.CHANGES, None): CHANGES_SCHEMA,
 }
 
 
@@ -104,20 +129,24 @@ def check_name(what: str, name: str) -> str:
     return name
 
 
-def _check_kind(kind: str, source: str | None) -> None:
-    if kind not in FRAME_KINDS:
-        raise ConfigError(f"unknown frame kind {kind!r}; use one of {list(FRAME_KINDS)}")
-    if kind == "raw":
-        if source not in RAW_SOURCES:
-            raise ConfigError(f"raw frames need source= one of {list(RAW_SOURCES)}, got {source!r}")
-    elif source is not None:
-        raise ConfigError(f"{kind} frames have no source (got source={source!r})")
+def frame_kind(kind: FrameKind | str, source: str | None) -> tuple[FrameKind, Source | None]:
+    """``(kind, source)`` checked: raw frames name one of the sources, the others none."""
+    checked = FrameKind.of(kind)
+    if checked is FrameKind.RAW:
+        try:
+            return checked, Source(str(source))
+        except ValueError:
+            raise ConfigError(
+                f"raw frames need source= one of {[s.value for s in RAW_SOURCES]}, got {source!r}"
+            ) from None
+    if source is not None:
+        raise ConfigError(f"{checked} frames have no source (got source={source!r})")
+    return checked, None
 
 
-def schema_for(kind: FrameKind, source: str | None = None) -> Schema:
+def schema_for(kind: FrameKind | str, source: str | None = None) -> Schema:
     """The documented schema of a frame kind (for validation and empty reads)."""
-    _check_kind(kind, source)
-    return _SCHEMAS[f"raw/{source}" if kind == "raw" else kind]
+    return _SCHEMAS[frame_kind(kind, source)]
 
 
 def run_minute(at: datetime) -> datetime:
@@ -125,13 +154,13 @@ def run_minute(at: datetime) -> datetime:
     return ensure_utc(at).replace(second=0, microsecond=0)
 
 
-def frame_prefix(kind: FrameKind, source: str | None = None) -> str:
+def frame_prefix(kind: FrameKind | str, source: str | None = None) -> str:
     """``raw/source=sps/`` or ``merged/``: the folder holding every file of a kind."""
-    _check_kind(kind, source)
-    return f"raw/source={source}/" if kind == "raw" else f"{kind}/"
+    checked, src = frame_kind(kind, source)
+    return f"raw/source={src}/" if checked is FrameKind.RAW else f"{checked}/"
 
 
-def frame_key(kind: FrameKind, at: datetime, source: str | None = None) -> str:
+def frame_key(kind: FrameKind | str, at: datetime, source: str | None = None) -> str:
     """``raw/source=sps/date=2026-01-01/12-30.parquet`` for a run at 12:30 UTC."""
     minute = run_minute(at)
     return f"{frame_prefix(kind, source)}date={minute:%Y-%m-%d}/{minute:%H-%M}.parquet"
@@ -151,6 +180,64 @@ def parse_frame_key(key: str) -> datetime | None:
     except ValueError:
         return None
     return day + timedelta(hours=int(match.group(1)), minutes=int(match.group(2)))
+
+
+def run_dir(at: datetime) -> str:
+    """``2026-01-01T12-30``: a run minute as one path segment (shard parts, delivery markers)."""
+    return f"{run_minute(at):%Y-%m-%dT%H-%M}"
+
+
+def parse_run_dir(name: str) -> datetime | None:
+    """The run minute of a :func:`run_dir` segment (a trailing ``/`` is allowed), or ``None``."""
+    match = _RUN_DIR_RE.fullmatch(name.rstrip("/"))
+    if match is None:
+        return None
+    try:
+        day = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return day + timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
+
+
+def new_stage(now: datetime) -> str:
+    """A fresh staging id, stamped with its creation time so abandoned stages can be aged out."""
+    return f"{ensure_utc(now):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+
+
+def stage_created(stage: str) -> datetime | None:
+    """When a staging id was made, ``None`` if ``stage`` is not one."""
+    match = _STAGE_RE.fullmatch(stage.rstrip("/"))
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+
+
+def stage_prefix(stage: str) -> str:
+    """``.staging/{stage}/``: a run's frames before its commit publishes them."""
+    if stage_created(stage) is None:
+        raise ConfigError(f"{stage!r} is not a staging id")
+    return f"{STAGING_PREFIX}{stage}/"
+
+
+def parts_prefix(at: datetime) -> str:
+    """``shards/2026-01-01T12-30/``: the parts of one sharded run."""
+    return f"{PARTS_PREFIX}{run_dir(at)}/"
+
+
+def part_key(at: datetime, index: int, count: int, ext: str) -> str:
+    """``shards/2026-01-01T12-30/part-1-of-3.json`` (``ext`` is ``json`` or ``parquet``)."""
+    return f"{parts_prefix(at)}part-{index}-of-{count}.{ext}"
+
+
+def parse_part_name(name: str) -> tuple[int, int, str] | None:
+    """``(index, count, ext)`` of a part file name, ``None`` if it is not one."""
+    match = _PART_RE.fullmatch(name)
+    return (int(match.group(1)), int(match.group(2)), match.group(3)) if match else None
+
+
+def delivered_key(at: datetime) -> str:
+    """``delivered/2026-01-01T12-30``: present once the committed run reached every sink."""
+    return f"{DELIVERED_PREFIX}{run_dir(at)}"
 
 
 def generation_prefix(version: str) -> str:

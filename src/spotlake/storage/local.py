@@ -163,6 +163,38 @@ class LocalBackend:
         except OSError as exc:
             raise StorageError(f"cannot list {directory}: {exc.strerror or exc}") from exc
 
+    def move(self, source: str, target: str) -> bool:
+        src, dst = self._path(source), self._path(target)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)  # atomic; readers see the old file or the new one
+        except FileNotFoundError:
+            if src.exists():  # the target's folder could not be made
+                raise StorageError(f"cannot move {src} to {dst}: the target folder is missing") from None
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot move {src} to {dst}: {exc.strerror or exc}") from exc
+        self._sync_dir(dst.parent)
+        self._remove_empty_dirs({src.parent})
+        return True
+
+    def remove_temporaries(self, *, older_than: timedelta) -> int:
+        """Delete ``.*.tmp`` files left by writes a crash interrupted (by file age)."""
+        if not self._root.is_dir():
+            return 0
+        cutoff = self._clock.now().timestamp() - older_than.total_seconds()
+        removed = 0
+        for path in self._root.rglob(".*.tmp"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError as exc:
+                log.warning("could not remove the temporary file %s: %s", path, exc.strerror or exc)
+        if removed:
+            log.warning("%s: removed %d temporary file(s) left by interrupted writes", self.url, removed)
+        return removed
+
     def list_tree(self, prefix: str) -> list[str]:
         directory = self._path(prefix.rstrip("/"))
         if not directory.is_dir():
@@ -176,7 +208,10 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             parents.add(path.parent)
-        # Remove directories the deletes emptied (generation folders), deepest first.
+        self._remove_empty_dirs(parents)
+
+    def _remove_empty_dirs(self, parents: set[Path]) -> None:
+        """Remove directories that deletes or moves emptied (generation folders, stages), deepest first."""
         for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):
             current = directory
             while current != self._root and self._root in current.parents:

@@ -159,6 +159,24 @@ class S3Backend:
             self._fail(exc, "list", prefix)
         return [name for name in out if name and not name.startswith(".")]
 
+    def move(self, source: str, target: str) -> bool:
+        # S3 has no rename: copy (the target is replaced whole), then delete the source.
+        try:
+            self._client.copy_object(
+                Bucket=self._bucket,
+                Key=self.key(target),
+                CopySource={"Bucket": self._bucket, "Key": self.key(source)},
+            )
+        except Exception as exc:
+            if error_code(exc) in _MISSING_CODES:
+                return False
+            self._fail(exc, "copy to", target)
+        self.delete([source])
+        return True
+
+    def remove_temporaries(self, *, older_than: timedelta) -> int:
+        return 0  # S3 writes whole objects: an interrupted PutObject leaves nothing behind
+
     def list_tree(self, prefix: str) -> list[str]:
         full = self.key(prefix)
         out: list[str] = []

@@ -8,7 +8,7 @@ support set (every (region, size) with a Linux spot price) :func:`plan_calls` re
 
 How it plans (see docs/planner.md for the reasoning and measured numbers):
 
-1. Constructions (:mod:`~spotlake.scoring.plan.construct`), each a complete cover. *Greedy
+1. Constructions (:mod:`~spotlake.scoring.plan._construct`), each a complete cover. *Greedy
    rectangles*: repeatedly take the call covering the most uncovered pairs, grown from the size with
    most uncovered regions by alternating "best 5 sizes for these regions" / "best 8 regions for
    these sizes". *Widened exact groups + piece-aware greedy*: near-identical region sets (a family
@@ -17,7 +17,7 @@ How it plans (see docs/planner.md for the reasoning and measured numbers):
    covers the rest. *Size chunks*: identical region sets in chunks of 5, leftovers chunked by
    similarity. *Region chunks* (and, when regions are the scarcer side, region-first greedy): the
    same on the transposed incidence.
-2. Local improvement (:mod:`~spotlake.scoring.plan.improve`) of the constructions within 3 % of the
+2. Local improvement (:mod:`~spotlake.scoring.plan._improve`) of the constructions within 3 % of the
    best: a call is eliminated when every pair only it covers fits into other calls' free slots (add
    a region to a call with fewer than 8 that holds the size, or the size to a call with fewer than 5
    that holds the region); then regions/sizes that cover nothing only they cover are trimmed (fewer
@@ -25,8 +25,8 @@ How it plans (see docs/planner.md for the reasoning and measured numbers):
 3. Small worlds (where one call is 10-15 % of the plan) also get seeded greedy restarts on
    relabelled copies, which stop once a cover meets the lower bound (it is then optimal).
 4. The cover with the fewest calls wins (then fewest cells, then construction order); calls sorted.
-   Steps 1-4 are :mod:`~spotlake.scoring.plan.cover`.
-5. Optionally (``plan_calls(search=N)``) the order search (:mod:`~spotlake.scoring.plan.search`)
+   Steps 1-4 are :mod:`~spotlake.scoring.plan._cover`.
+5. Optionally (``plan_calls(search=N)``) the order search (:mod:`~spotlake.scoring.plan._search`)
    re-plans under N mutated size/region orders and keeps the plan with the fewest calls.
 
 :mod:`~spotlake.scoring.plan.solve` runs these steps and checks the cover; the lower bound is in

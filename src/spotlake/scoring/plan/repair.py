@@ -2,7 +2,7 @@
 
 :func:`repair_plan` drops regions, sizes and pairs the SPS API rejected without re-planning the
 day: it edits the calls and runs the same local improvement as planning
-(:mod:`spotlake.scoring.plan.improve`), no construction. :func:`restrict_plan` plans part of a
+(:mod:`spotlake.scoring.plan._improve`), no construction. :func:`restrict_plan` plans part of a
 plan's support afresh (docs/planner.md, "Re-planning without redoing the day").
 """
 
@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterable
 
 from spotlake.scoring.plan._bits import Call
+from spotlake.scoring.plan._improve import Improver, split_forbidden
 from spotlake.scoring.plan._index import check_cover, indexed, to_calls, validate_pairs
 from spotlake.scoring.plan._report import make_report
-from spotlake.scoring.plan.improve import Improver, split_forbidden
 from spotlake.scoring.plan.solve import plan_calls
 from spotlake.scoring.plan.values import Pair, Plan
 

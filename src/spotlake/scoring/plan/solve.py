@@ -1,8 +1,8 @@
 """The planner's entry point: :func:`plan_calls`, from a support set to a checked, reported :class:`Plan`.
 
 It validates the input, numbers it (:mod:`spotlake.scoring.plan._index`), takes the best cover
-(:mod:`spotlake.scoring.plan.cover`), optionally spends a budget of re-plans on the order search
-(:mod:`spotlake.scoring.plan.search`), checks that every pair is covered and reports the plan
+(:mod:`spotlake.scoring.plan._cover`), optionally spends a budget of re-plans on the order search
+(:mod:`spotlake.scoring.plan._search`), checks that every pair is covered and reports the plan
 against the lower bound (:mod:`spotlake.scoring.plan.bounds`).
 """
 
@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable
 
 from spotlake.errors import PlanError
 from spotlake.model import MAX_SPS_REGIONS, MAX_SPS_SIZES
+from spotlake.scoring.plan._cover import best_cover
 from spotlake.scoring.plan._index import check_cover, check_limits, indexed, to_calls, validate_pairs
 from spotlake.scoring.plan._report import make_report
+from spotlake.scoring.plan._search import order_search
 from spotlake.scoring.plan.bounds import lower_bound
-from spotlake.scoring.plan.cover import best_cover
-from spotlake.scoring.plan.search import order_search
 from spotlake.scoring.plan.values import Pair, Plan
 
 __all__ = ["plan_calls"]
@@ -37,7 +37,7 @@ def plan_calls(
     ``forbidden`` lists cells no call may score (pairs learned invalid: the API rejects the whole
     call); they are also removed from the support. ``search`` > 0 spends that many extra re-plans
     (each costs about one plain plan: ~0.4 s at 60 x 800) searching tie-break orders for fewer calls
-    (see :func:`~spotlake.scoring.plan.search.order_search`); still deterministic, as the budget is
+    (see :func:`~spotlake.scoring.plan._search.order_search`); still deterministic, as the budget is
     a count, not a time.
     ``progress(done, total)`` is called once per re-plan of the search.
     :class:`PlanError` for limits outside 1..8 / 1..5, a negative ``search`` or malformed pairs.

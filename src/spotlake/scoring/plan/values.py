@@ -1,26 +1,26 @@
 """The planner's values: a (region, size) pair, a plan of SPS calls and the report on its quality.
 
-:class:`Plan` and :class:`PlanReport` are frozen and serialise to compact JSON (the pipeline stores
-the day's plan as a state document); reading a stored value back raises
-:class:`~spotlake.errors.ConfigError` when it is not one.
+:class:`Plan` and :class:`PlanReport` are frozen; ``spotlake.serde.dump(plan)`` gives a compact
+JSON value (region names once, the support as index lists per size: the pipeline stores the day's
+plan as a state document) and ``spotlake.serde.load(data, Plan, where=...)`` reads it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from spotlake.errors import ConfigError
 from spotlake.model import SpsCall
+from spotlake.serde import converter
 
 __all__ = ["PLAN_FORMAT", "Pair", "Plan", "PlanReport"]
 
 #: A (region, size) pair, e.g. ``("eastus", "Standard_D2s_v5")``.
 Pair = tuple[str, str]
 
-#: Version of :meth:`Plan.to_json`'s layout; bumped when it changes incompatibly.
+#: Version of a stored plan's layout (``spotlake.serde.dump(plan)``); bumped when it changes incompatibly.
 PLAN_FORMAT: Final = 1
 
 
@@ -45,29 +45,6 @@ class PlanReport:
     max_regions: int
     max_sizes: int
     strategy: str
-
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PlanReport:
-        try:
-            return cls(
-                pairs=int(data["pairs"]),
-                regions=int(data["regions"]),
-                sizes=int(data["sizes"]),
-                calls=int(data["calls"]),
-                cells=int(data["cells"]),
-                wasted_cells=int(data["wasted_cells"]),
-                lower_bound=int(data["lower_bound"]),
-                ratio=float(data["ratio"]),
-                seconds=float(data["seconds"]),
-                max_regions=int(data["max_regions"]),
-                max_sizes=int(data["max_sizes"]),
-                strategy=str(data["strategy"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"stored plan report is malformed ({exc!r}); rebuild the plan") from exc
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -107,40 +84,50 @@ class Plan:
         """Every (region, size) cell some call scores (a superset of :attr:`support`)."""
         return frozenset(p for c in self.calls for p in c.pairs())
 
-    def to_json(self) -> dict[str, Any]:
-        """A compact JSON-able value: region and size names once, support as index lists per size."""
-        regions = sorted(
-            {r for r, _ in self.support | self.forbidden} | {r for c in self.calls for r in c.regions}
-        )
-        r_index = {r: i for i, r in enumerate(regions)}
-        per_size: dict[str, list[int]] = {}
-        for r, s in sorted(self.support, key=lambda p: (p[1], p[0])):
-            per_size.setdefault(s, []).append(r_index[r])
-        return {
-            "format": PLAN_FORMAT,
-            "regions": regions,
-            "support": per_size,
-            "forbidden": [[r_index[r], s] for r, s in sorted(self.forbidden)],
-            "calls": [c.to_json() for c in self.calls],
-            "report": self.report.to_json(),
-        }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        """Read :meth:`to_json`'s output back; :class:`ConfigError` if it is not such a value."""
-        if data.get("format") != PLAN_FORMAT:
-            raise ConfigError(
-                f"stored plan has format {data.get('format')!r}, this spotlake reads {PLAN_FORMAT}; "
-                "rebuild the plan"
-            )
-        try:
-            regions = [str(r) for r in data["regions"]]
-            support = frozenset(
-                (regions[int(i)], str(s)) for s, idx in dict(data["support"]).items() for i in idx
-            )
-            forbidden = frozenset((regions[int(i)], str(s)) for i, s in data.get("forbidden", []))
-            calls = tuple(SpsCall.from_json(c) for c in data["calls"])
-            report = PlanReport.from_json(data["report"])
-        except (KeyError, TypeError, ValueError, IndexError, ConfigError) as exc:
-            raise ConfigError(f"stored plan is malformed ({exc}); rebuild the plan") from exc
-        return cls(calls=calls, support=support, report=report, forbidden=forbidden)
+@attrs.frozen(kw_only=True)
+class _StoredPlan:
+    """A plan as stored: region names once, the support as region indices per size."""
+
+    format: int
+    regions: tuple[str, ...]
+    support: dict[str, tuple[int, ...]]
+    forbidden: tuple[tuple[int, str], ...] = ()
+    calls: tuple[SpsCall, ...]
+    report: PlanReport
+
+
+def _stored(plan: Plan) -> _StoredPlan:
+    regions = sorted(
+        {r for r, _ in plan.support | plan.forbidden} | {r for c in plan.calls for r in c.regions}
+    )
+    r_index = {r: i for i, r in enumerate(regions)}
+    per_size: dict[str, list[int]] = {}
+    for r, s in sorted(plan.support, key=lambda p: (p[1], p[0])):
+        per_size.setdefault(s, []).append(r_index[r])
+    return _StoredPlan(
+        format=PLAN_FORMAT,
+        regions=tuple(regions),
+        support={s: tuple(idx) for s, idx in per_size.items()},
+        forbidden=tuple((r_index[r], s) for r, s in sorted(plan.forbidden)),
+        calls=plan.calls,
+        report=plan.report,
+    )
+
+
+def _plan(stored: _StoredPlan) -> Plan:
+    if stored.format != PLAN_FORMAT:
+        raise ConfigError(
+            f"stored plan has format {stored.format!r}, this spotlake reads {PLAN_FORMAT}; rebuild the plan"
+        )
+    try:
+        support = frozenset((stored.regions[i], s) for s, idx in stored.support.items() for i in idx)
+        forbidden = frozenset((stored.regions[i], s) for i, s in stored.forbidden)
+    except IndexError:
+        raise ConfigError("stored plan names a region index it does not list; rebuild the plan") from None
+    return Plan(calls=stored.calls, support=support, report=stored.report, forbidden=forbidden)
+
+
+# Plans serialise through the shared converter in their compact stored form.
+converter.register_unstructure_hook(Plan, lambda plan: converter.unstructure(_stored(plan)))
+converter.register_structure_hook(Plan, lambda data, _type: _plan(converter.structure(data, _StoredPlan)))

@@ -1,5 +1,9 @@
 """``python -m spotlake.testing.azure serve``: run the Azure emulator as a loopback HTTP server.
 
+``python -m spotlake.testing.azure pairs [--seed N --regions N --sizes N --layout L]`` prints a
+world's support set as ``region,size`` CSV, for the planner: ``... pairs --seed 0 | spotlake plan
+--pairs -``.
+
 Prints one line to stdout and flushes it, then serves until interrupted (SIGINT/SIGTERM)::
 
     http://127.0.0.1:8123 {"url": "...", "tenant_id": "...", "client_id": "...", "client_secret": "...",
@@ -12,6 +16,7 @@ JSON with the credentials the emulator accepts. These are emulator-only values, 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import signal
 import sys
@@ -38,14 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve every emulated Azure endpoint on a loopback port")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (0 = any free port; the URL is printed)")
-    serve.add_argument("--seed", type=int, default=0, help="world and credential seed (default 0)")
-    serve.add_argument("--regions", type=int, default=60, help="regions in a generated world (default 60)")
-    serve.add_argument("--sizes", type=int, default=800, help="VM sizes in a generated world (default 800)")
-    serve.add_argument("--layout", choices=("family", "family-holes", "uniform"), default="family")
-    serve.add_argument(
-        "--catalog", help="build the world from a catalog CSV instead (e.g. azure_vms_catalog.csv)"
-    )
-    serve.add_argument("--example", action="store_true", help="serve the published SPS example world")
+    pairs = sub.add_parser("pairs", help="print a world's support set as region,size CSV (for spotlake plan)")
+    for command in (serve, pairs):
+        command.add_argument("--seed", type=int, default=0, help="world and credential seed (default 0)")
+        command.add_argument(
+            "--regions", type=int, default=60, help="regions in a generated world (default 60)"
+        )
+        command.add_argument(
+            "--sizes", type=int, default=800, help="VM sizes in a generated world (default 800)"
+        )
+        command.add_argument("--layout", choices=("family", "family-holes", "uniform"), default="family")
+        command.add_argument(
+            "--catalog", help="build the world from a catalog CSV instead (e.g. azure_vms_catalog.csv)"
+        )
+        command.add_argument("--example", action="store_true", help="the published SPS example world")
     serve.add_argument(
         "--sps-per-hour", type=int, default=10, help="SPS calls per (subscription, location) per hour"
     )
@@ -76,8 +87,22 @@ def _world(args: argparse.Namespace) -> World:
     return World.generate(args.seed, n_regions=args.regions, n_sizes=args.sizes, layout=args.layout)
 
 
+def _print_pairs(args: argparse.Namespace) -> int:
+    try:
+        world = _world(args)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["region", "size"])
+    out.writerows(sorted(world.support_pairs()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "pairs":
+        return _print_pairs(args)
     try:
         clock: Clock
         if args.clock == "system":

@@ -163,7 +163,7 @@ def make_server(emu: AzureEmulator, host: str = "127.0.0.1", port: int = 0) -> T
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            # Honour reverse-proxy headers (spotlake.testing.redirect sends them) so the links the
+            # Honour reverse-proxy headers (spotlake.collect.redirect sends them) so the links the
             # emulator returns use the URL the client asked for.
             scheme = self.headers.get("X-Forwarded-Proto") or "http"
             host = self.headers.get("X-Forwarded-Host") or self.headers.get("Host") or netloc

@@ -5,7 +5,7 @@ regions are columns) and returns every call it needs. :func:`greedy_construction
 rectangles (optionally after planning whole groups of identical region sets exactly, see
 :func:`fill_near_identical`); :func:`chunk_construction` cuts identical region sets into chunks and
 chunks the leftovers by similarity; :func:`transpose_masks` lets both run region-first.
-:mod:`spotlake.scoring.plan.cover` decides which to build and keeps the best. Ties are broken by
+:mod:`spotlake.scoring.plan._cover` decides which to build and keeps the best. Ties are broken by
 index everywhere, so the output only depends on the input's order (docs/planner.md, step 1).
 """
 

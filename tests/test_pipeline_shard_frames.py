@@ -1,8 +1,4 @@
-"""Merging the SPS frames of one run's shards into the run's frame.
-
-``merge_shard_frames`` is not planning: it stays in the temporary ``spotlake.scoring.planner`` module
-until it moves into the pipeline, and this test moves with it.
-"""
+"""Merging the SPS frames of one run's shards into the run's frame (``spotlake.pipeline.shards``)."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import pytest
 
 from spotlake.errors import PlanError
 from spotlake.model import SPS_SCHEMA
-from spotlake.scoring.planner import merge_shard_frames
+from spotlake.pipeline.shards import merge_sps_frames
 
 
 def _sps_rows(rows: list[tuple[str, str, str | None, int, str]]) -> pd.DataFrame:
@@ -31,11 +27,11 @@ def _sps_rows(rows: list[tuple[str, str, str | None, int, str]]) -> pd.DataFrame
 def test_shard_frames_merge_into_one_run() -> None:
     a = _sps_rows([("eastus", "D2", "1", 5, "High"), ("eastus", "D2", None, 5, "High")])
     b = _sps_rows([("westus", "D2", "1", 5, "Low"), ("eastus", "D2", "1", 5, "Low")])  # overlap
-    merged = merge_shard_frames([a, b])
+    merged = merge_sps_frames([a, b])
     assert list(merged.columns) == list(SPS_SCHEMA)
     assert len(merged) == 3
     first = merged[(merged["region"] == "eastus") & (merged["zone"] == "1")]
     assert first["score"].tolist() == ["High"]  # the first shard's row wins
-    assert merge_shard_frames([]).empty
+    assert merge_sps_frames([]).empty
     with pytest.raises(PlanError, match="one desired count"):
-        merge_shard_frames([a, _sps_rows([("westus", "D2", "1", 10, "Low")])])
+        merge_sps_frames([a, _sps_rows([("westus", "D2", "1", 10, "Low")])])

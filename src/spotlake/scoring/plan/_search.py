@@ -2,7 +2,7 @@
 
 The constructions break ties by index, so the order of sizes and regions decides part of the plan.
 :func:`order_search` hill-climbs over orders with a fixed budget of re-plans
-(:func:`~spotlake.scoring.plan.cover.best_cover` each), seeded, so the result is the same on every
+(:func:`~spotlake.scoring.plan._cover.best_cover` each), seeded, so the result is the same on every
 machine (docs/planner.md, step 5). ``plan_calls(search=N)`` runs it.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from spotlake.scoring.plan._bits import Call, bool_rows
+from spotlake.scoring.plan._construct import fill_near_identical
+from spotlake.scoring.plan._cover import best_cover
 from spotlake.scoring.plan._index import Indexed
-from spotlake.scoring.plan.construct import fill_near_identical
-from spotlake.scoring.plan.cover import best_cover
 
 __all__ = ["order_search"]
 

@@ -1,10 +1,10 @@
 """The best cover of one indexed support set: every construction, improved, the fewest calls win.
 
-:func:`best_cover` builds the constructions (:mod:`spotlake.scoring.plan.construct`), improves those
-within ``_IMPROVE_WITHIN`` of the best one (:mod:`spotlake.scoring.plan.improve`), tries seeded
+:func:`best_cover` builds the constructions (:mod:`spotlake.scoring.plan._construct`), improves those
+within ``_IMPROVE_WITHIN`` of the best one (:mod:`spotlake.scoring.plan._improve`), tries seeded
 greedy restarts on small worlds, and keeps the cover with the fewest calls (then fewest cells, then
 construction order). :func:`~spotlake.scoring.plan.solve.plan_calls` calls it once per plan, and the
-order search (:mod:`spotlake.scoring.plan.search`) once per re-plan (docs/planner.md, steps 1-4).
+order search (:mod:`spotlake.scoring.plan._search`) once per re-plan (docs/planner.md, steps 1-4).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import numpy as np
 import numpy.typing as npt
 
 from spotlake.scoring.plan._bits import Call, bool_rows
-from spotlake.scoring.plan._index import Indexed
-from spotlake.scoring.plan.construct import (
+from spotlake.scoring.plan._construct import (
     chunk_construction,
     fill_near_identical,
     greedy_construction,
     transpose_masks,
 )
-from spotlake.scoring.plan.improve import Improver, split_forbidden
+from spotlake.scoring.plan._improve import Improver, split_forbidden
+from spotlake.scoring.plan._index import Indexed
 
 __all__ = ["best_cover"]
 

@@ -8,8 +8,9 @@ port to the emulator's base URL just before it goes on the wire (the path and qu
 say which URL the client used in ``X-Forwarded-Proto``/``X-Forwarded-Host``, which the emulator's
 server honours like any reverse proxy's, so the links it returns stay on the https URLs.
 
-Used by ``spotlake collect azure --endpoint URL`` and by ``make demo``; tests of code that builds
-its own clients can use them too. Never use them against anything but a server you run yourself.
+Used by ``spotlake collect azure --endpoint URL`` (an emulator or a proxy of yours) and by
+``make demo``; tests of code that builds its own clients can use them too. Never use them against
+anything but a server you run yourself.
 """
 
 from __future__ import annotations
@@ -18,13 +19,22 @@ from typing import Any
 
 import httpx
 
+from spotlake.errors import ConfigError
+
 __all__ = ["RedirectTransport", "redirect_azure_transport"]
 
 
 def _target(base_url: str) -> httpx.URL:
-    url = httpx.URL(base_url)
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(
+            f"endpoint {base_url!r} is not a URL ({exc}); expected http(s)://host:port"
+        ) from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"redirect base URL must be http(s)://host:port, got {base_url!r}")
+        raise ConfigError(
+            f"endpoint {base_url!r} is not usable: expected http(s)://host:port, e.g. http://127.0.0.1:8080"
+        )
     return url
 
 

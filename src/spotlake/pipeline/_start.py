@@ -1,0 +1,82 @@
+"""Where a run starts: the committed state it reads, and what the rotation decides for it.
+
+:func:`begin` is pure: the same committed state and run time always give the same decision, which
+is what lets every shard worker of a run agree on the count and the day's plan without talking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+
+import attrs
+
+from spotlake.collect.quota import QuotaLedger
+from spotlake.errors import ConfigError
+from spotlake.pipeline.report import RunReport, RunStatus
+from spotlake.pipeline.state import StateDocs
+from spotlake.scoring.plan import Plan
+from spotlake.scoring.rotation import RotationState, RunDecision, begin_run
+from spotlake.storage.base import StateSnapshot
+
+__all__ = ["RunStart", "begin"]
+
+
+@attrs.frozen(kw_only=True)
+class RunStart:
+    """The committed state a run starts from and what the rotation decided for it."""
+
+    state: StateSnapshot
+    rotation: RotationState
+    decision: RunDecision
+    #: The day's stored plan when it can be reused (``None``: rebuild it from the price crawl).
+    stored_plan: Plan | None
+    #: The stored quota ledgers, by state document name.
+    ledgers: Mapping[str, QuotaLedger] = attrs.field(factory=dict)
+    #: Committed runs whose sink delivery is owed.
+    undelivered: tuple[datetime, ...] = ()
+
+    @property
+    def day(self) -> date:
+        return self.decision.day
+
+
+def begin(state: StateSnapshot, at: datetime, *, where: str) -> RunStart | RunReport:
+    """What the run at ``at`` does from ``state``, or the ``skipped`` report if it is committed.
+
+    :class:`~spotlake.errors.ConfigError` when ``at`` is before the last committed run: history
+    and diffs are ordered, so runs move forward in time.
+    """
+    docs = StateDocs(state, where)
+    last = docs.last_run()
+    if last is not None and last.at == at:
+        # Idempotent rerun: the run time is committed already; redoing it would collect the next
+        # count on top of itself. (A run that failed before committing is simply run again.)
+        return RunReport(
+            at=at, status=RunStatus.SKIPPED, desired_count=last.desired_count, state_version=state.version
+        )
+    if last is not None and last.at > at:
+        raise ConfigError(
+            f"run time {at.isoformat()} is before the last committed run {last.at.isoformat()}; "
+            "runs must move forward in time (history and diffs are ordered)"
+        )
+    rotation = docs.rotation()
+    decision = begin_run(rotation, at)
+    stored = docs.day_plan()
+    plan = (
+        stored.plan
+        if stored is not None and stored.date == decision.day and not decision.rebuild_plan
+        else None
+    )
+    if decision.rebuild_plan:
+        # The day's rebuild forgets learned invalid values too: Azure adds regions and sizes, and a
+        # value that is still invalid costs one HTTP 400 to learn again.
+        rotation = attrs.evolve(rotation, invalid_regions=(), invalid_sizes=(), invalid_pairs=())
+    return RunStart(
+        state=state,
+        rotation=rotation,
+        decision=decision,
+        stored_plan=plan,
+        ledgers=docs.ledgers(),
+        undelivered=docs.outbox().runs,
+    )

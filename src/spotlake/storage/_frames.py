@@ -1,0 +1,227 @@
+"""Per-run frames: staged by a run, published by its state commit, read by everyone else.
+
+A run writes its raw frames, merged snapshot and changeset into a :class:`Stage` under the hidden
+``.staging/{stage}/`` folder. The state commit that records the stage (in its generation's
+manifest) is the moment the run exists; right after it, :meth:`RunFrames.publish` moves the staged
+files to their Hive-partitioned keys (``raw/source=sps/date=.../HH-MM.parquet``). So:
+
+* a run that fails, crashes or loses the compare-and-swap before its commit never reaches a frame
+  folder, whatever the lock did: readers only ever see committed runs, and a committed frame is
+  only ever replaced by a later *committed* run of the same minute;
+* a crash between the commit and the move leaves the files staged; the next commit (and every
+  cycle, at its start) finishes the move first, because the generation names the stage;
+* stages nobody committed are swept once they are older than any run could take.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from spotlake.clock import Clock, ensure_utc
+from spotlake.errors import ConfigError
+from spotlake.model import empty_frame
+from spotlake.storage.backend import Backend
+from spotlake.storage.base import FrameKind, SweepReport
+from spotlake.storage.layout import (
+    RUN_AT_COLUMN,
+    STAGING_PREFIX,
+    decode_frame,
+    decode_run_frame,
+    encode_run_frame,
+    frame_key,
+    frame_kind,
+    frame_prefix,
+    new_stage,
+    parse_frame_key,
+    run_minute,
+    schema_for,
+    stage_created,
+    stage_prefix,
+)
+
+__all__ = ["RunFrames", "Stage"]
+
+log = logging.getLogger(__name__)
+
+
+class Stage:
+    """The frames of one run before its commit (see the module docstring)."""
+
+    def __init__(self, frames: RunFrames, at: datetime, name: str) -> None:
+        self._frames = frames
+        self._at = run_minute(at)
+        self._name = name
+        self._keys: list[str] = []
+
+    @property
+    def at(self) -> datetime:
+        return self._at
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The final keys of the frames staged so far."""
+        return tuple(self._keys)
+
+    def put_frame(self, *, kind: FrameKind | str, frame: pd.DataFrame, source: str | None = None) -> str:
+        key = self._frames.write(stage_prefix(self._name), kind=kind, at=self._at, frame=frame, source=source)
+        if key not in self._keys:
+            self._keys.append(key)
+        return key
+
+    def __repr__(self) -> str:
+        return f"Stage({self._name!r}, at={self._at.isoformat()}, frames={len(self._keys)})"
+
+
+class RunFrames:
+    """Staging, publication and reading of the frames per run of one store."""
+
+    def __init__(self, backend: Backend, *, clock: Clock) -> None:
+        self._backend = backend
+        self._clock = clock
+
+    @property
+    def url(self) -> str:
+        return self._backend.url
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def stage(self, at: datetime) -> Stage:
+        return Stage(self, at, new_stage(self._clock.now()))
+
+    def write(
+        self, prefix: str, *, kind: FrameKind | str, at: datetime, frame: pd.DataFrame, source: str | None
+    ) -> str:
+        """Validate and write one frame under ``prefix`` (a stage, or ``""`` for its final key)."""
+        schema = schema_for(kind, source)
+        if not isinstance(frame, pd.DataFrame):
+            raise ConfigError(f"put_frame needs a DataFrame, got {type(frame).__name__}")
+        checked, _ = frame_kind(kind, source)
+        missing = [c for c in schema if c not in frame.columns]
+        what = f"{checked} frame" + (f" of source {source!r}" if source else "")
+        if missing:
+            raise ConfigError(f"{what} lacks the schema's columns {missing}; build it with spotlake.model")
+        key = frame_key(kind, at, source)
+        self._backend.put(prefix + key, encode_run_frame(frame, at=at, what=what))
+        return key
+
+    def publish(self, stage: str, keys: tuple[str, ...]) -> int:
+        """Move a committed stage's frames to their keys; safe to repeat. Returns frames moved."""
+        prefix = stage_prefix(stage)
+        staged = set(self._backend.list_tree(prefix))
+        if not staged:
+            return 0  # published already (the usual case when a run starts)
+        moved = sum(1 for key in keys if prefix + key in staged and self._backend.move(prefix + key, key))
+        leftovers = sorted(staged - {prefix + key for key in keys})
+        if leftovers:  # written into the stage but not recorded by the commit: never published
+            self._backend.delete(leftovers)
+        if moved:
+            log.info("%s: published %d frame(s) of stage %s", self.url, moved, stage)
+        return moved
+
+    def discard(self, stage: str) -> None:
+        keys = self._backend.list_tree(stage_prefix(stage))
+        if keys:
+            self._backend.delete(keys)
+
+    def sweep(self, *, older_than: timedelta, keep: set[str]) -> SweepReport:
+        """Remove stages older than ``older_than`` that no kept generation names, and temporaries."""
+        cutoff = ensure_utc(self._clock.now()) - older_than
+        stages = files = 0
+        for child in self._backend.children(STAGING_PREFIX):
+            name = child.rstrip("/")
+            created = stage_created(name)
+            if created is None or name in keep or created > cutoff:
+                continue
+            doomed = self._backend.list_tree(stage_prefix(name))
+            if doomed:
+                self._backend.delete(doomed)
+            stages += 1
+            files += len(doomed)
+        if stages:
+            log.warning("%s: removed %d abandoned stage(s) of runs that never committed", self.url, stages)
+        temporaries = self._backend.remove_temporaries(older_than=older_than)
+        return SweepReport(stages=stages, files=files, temporaries=temporaries)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read_frame(
+        self, *, kind: FrameKind | str, at: datetime, source: str | None = None
+    ) -> pd.DataFrame | None:
+        key = frame_key(kind, at, source)
+        data = self._backend.get(key)
+        if data is None:
+            return None
+        return decode_run_frame(data, where=f"{self.url}/{key}")
+
+    def run_times(
+        self,
+        kind: FrameKind | str,
+        *,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[datetime]:
+        return [at for at, _key in self._frame_keys(kind, source, start, end)]
+
+    def _frame_keys(
+        self, kind: FrameKind | str, source: str | None, start: datetime | None, end: datetime | None
+    ) -> Iterator[tuple[datetime, str]]:
+        prefix = frame_prefix(kind, source)
+        lo = run_minute(start) if start is not None else None
+        hi = ensure_utc(end) if end is not None else None
+        days = sorted(c for c in self._backend.children(prefix) if c.startswith("date=") and c.endswith("/"))
+        for day in days:
+            day_text = day[len("date=") : -1]
+            if lo is not None and day_text < f"{lo:%Y-%m-%d}":
+                continue
+            if hi is not None and day_text > f"{hi:%Y-%m-%d}":
+                continue
+            found: list[tuple[datetime, str]] = []
+            for name in self._backend.children(prefix + day):
+                at = parse_frame_key(day + name)
+                if at is None or (lo is not None and at < lo) or (hi is not None and at > hi):
+                    continue
+                found.append((at, prefix + day + name))
+            yield from sorted(found)
+
+    def read_frames(
+        self,
+        kind: FrameKind | str,
+        *,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pd.DataFrame:
+        parts: list[pd.DataFrame] = []
+        for _at, key in self._frame_keys(kind, source, start, end):
+            data = self._backend.get(key)
+            if data is not None:  # replaced between listing and reading: skip it
+                parts.append(decode_frame(data, where=f"{self.url}/{key}"))
+        if not parts:
+            empty = empty_frame(schema_for(kind, source))
+            empty[RUN_AT_COLUMN] = pd.Series([], dtype="datetime64[us, UTC]")
+            return empty
+        return pd.concat(parts, ignore_index=True)
+
+    def latest(self, kind: FrameKind | str, *, source: str | None = None) -> pd.DataFrame | None:
+        prefix = frame_prefix(kind, source)
+        days = sorted(
+            (c for c in self._backend.children(prefix) if c.startswith("date=") and c.endswith("/")),
+            reverse=True,
+        )
+        for day in days:
+            names = [n for n in self._backend.children(prefix + day) if parse_frame_key(day + n) is not None]
+            if names:
+                key = prefix + day + max(names)
+                data = self._backend.get(key)
+                if data is not None:
+                    return decode_run_frame(data, where=f"{self.url}/{key}")
+        return None

@@ -1,0 +1,328 @@
+"""The state's commit protocol: immutable generations published by one compare-and-swap pointer.
+
+Commit protocol (crash-safe at every step)::
+
+    1. read CURRENT (content + CAS token); if its version != expected_version -> ConflictError
+    2. write the new generation's frames and docs under state/generations/{new}/
+    3. write state/generations/{new}/manifest.json (a generation without one is incomplete); it
+       names the run stage the commit publishes, if any
+    4. swap CURRENT to {new} if the token still matches -> else ConflictError, delete {new}
+    5. garbage-collect generations older than the ones kept (best effort; never the current one)
+
+A crash before step 4 leaves an unreferenced generation (collected by a later commit) and the old
+state in force; step 4 is one atomic operation (os.replace locally, a conditional PUT on S3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from spotlake.clock import Clock, ensure_utc
+from spotlake.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
+from spotlake.storage.backend import Backend
+from spotlake.storage.base import StateSnapshot
+from spotlake.storage.layout import (
+    CURRENT_KEY,
+    GENERATIONS_PREFIX,
+    Pointer,
+    check_name,
+    decode_doc,
+    decode_frame,
+    encode_doc,
+    encode_frame,
+    generation_prefix,
+    new_version,
+    version_seq,
+)
+
+__all__ = ["DEFAULT_KEEP_GENERATIONS", "Generations", "Publication"]
+
+log = logging.getLogger(__name__)
+
+#: Generations kept after a commit (the current one included). Two or more lets a reader that
+#: started just before a commit finish reading the generation it found, and leaves the operator
+#: a few previous states to roll back to (docs/operations.md, "Recovery").
+DEFAULT_KEEP_GENERATIONS = 5
+
+#: What a generation's manifest says it publishes: the stage and the frame keys staged in it.
+Publication = tuple[str, tuple[str, ...]]
+
+
+class Generations:
+    """The committed state of one store (see the module docstring)."""
+
+    def __init__(self, backend: Backend, *, clock: Clock, keep: int) -> None:
+        if keep < 1:
+            raise ConfigError(f"keep_generations must be at least 1, got {keep}")
+        self._backend = backend
+        self._clock = clock
+        self._keep = keep
+
+    @property
+    def url(self) -> str:
+        return self._backend.url
+
+    def _pointer(self) -> tuple[Pointer, str] | None:
+        found = self._backend.read_pointer(CURRENT_KEY)
+        if found is None:
+            return None
+        data, token = found
+        return Pointer.decode(data, where=f"{self.url}/{CURRENT_KEY}"), token
+
+    @property
+    def version(self) -> str | None:
+        """The committed version, without reading the state itself."""
+        found = self._pointer()
+        return found[0].version if found else None
+
+    def read_state(self, *, frames: bool = True) -> StateSnapshot:
+        """The committed state; ``frames=False`` skips the (possibly large) state frames."""
+        # A commit that lands between reading CURRENT and reading the files can garbage-collect
+        # the generation we found only after `keep` further commits; retry once for good measure.
+        for attempt in range(2):
+            found = self._pointer()
+            if found is None:
+                return StateSnapshot(version=None)
+            pointer = found[0]
+            try:
+                return self._read_generation(pointer, with_frames=frames)
+            except _MissingGenerationFile:
+                if attempt == 1 or self.version == pointer.version:
+                    raise CorruptStoreError(
+                        f"{self.url}: the committed state {pointer.version} is incomplete (a file is "
+                        "missing); nothing was changed. Point state/CURRENT at a previous generation "
+                        "(docs/operations.md, 'Recovery')"
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_generation(self, pointer: Pointer, *, with_frames: bool) -> StateSnapshot:
+        prefix = generation_prefix(pointer.version)
+        manifest = self._get_required(prefix + "manifest.json")
+        body = decode_doc(manifest, where=f"{self.url}/{prefix}manifest.json")
+        frame_names = [str(n) for n in body.get("frames", [])]
+        doc_names = [str(n) for n in body.get("docs", [])]
+        frames: dict[str, pd.DataFrame] = {}
+        if with_frames:
+            for name in frame_names:
+                key = f"{prefix}frames/{name}.parquet"
+                frames[name] = decode_frame(self._get_required(key), where=f"{self.url}/{key}")
+        docs: dict[str, dict[str, Any]] = {}
+        for name in doc_names:
+            key = f"{prefix}docs/{name}.json"
+            docs[name] = decode_doc(self._get_required(key), where=f"{self.url}/{key}")
+        return StateSnapshot(
+            version=pointer.version,
+            frames=frames,
+            docs=docs,
+            committed_at=pointer.committed_at,
+            run_id=pointer.run_id,
+        )
+
+    def _get_required(self, key: str) -> bytes:
+        data = self._backend.get(key)
+        if data is None:
+            raise _MissingGenerationFile(key)
+        return data
+
+    def commit_state(
+        self,
+        *,
+        expected_version: str | None,
+        frames: Mapping[str, pd.DataFrame],
+        docs: Mapping[str, Mapping[str, Any]],
+        run_id: str | None = None,
+        publication: Publication | None = None,
+    ) -> str:
+        """Replace the whole state (exactly ``frames`` and ``docs``) if it is still ``expected_version``.
+
+        Returns the new version. Raises :class:`~spotlake.errors.ConflictError` when another run
+        committed since ``expected_version`` was read (nothing of ours is published then).
+        """
+        # Encode everything first: bad names or data fail before a single byte is written.
+        encoded: dict[str, bytes] = {}
+        for name, frame in frames.items():
+            check_name("state frame", name)
+            if not isinstance(frame, pd.DataFrame):
+                raise ConfigError(f"state frame {name!r} is a {type(frame).__name__}, not a DataFrame")
+            encoded[f"frames/{name}.parquet"] = encode_frame(frame, what=f"state frame {name!r}")
+        for name, doc in docs.items():
+            check_name("state document", name)
+            encoded[f"docs/{name}.json"] = encode_doc(doc, name=name)
+
+        found = self._pointer()
+        current = found[0] if found else None
+        token = found[1] if found else None
+        current_version = current.version if current else None
+        if current_version != expected_version:
+            raise ConflictError(self._conflict_message(expected_version, current))
+
+        version = new_version(current.seq if current else 0)
+        prefix = generation_prefix(version)
+        now = ensure_utc(self._clock.now())
+        written: list[str] = []
+        try:
+            for rel, data in encoded.items():
+                self._backend.put(prefix + rel, data)
+                written.append(prefix + rel)
+            manifest = {
+                "format": 1,
+                "version": version,
+                "parent": current_version,
+                "run_id": run_id,
+                "created_at": now.isoformat(),
+                "frames": sorted(frames),
+                "docs": sorted(docs),
+                "rows": {name: len(frame) for name, frame in frames.items()},
+            }
+            if publication is not None:
+                manifest["publishes"] = {"stage": publication[0], "frames": list(publication[1])}
+            self._backend.put(prefix + "manifest.json", encode_doc(manifest, name="manifest"))
+            written.append(prefix + "manifest.json")
+        except BaseException:
+            # Leave nothing half-written behind when we can; a crash (no chance to run this)
+            # leaves an unreferenced generation that a later commit collects.
+            self._discard(written)
+            raise
+        previous = (current_version, *current.previous) if current and current_version else ()
+        pointer = Pointer(
+            version=version,
+            seq=(current.seq if current else 0) + 1,
+            committed_at=now,
+            run_id=run_id,
+            previous=previous[: self._keep - 1],
+        )
+        try:
+            self._backend.swap_pointer(CURRENT_KEY, pointer.encode(), token=token)
+        except BaseException as exc:
+            # The write may have landed even though it reported failure (a lost response whose
+            # retry then fails its own precondition): look before deciding it did not.
+            landed = self._pointer_or_none()
+            if landed is not None and landed.version == version and isinstance(exc, Exception):
+                log.warning(
+                    "%s: the state pointer write reported %r but did land; commit kept", self.url, exc
+                )
+            else:
+                if landed is not None and landed.version != version:
+                    self._discard(written)  # definitely unpublished: remove it now
+                if isinstance(exc, ConflictError):
+                    raise ConflictError(self._conflict_message(expected_version, landed)) from None
+                raise
+        self._collect_garbage(pointer)
+        return version
+
+    def rollback(self, version: str, *, expected_version: str | None, run_id: str | None = None) -> None:
+        """Make a kept earlier generation the committed state again (operator recovery).
+
+        The generation must still exist and be readable; the one rolled back from stays among the
+        kept generations, so the rollback itself can be undone the same way.
+        """
+        found = self._pointer()
+        if found is None:
+            raise ConflictError(f"{self.url} has no committed state to roll back")
+        current, token = found
+        if current.version != expected_version:
+            raise ConflictError(self._conflict_message(expected_version, current))
+        if version_seq(version) is None:
+            raise ConfigError(f"{version!r} is not a generation id (see store.generations())")
+        probe = Pointer(version=version, seq=current.seq, committed_at=current.committed_at)
+        try:
+            self._read_generation(probe, with_frames=True)  # refuse to publish an unreadable state
+        except _MissingGenerationFile as exc:
+            raise CorruptStoreError(
+                f"{self.url}: generation {version} is incomplete or gone ({exc})"
+            ) from None
+        # seq keeps growing so versions written after the rollback still sort after everything.
+        previous = (current.version, *(v for v in current.previous if v != version))
+        pointer = Pointer(
+            version=version,
+            seq=current.seq + 1,
+            committed_at=ensure_utc(self._clock.now()),
+            run_id=run_id or "rollback",
+            previous=previous[: max(self._keep - 1, 1)],
+        )
+        self._backend.swap_pointer(CURRENT_KEY, pointer.encode(), token=token)
+
+    def _pointer_or_none(self) -> Pointer | None:
+        try:
+            found = self._pointer()
+        except StorageError:
+            return None
+        return found[0] if found else None
+
+    def _conflict_message(self, expected: str | None, current: Pointer | None) -> str:
+        if current is None:
+            now = "the store has no committed state"
+        else:
+            by = f" by run {current.run_id!r}" if current.run_id else ""
+            now = f"it is now {current.version} (committed{by} at {current.committed_at.isoformat()})"
+        return (
+            f"{self.url}: state changed underneath this run: expected version {expected!r}, but {now}. "
+            "Another run committed first; nothing of this run's state was published. Re-read the state "
+            "and run again (hold store.lock() to serialise runs)"
+        )
+
+    def _discard(self, keys: Sequence[str]) -> None:
+        try:
+            self._backend.delete(keys)
+        except Exception as exc:  # cleanup is best effort; the GC of a later commit retries it
+            log.warning("could not remove unpublished state files under %s: %s", self.url, exc)
+
+    def _collect_garbage(self, pointer: Pointer) -> None:
+        """Delete generations that are neither kept nor possibly still being written."""
+        keep = {pointer.version, *pointer.previous}
+        try:
+            doomed: list[str] = []
+            for key in self._backend.list_tree(GENERATIONS_PREFIX):
+                version = key[len(GENERATIONS_PREFIX) :].split("/", 1)[0]
+                seq = version_seq(version)
+                # A generation with a higher seq may belong to a run still committing on top of
+                # this one: never touch it. Same or lower seq and not kept: superseded or orphaned.
+                if seq is not None and seq <= pointer.seq and version not in keep:
+                    doomed.append(key)
+            if doomed:
+                self._backend.delete(doomed)
+        except Exception as exc:  # the commit itself succeeded; the next commit retries the cleanup
+            log.warning("garbage collection of old generations under %s failed: %s", self.url, exc)
+
+    def generations(self) -> list[str]:
+        """Versions present in the store (committed, kept or orphaned), oldest first."""
+        names = {
+            key[len(GENERATIONS_PREFIX) :].split("/", 1)[0]
+            for key in self._backend.list_tree(GENERATIONS_PREFIX)
+        }
+        return sorted(n for n in names if version_seq(n) is not None)
+
+    def publication(self) -> Publication | None:
+        """The stage the committed generation publishes (``None``: none, or no state yet)."""
+        found = self._pointer()
+        if found is None:
+            return None
+        prefix = generation_prefix(found[0].version)
+        data = self._backend.get(prefix + "manifest.json")
+        if data is None:
+            return None
+        body = decode_doc(data, where=f"{self.url}/{prefix}manifest.json").get("publishes")
+        if not isinstance(body, dict):
+            return None
+        return str(body["stage"]), tuple(str(k) for k in body.get("frames", ()))
+
+    def kept_publications(self) -> set[str]:
+        """Stages named by any kept generation (the sweep must not touch them)."""
+        stages: set[str] = set()
+        for version in self.generations():
+            prefix = generation_prefix(version)
+            data = self._backend.get(prefix + "manifest.json")
+            if data is None:
+                continue
+            body = decode_doc(data, where=f"{self.url}/{prefix}manifest.json").get("publishes")
+            if isinstance(body, dict):
+                stages.add(str(body.get("stage")))
+        return stages
+
+
+class _MissingGenerationFile(StorageError):
+    """Internal: a file named by the committed generation is absent (maybe collected meanwhile)."""
