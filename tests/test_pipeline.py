@@ -25,7 +25,7 @@ from spotlake.collect.auth import TokenProvider
 from spotlake.collect.redirect import RedirectTransport, redirect_azure_transport
 from spotlake.errors import LockedError
 from spotlake.model import CHANGES_SCHEMA, SNAPSHOT_SCHEMA, Source
-from spotlake.pipeline import AzureAccess, CycleOptions, RunReport, RunStatus, run_cycle
+from spotlake.pipeline import AzureAccess, CycleOptions, RunReport, RunStatus, arun_cycle, run_cycle
 from spotlake.storage import ObjectStore, open_store
 from spotlake.storage.local import LocalBackend
 from spotlake.testing.azure import AzureEmulator
@@ -278,3 +278,22 @@ def test_a_failed_price_crawl_stops_the_sps_calls_and_publishes_nothing(tmp_path
     assert emu.stats.count("sps") == 0
     assert store.read_state().version == before.version
     assert store.run_times("merged") == [run_time(0)], "the failed run left no frames"
+
+
+def test_a_cycle_runs_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """A notebook's cells run inside an event loop: the blocking facade and the async core both work."""
+    emu = emulator()
+    store = open_store(str(tmp_path))
+
+    async def notebook_cell() -> tuple[RunReport, RunReport]:
+        asyncio.get_running_loop()  # we are inside a running loop, as in Jupyter
+        emu.clock.set(run_time(0))  # type: ignore[attr-defined]
+        blocking = run_cycle(run_time(0), store=store, azure=in_process_access(emu), clock=emu.clock)
+        emu.clock.set(run_time(1))  # type: ignore[attr-defined]
+        awaited = await arun_cycle(run_time(1), store=store, azure=in_process_access(emu), clock=emu.clock)
+        return blocking, awaited
+
+    blocking, awaited = asyncio.run(notebook_cell())
+    assert blocking.status is RunStatus.COMMITTED, blocking.error
+    assert awaited.status is RunStatus.COMMITTED, awaited.error
+    assert [blocking.desired_count, awaited.desired_count] == [1, 5]

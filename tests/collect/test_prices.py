@@ -17,7 +17,7 @@ from spotlake.collect.base import AzureEndpoints
 from spotlake.collect.http import Backoff
 from spotlake.collect.prices import (
     PRICE_FILTER,
-    SPECULATION,
+    LOOKAHEAD,
     PriceCollector,
     PriceResult,
     is_sovereign,
@@ -88,7 +88,7 @@ def test_clean_crawl_matches_ground_truth(world: World) -> None:
     assert_matches_world(result, world)
     assert result.report.planned == pages
     # Every page once; the only extra requests are probes/speculation past the end.
-    assert pages <= result.report.requests <= pages + SPECULATION + 3
+    assert pages <= result.report.requests <= pages + LOOKAHEAD + 3
     assert result.report.retried == 0
 
 
@@ -195,7 +195,7 @@ def test_schedule_fetches_each_page_once_and_wastes_little(pages: int) -> None:
     assert len(result.frame) == total
     assert len(sent) == len(set(sent)), "no page is fetched twice"
     assert set(range(pages)) <= set(sent)
-    assert len(sent) - pages <= SPECULATION + math.ceil(math.log2(pages + 1)) + 2
+    assert len(sent) - pages <= LOOKAHEAD + math.ceil(math.log2(pages + 1)) + 2
 
 
 def test_loopback_with_faults(world: World) -> None:

@@ -4,7 +4,7 @@
   and the subscription ids to spread SPS calls over. Built from explicit arguments,
   :meth:`~AzureCredentials.from_env` (``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``,
   ``AZURE_CLIENT_SECRET``, ``AZURE_SUBSCRIPTION_IDS``) or :meth:`~AzureCredentials.from_dynamodb`
-  (the original deployment's ``AzureAuth`` table, SPEC §4.1).
+  (the original deployment's ``AzureAuth`` table, docs/sps-and-credentials.md).
 - :class:`TokenProvider`: wraps ``azure.identity.ClientSecretCredential`` (imported lazily), caches
   the token, refreshes it ``refresh_margin`` before it expires *on the injected clock*, and offers
   :meth:`~TokenProvider.force_refresh` for the collector's 401 path. Sync and async access; it also
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 #: OAuth scope of Azure Resource Manager (the SPS API lives there).
 MANAGEMENT_SCOPE: Final = "https://management.azure.com/.default"
-#: The original deployment's credentials table (SPEC §4.1).
+#: The original deployment's credentials table (docs/sps-and-credentials.md).
 DEFAULT_AUTH_TABLE: Final = "AzureAuth"
 #: Item keys in that table: one service principal for zonal, one for regional collection.
 DYNAMODB_KEY_ZONAL: Final = "login_auth_az_true"
@@ -144,7 +144,7 @@ class AzureCredentials:
         key_attribute: str = "id",
         region_name: str | None = None,
     ) -> AzureCredentials:
-        """Read the original deployment's item (SPEC §4.1).
+        """Read the original deployment's item (docs/sps-and-credentials.md).
 
         The item is ``{key_attribute: key, "data": {...}}`` with ``data`` holding ``tenant_id``,
         ``client_id``, ``client_secret`` and ``subscriptions`` (comma-separated string or list).

@@ -1,6 +1,6 @@
 """Eviction rates ("IF", interruption frequency) from Azure Resource Graph's ``SpotResources`` table.
 
-The query (SPEC §1.3) lists one row per (location, size) with an eviction-rate bucket ("0-5",
+The query (docs/collectors.md) lists one row per (location, size) with an eviction-rate bucket ("0-5",
 "5-10", "10-15", "15-20", "20+" percent). Pages are chained by ``$skipToken``, so they are fetched
 one after another; each page is retried on 429/5xx/timeouts/resets/undecodable bodies with the
 injected clock. A page that finally fails ends the crawl (the next token is unknown) and is

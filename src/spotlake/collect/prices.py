@@ -14,12 +14,12 @@ Up to ``concurrency`` requests are in flight from the start, chosen so that almo
   known fault of the API: we fall back to ``$skip``), *terminal* otherwise (short or empty);
 - every page below the highest known continuing page holds data and is certainly needed, and so
   is the page right after it (data or the terminal page). These are fetched first, lowest first,
-  plus (until a terminal page is seen) a few (``SPECULATION``) past it to keep the pipe full;
+  plus (until a terminal page is seen) a few (``LOOKAHEAD``) past it to keep the pipe full;
 - *probes* find the end: while no terminal page is known they gallop (pages 2, 4, 8, ..., four in
   flight), then three probes at a time split the gap between the highest requested page and the
   lowest terminal page into quarters (when the gap is that small, they simply fetch it). A
   probe that lands inside the list is a page we need anyway; only probes past the end are
-  wasted (a few during the gallop, about one per bisection step) plus at most ``SPECULATION``
+  wasted (a few during the gallop, about one per bisection step) plus at most ``LOOKAHEAD``
   fill pages, whatever the concurrency;
 - once the terminal page is known, requests past it are cancelled and never retried;
 - JSON decoding (~10 ms of CPU per 620 KB page) runs on one worker thread and does not hold a
@@ -31,7 +31,7 @@ its ``$skip``; by default missing pages raise :class:`~spotlake.errors.Incomplet
 (``allow_partial=True`` returns the partial frame instead, with the report listing them).
 Truncated or malformed pages are retried like a 5xx.
 
-Filters and prices (SPEC §1.2)
+Filters and prices (docs/collectors.md)
 ------------------------------
 Kept: Linux (``productName`` without "Windows"), ``type == "Consumption"`` (drops
 ``DevTestConsumption``), not Low Priority, not expired ("Expired" in the meter/sku name or an
@@ -85,7 +85,7 @@ DEFAULT_MAX_PAGES: Final = 10_000
 #: terminal page is known yet. They keep the pipe full while the probes gallop ahead; they can only
 #: be wasted on a list shorter than the gallop's reach (the original's 12 threads overshoot every
 #: list by up to 11 pages plus the empty page).
-SPECULATION: Final = 12
+LOOKAHEAD: Final = 12
 #: Probes in flight while galloping towards the end (targets double: 2, 4, 8, ...).
 GALLOP_PROBES: Final = 4
 #: Probes per bisection step once a terminal page is known (they split the gap in equal parts).
@@ -361,7 +361,7 @@ class _Crawl:
             # The bisection probes lift top_continuing in big steps; speculating here could only
             # fetch pages past the end.
             return min(self.top_continuing + 1, self.first_terminal - 1)
-        return self.top_continuing + 1 + min(SPECULATION, self.c.concurrency)
+        return self.top_continuing + 1 + min(LOOKAHEAD, self.c.concurrency)
 
     def _next_fill(self) -> int | None:
         limit = min(self._certain_limit(), self.c.max_pages - 1)

@@ -1,4 +1,4 @@
-"""The original deployment's S3 layout (SPEC 4.1), for teams migrating from the original collector.
+"""The original deployment's S3 layout (docs/operations.md), for teams migrating from the original collector.
 
 Opt-in: our layout stays the default. :class:`CompatWriter` writes, per run, into ``bucket``
 (the original used ``spotlake``)::

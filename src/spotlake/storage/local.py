@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError, ConflictError, LockedError, StorageError
+from spotlake.retry import polling
 from spotlake.storage.base import LockInfo
 from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
 
@@ -272,16 +273,14 @@ class LocalBackend:
         except OSError as exc:
             raise StorageError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
         try:
-            deadline = self._clock.monotonic() + max(timeout, 0.0)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    remaining = deadline - self._clock.monotonic()
-                    if remaining <= 0:
-                        raise LockedError(self._locked_message(_read_holder(fd), timeout)) from None
-                    self._clock.sleep(min(self._poll, remaining))
+            try:
+                for attempt in polling(
+                    clock=self._clock, timeout=timeout, every=self._poll, on=BlockingIOError
+                ):
+                    with attempt:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(self._locked_message(_read_holder(fd), timeout)) from None
             previous = _read_holder(fd)
             now = ensure_utc(self._clock.now())
             info = LockInfo(

@@ -32,6 +32,7 @@ import attrs
 
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError, ConflictError, LockedError, StorageError
+from spotlake.retry import polling
 from spotlake.storage.aws import (
     ACCESS_DENIED_CODES,
     error_code,
@@ -55,6 +56,9 @@ DEFAULT_S3_LOCK_TTL = timedelta(minutes=30)
 
 #: How often a waiting locker polls the lock object (seconds, on the store's clock).
 LOCK_POLL_SECONDS = 5.0
+
+#: Immediate re-tries when the lock object changes between our look and our conditional write.
+_MAX_RACES = 20
 
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -245,9 +249,20 @@ class S3Backend:
 
     @contextlib.contextmanager
     def _run_lock(self, run_id: str, timeout: float) -> Iterator[LockInfo]:
-        deadline = self._clock.monotonic() + max(timeout, 0.0)
-        races = 0
-        while True:
+        try:
+            for attempt in polling(clock=self._clock, timeout=timeout, every=self._poll, on=_Held):
+                with attempt:
+                    etag, info = self._take(run_id)
+        except _Held as held:
+            raise LockedError(self._locked_message(held.holder, timeout)) from None
+        try:
+            yield info
+        finally:
+            self._release(etag, info)
+
+    def _take(self, run_id: str) -> tuple[str, LockInfo]:
+        """Take the lock now, or raise :class:`_Held` naming its live holder."""
+        for _race in range(_MAX_RACES):
             now = ensure_utc(self._clock.now())
             info = LockInfo(
                 run_id=run_id, owner=self._owner(), acquired_at=now, expires_at=now + self._lock_ttl
@@ -255,35 +270,25 @@ class S3Backend:
             body = _encode_lock(info)
             etag = self._conditional_put(body, {"IfNoneMatch": "*"})
             if etag is not None:
-                break
+                return etag, info
             found = self._get(LOCK_KEY)
             holder = _decode_lock(found[0]) if found else None
-            if found is None or holder is None or holder.expires_at is None or holder.expires_at <= now:
-                # Gone, unreadable or expired: take it (over) at once, conditionally, so of two
-                # waiting runs only one succeeds; the loser looks again.
-                if found is not None:
-                    etag = self._conditional_put(body, {"IfMatch": found[1]})
-                    if etag is not None:
-                        previous = holder.describe() if holder else "an unreadable lock object"
-                        info = attrs.evolve(info, recovered=previous)
-                        log.warning(
-                            "%s: took over the expired lock of %s (never released: presumably it died)",
-                            self.url,
-                            previous,
-                        )
-                        break
-                races += 1
-                if races > 20:  # a lock that keeps changing hands this fast means a misbehaving peer
-                    raise LockedError(f"store {self.url}: the lock object keeps changing; try again later")
-                continue
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                raise LockedError(self._locked_message(holder, timeout))
-            self._clock.sleep(min(self._poll, remaining))
-        try:
-            yield info
-        finally:
-            self._release(etag, info)
+            if found is not None and holder is not None and holder.expires_at and holder.expires_at > now:
+                raise _Held(holder)
+            # Gone, unreadable or expired: take it (over) at once, conditionally, so of two waiting
+            # runs only one succeeds; the loser looks again.
+            if found is not None:
+                etag = self._conditional_put(body, {"IfMatch": found[1]})
+                if etag is not None:
+                    previous = holder.describe() if holder else "an unreadable lock object"
+                    log.warning(
+                        "%s: took over the expired lock of %s (never released: presumably it died)",
+                        self.url,
+                        previous,
+                    )
+                    return etag, attrs.evolve(info, recovered=previous)
+        # A lock that keeps changing hands this fast means a misbehaving peer.
+        raise LockedError(f"store {self.url}: the lock object keeps changing; try again later")
 
     def _release(self, etag: str, info: LockInfo) -> None:
         try:
@@ -377,3 +382,11 @@ class S3Store(ObjectStore):
     def object_key(self, rel: str) -> str:
         """The full S3 key of a store-relative key (e.g. ``state/CURRENT``)."""
         return self._s3.key(rel)
+
+
+class _Held(Exception):
+    """Internal: the lock is held by a live run (retried until the timeout)."""
+
+    def __init__(self, holder: LockInfo) -> None:
+        super().__init__(holder.describe())
+        self.holder = holder

@@ -18,7 +18,7 @@ Layouts (``layout=``):
     would collide. Measures: ``ondemand_price``, ``spot_price``, ``savings_pct``, ``if_score``
     (DOUBLE); ``score_value``, ``t2``, ``t3`` (BIGINT); ``quota_available``, ``ceased`` (BOOLEAN);
     ``score``, ``eviction_bucket``, ``family``, ``change`` (VARCHAR).
-``"original"`` (SPEC 4.1, for an existing deployment of the original collector), measure name
+``"original"`` (docs/operations.md, for an existing deployment of the original collector), measure name
     ``azure_values``: dimensions ``InstanceTier``, ``InstanceType`` (size split at the first ``_``),
     ``Region`` (display name), ``AvailabilityZone`` (``N/A`` when regional, as the original wrote);
     measures ``DesiredCount``, ``OndemandPrice``, ``SpotPrice``, ``IF``, ``T2``, ``T3`` (DOUBLE)
@@ -43,6 +43,7 @@ import pandas as pd
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError, SinkError
 from spotlake.model import CHANGES_SCHEMA
+from spotlake.retry import backing_off
 from spotlake.storage.aws import ACCESS_DENIED_CODES, error_code, error_message, make_client
 from spotlake.storage.base import SinkReport
 
@@ -231,22 +232,9 @@ class TimestreamSink:
         calls = retried = 0
         final_rejects: list[tuple[int, str]] = []
         for batch in _chunks(range(len(records)), MAX_RECORDS_PER_CALL):
-            pending = list(batch)
-            for attempt in range(1, self.max_attempts + 1):
-                calls += 1
-                rejected = self._write_batch([records[i] for i in pending], common)
-                if not rejected:
-                    break
-                retryable = [(pending[idx], reason) for idx, reason, final in rejected if not final]
-                final_rejects.extend((pending[idx], reason) for idx, reason, final in rejected if final)
-                if not retryable:
-                    break
-                if attempt == self.max_attempts:
-                    final_rejects.extend(retryable)
-                    break
-                pending = [i for i, _ in retryable]
-                retried += len(pending)
-                self.clock.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            sent = self._send(records, list(batch), common)
+            calls, retried = calls + sent.calls, retried + sent.retried
+            final_rejects.extend(sent.rejected)
         report = SinkReport(
             sink="timestream",
             records=len(records) - len(final_rejects),
@@ -263,6 +251,27 @@ class TimestreamSink:
                 f"{index} ({records[index]['Dimensions']}): {reason}"
             )
         return report
+
+    def _send(self, records: list[dict[str, Any]], pending: list[int], common: dict[str, Any]) -> _Sent:
+        """One batch, re-sending only the records rejected for a reason that may pass next time."""
+        sent = _Sent()
+        try:
+            for attempt in backing_off(
+                clock=self.clock, attempts=self.max_attempts, base=RETRY_BASE_SECONDS, on=_Rejected
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        sent.retried += len(pending)
+                    sent.calls += 1
+                    rejected = self._write_batch([records[i] for i in pending], common)
+                    sent.rejected.extend((pending[i], reason) for i, reason, final in rejected if final)
+                    retryable = [(pending[i], reason) for i, reason, final in rejected if not final]
+                    if retryable:
+                        pending = [i for i, _ in retryable]
+                        raise _Rejected(retryable)
+        except _Rejected as exc:  # still rejected after the last attempt
+            sent.rejected.extend(exc.records)
+        return sent
 
     def _write_batch(
         self, records: list[dict[str, Any]], common: dict[str, Any]
@@ -312,3 +321,20 @@ class TimestreamSink:
         if code == "ValidationException":
             return f"{self.where} refused the records as invalid: {text}"
         return f"writing to {self.where} failed: {code or type(exc).__name__}: {text}"
+
+
+class _Rejected(Exception):
+    """Internal: records the service rejected but may accept when sent again."""
+
+    def __init__(self, records: list[tuple[int, str]]) -> None:
+        super().__init__(f"{len(records)} record(s) rejected")
+        self.records = records
+
+
+@attrs.define
+class _Sent:
+    """What sending one batch took: calls, records re-sent, records finally rejected."""
+
+    calls: int = 0
+    retried: int = 0
+    rejected: list[tuple[int, str]] = attrs.field(factory=list)
