@@ -22,9 +22,10 @@ from storage_samples import RAW_FRAMES, RUN_AT, changes_frame, snapshot_frame, s
 from spotlake.clock import FakeClock
 from spotlake.errors import ConfigError, ConflictError, CorruptStoreError, LockedError, StorageError
 from spotlake.model import CHANGES_SCHEMA, SNAPSHOT_SCHEMA, empty_frame
-from spotlake.storage import LocalStore, open_store
-from spotlake.storage import local as local_mod
+from spotlake.storage import LocalStore, ObjectStore, open_store
 from spotlake.storage.base import SnapshotStore
+from spotlake.storage.local import LocalBackend
+from spotlake.testing.backends import FaultyBackend
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -267,68 +268,60 @@ def test_missing_generation_file_is_reported(store: LocalStore) -> None:
 COMMIT_WRITES = 4
 
 
-@pytest.mark.parametrize("fail_in", ["write", "fsync", "replace"])
 @pytest.mark.parametrize("step", range(1, COMMIT_WRITES + 1))
-def test_commit_interrupted_at_every_step_keeps_the_old_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str, step: int
-) -> None:
-    store = LocalStore(tmp_path, fsync=True)
+def test_commit_interrupted_at_every_step_keeps_the_old_state(tmp_path: Path, step: int) -> None:
+    store = LocalStore(tmp_path, fsync=False)
     old = store.commit_state(expected_version=None, frames=state_frames(), docs=state_docs(), run_id="old")
     new_frames = {"history": state_frames()["history"].iloc[:1]}
-    calls = 0
-    if fail_in == "write":
-        real_write = local_mod.LocalBackend.put
-
-        def failing_put(self: local_mod.LocalBackend, key: str, data: bytes) -> None:
-            nonlocal calls
-            calls += 1
-            if calls == step:
-                raise StorageError(f"cannot write {key}: No space left on device")
-            real_write(self, key, data)
-
-        monkeypatch.setattr(local_mod.LocalBackend, "put", failing_put)
-    else:
-        real = os.fsync if fail_in == "fsync" else os.replace
-        # Each write fsyncs the file, then its directory (a failure there is tolerated): so the
-        # step-th write's file fsync is the (2*step-1)-th call.
-        fail_at = 2 * step - 1 if fail_in == "fsync" else step
-
-        def boom(*args: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == fail_at:
-                raise OSError(28, "No space left on device")
-            return real(*args)
-
-        monkeypatch.setattr(local_mod.os, fail_in, boom)
+    faulty = FaultyBackend(LocalBackend(tmp_path, fsync=False), fail_at=step, error="No space left on device")
     with pytest.raises(StorageError, match="No space left"):
-        store.commit_state(expected_version=old, frames=new_frames, docs={"d": {}})
-    monkeypatch.undo()
+        ObjectStore(faulty).commit_state(expected_version=old, frames=new_frames, docs={"d": {}})
+    assert faulty.failed is not None and faulty.failed[0] == ("put", "put", "put", "swap_pointer")[step - 1]
     reopened = LocalStore(tmp_path, fsync=False)
     state = reopened.read_state()
     assert state.version == old and state.run_id == "old"
     assert_state_equal(state.frames, state_frames())
     assert state.docs == state_docs()
     assert reopened.generations() == [old]  # the half-written generation was removed
-    assert not list(tmp_path.rglob(".*.tmp"))
     # ... and a later commit succeeds.
     newer = reopened.commit_state(expected_version=old, frames=new_frames, docs={})
     assert LocalStore(tmp_path).read_state().version == newer
 
 
-def test_put_frame_interrupted_keeps_the_previous_file(
-    store: LocalStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+_FULL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    sys.path.insert(0, {src!r})
+    from spotlake.errors import StorageError
+    from spotlake.storage.local import LocalBackend
+    backend = LocalBackend({root!r})
+    # A real write failure, no patching: the process may not write files over 64 KiB (EFBIG), as if
+    # the disk filled up mid-write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    try:
+        backend.put({key!r}, b"x" * 1_000_000)
+    except StorageError as exc:
+        print("StorageError:", exc)
+        sys.exit(0)
+    sys.exit("the write did not fail")
+    """
+)
+
+
+def test_a_write_that_fails_mid_file_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """The local backend's atomic put under a real OS write failure (a file size limit)."""
+    store = LocalStore(tmp_path, fsync=False)
     first = snapshot_frame(3)
-    store.put_frame(kind="merged", at=RUN_AT, frame=first)
-
-    def boom(*_args: Any) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(local_mod.os, "replace", boom)
-    with pytest.raises(StorageError, match="Input/output error"):
-        store.put_frame(kind="merged", at=RUN_AT, frame=snapshot_frame(9))
-    monkeypatch.undo()
+    key = store.put_frame(kind="merged", at=RUN_AT, frame=first)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK.format(src=SRC, root=str(tmp_path), key=key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "StorageError: cannot write" in proc.stdout, proc.stdout + proc.stderr
     pd.testing.assert_frame_equal(store.read_frame(kind="merged", at=RUN_AT), first)
     assert [p.name for p in (store.root / "merged").rglob("*") if p.is_file()] == ["12-30.parquet"]
 
