@@ -28,6 +28,25 @@ def test_import_spotlake_does_not_import_heavy_sdks() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_the_verbs_are_public_and_loading_them_stays_light() -> None:
+    code = (
+        "import sys, spotlake;"
+        "assert 'spotlake.pipeline' not in sys.modules, 'import spotlake loads nothing eagerly';"
+        "from spotlake import run_cycle, arun_cycle, open_store, plan_calls, store_status, CycleOptions,"
+        " AzureAccess, AzureCredentials, RunStatus;"
+        "assert set(spotlake.__all__) <= set(dir(spotlake));"
+        "[getattr(spotlake, n) for n in spotlake.__all__];"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'azure', 'moto'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import spotlake
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        spotlake.nope  # noqa: B018
+
+
 def test_secret_is_redacted_everywhere() -> None:
     s = Secret("hunter2-very-secret")
     for shown in (repr(s), str(s), f"{s}", f"{s!r}", repr([s]), repr({"k": s})):

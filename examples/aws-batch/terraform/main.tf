@@ -1,4 +1,4 @@
-# spotlake collector on AWS Batch (SPEC §7): one container job every 10 minutes on Spot capacity.
+# spotlake collector on AWS Batch (examples/README.md): one container job every 10 minutes on Spot capacity.
 #
 # What is created: an S3 bucket for the store (spotlake's Parquet layout under var.store_prefix),
 # optionally the DynamoDB table holding the Azure credentials item and the Timestream database/table,
@@ -39,7 +39,7 @@ locals {
   store_prefix = trim(var.store_prefix, "/")
   store_url    = "s3://${aws_s3_bucket.data.bucket}/${local.store_prefix}"
 
-  # The item the CLI reads with --credentials dynamodb (spotlake.collect.auth, SPEC §4.1):
+  # The item the CLI reads with --credentials dynamodb (spotlake.collect.auth, docs/sps-and-credentials.md):
   # key attribute "id", "login_auth_az_true" for zonal runs and "login_auth_az_false" with --regional.
   auth_item_key  = var.regional ? "login_auth_az_false" : "login_auth_az_true"
   auth_table_arn = "arn:${local.partition}:dynamodb:${var.region}:${local.account_id}:table/${var.auth_table_name}"

@@ -34,9 +34,9 @@ from spotlake.collect.sps import FailedCall
 from spotlake.errors import ConfigError, ConflictError, CorruptStoreError, PlanError
 from spotlake.model import SPS_SCHEMA, Source, conform, empty_frame
 from spotlake.pipeline._collection import price_collector
+from spotlake.pipeline._run import run_id_of, run_locked
 from spotlake.pipeline._sps import PriceCrawl, SpsOutcome, collect_calls, day_plan, ledger_for
 from spotlake.pipeline._start import RunStart, begin
-from spotlake.pipeline.cycle import run_id_of, run_locked
 from spotlake.pipeline.options import CycleEnv
 from spotlake.pipeline.report import RunReport, RunStatus, ShardProgress
 from spotlake.pipeline.state import QUOTA_DOC, shard_ledger_doc

@@ -1,0 +1,206 @@
+"""A run under the lock: start from the committed state, collect, score, stage, commit, deliver.
+
+:func:`run_locked` is the body every committing run shares: an unsharded cycle
+(:mod:`spotlake.pipeline.cycle`) calls it with live SPS collection, a sharded run's finaliser
+(:mod:`spotlake.pipeline.shards`) with the merged parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import attrs
+import pandas as pd
+
+from spotlake.errors import ConflictError, IncompleteDataError, SpotlakeError
+from spotlake.model import Source
+from spotlake.pipeline._collection import Collected, collect
+from spotlake.pipeline._delivery import Delivery, deliver, deliver_owed
+from spotlake.pipeline._sps import SpsSource
+from spotlake.pipeline._start import RunStart, begin
+from spotlake.pipeline.options import CycleEnv
+from spotlake.pipeline.report import RunReport, RunStatus, UnknownPairs
+from spotlake.pipeline.state import (
+    LAST_RUN_DOC,
+    OUTBOX_DOC,
+    PLAN_DOC,
+    ROTATION_DOC,
+    DayPlan,
+    LastRun,
+    Outbox,
+)
+from spotlake.scoring.engine import Coverage, ScoringState, score_run
+from spotlake.scoring.rotation import finish_run, learn_invalid
+from spotlake.serde import dump_doc
+from spotlake.storage.base import FrameKind, RunStage
+
+__all__ = ["SourceFactory", "run_id_of", "run_locked", "score_and_commit"]
+
+log = logging.getLogger(__name__)
+
+#: Builds the run's SPS source once its start is known (live collection, or merged shard parts).
+SourceFactory = Callable[[RunStart], SpsSource]
+
+
+def run_id_of(at: datetime) -> str:
+    """``2026-01-01T12:30``: the run minute as the run's identity (lock holder, commit)."""
+    return f"{at:%Y-%m-%dT%H:%M}"
+
+
+async def run_locked(at: datetime, env: CycleEnv, sps: SourceFactory) -> RunReport:
+    """Steps 2-8 under the lock, with the run's SPS from ``sps(start)``."""
+    store = env.store
+    store.publish_pending()
+    start = begin(store.read_state(), at, where=store.url)
+    if isinstance(start, RunReport):
+        return start
+    _sweep(env)
+    owed = deliver_owed(env, start.undelivered)
+    collected = await collect(env, env.token(), start, sps(start))
+    # Scoring and writing take seconds of CPU and blocking I/O: keep the event loop free.
+    return await asyncio.to_thread(score_and_commit, at, env, start, collected, owed)
+
+
+def _sweep(env: CycleEnv) -> None:
+    try:
+        env.store.sweep(older_than=env.opts.stale_after)
+    except SpotlakeError as exc:  # housekeeping; the next run tries again
+        log.warning("could not sweep abandoned stages under %s: %s", env.store.url, exc)
+
+
+def score_and_commit(
+    at: datetime, env: CycleEnv, start: RunStart, collected: Collected, owed: Delivery
+) -> RunReport:
+    """Steps 6-8, shared by plain and sharded runs."""
+    store, opts, decision = env.store, env.opts, start.decision
+    sps = collected.sps
+    if not sps.report.succeeded and sps.report.planned:
+        reasons = sorted({str(f.reason) for f in sps.failed_calls})
+        raise IncompleteDataError(
+            f"sps: none of the {sps.report.planned} calls succeeded ({', '.join(reasons)}); "
+            f"the count {decision.desired_count} will be retried next run. "
+            f"First failure: {sps.report.failures[0]}",
+            source=Source.SPS,
+            missing=[str(f) for f in sps.report.failures[:20]],
+        )
+    prev = ScoringState.from_frames(start.state.frames) if start.state.frames else None
+    covered = Coverage(
+        sps_pairs=sorted(sps.covered_pairs),
+        prices_complete=collected.prices.report.complete,
+        eviction_complete=collected.eviction.report.complete,
+        skus_complete=collected.skus.report.complete,
+        zonal=opts.zonal,
+    )
+    scored = score_run(
+        prev,
+        sps=sps.frame,
+        prices=collected.prices.frame,
+        eviction=collected.eviction.frame,
+        skus=collected.skus.frame,
+        at=at,
+        desired_count=decision.desired_count,
+        covered=covered,
+        max_age=opts.history_max_age,
+    )
+    # A call that failed for quota or transient reasons means this count is not fully collected:
+    # the rotation retries it next run instead of skipping it silently (for shards: over the union).
+    rotation = finish_run(
+        learn_invalid(start.rotation, regions=sps.invalid_regions, sizes=sps.invalid_sizes),
+        decision,
+        succeeded=not sps.retry_count,
+    )
+    failed_pairs = sorted(sps.failed_pairs)
+    report = RunReport(
+        at=at,
+        status=RunStatus.COMMITTED,
+        desired_count=decision.desired_count,
+        new_day=decision.new_day,
+        plan=sps.plan.report,
+        collectors={
+            Source.PRICES: collected.prices.report,
+            Source.SPS: sps.report,
+            Source.EVICTION: collected.eviction.report,
+            Source.SKUS: collected.skus.report,
+        },
+        scoring=scored.report,
+        failed_calls=len(sps.failed_calls),
+        unknown=UnknownPairs(count=len(failed_pairs), sample=tuple(failed_pairs[:20])),
+    )
+    outbox = Outbox(runs=(*owed.owed, at)) if env.has_sinks else Outbox(runs=owed.owed)
+    # Documents this run does not write (another mode's quota ledgers, say) are carried over: a
+    # commit replaces the whole state.
+    docs = dict(start.state.docs)
+    docs.update({name: dump_doc(ledger) for name, ledger in sps.ledgers.items()})
+    docs.update(
+        {
+            ROTATION_DOC: dump_doc(rotation),
+            PLAN_DOC: dump_doc(DayPlan(date=start.day, plan=sps.plan)),
+            LAST_RUN_DOC: dump_doc(LastRun(at=at, desired_count=decision.desired_count, report=report)),
+            OUTBOX_DOC: dump_doc(outbox),
+        }
+    )
+    stage = store.stage(at)
+    frames = {
+        (FrameKind.RAW, Source.PRICES): collected.prices.frame,
+        (FrameKind.RAW, Source.SPS): sps.frame,
+        (FrameKind.RAW, Source.EVICTION): collected.eviction.frame,
+        (FrameKind.RAW, Source.SKUS): collected.skus.frame,
+        (FrameKind.MERGED, None): scored.snapshot,
+        (FrameKind.CHANGES, None): scored.changes,
+    }
+    try:
+        for (kind, source), frame in frames.items():
+            stage.put_frame(kind=kind, source=source, frame=frame)
+        version = store.commit_state(
+            expected_version=start.state.version,
+            frames=scored.state.to_frames(),
+            docs=docs,
+            run_id=run_id_of(at),
+            publish=stage,
+        )
+    except ConflictError:
+        _discard(env, stage)  # definitely not committed
+        raise
+    except SpotlakeError:
+        # Maybe committed (a lost answer): the sweep removes the stage later unless a kept
+        # generation names it, so a commit that did land keeps its frames.
+        raise
+    report = attrs.evolve(report, state_version=version, undelivered=owed.owed)
+    return _deliver_run(env, report, owed, changes=scored.changes, snapshot=scored.snapshot)
+
+
+def _discard(env: CycleEnv, stage: RunStage) -> None:
+    try:
+        env.store.discard(stage)
+    except SpotlakeError as exc:
+        log.warning("could not remove the stage of a run that did not commit (the sweep will): %s", exc)
+
+
+def _deliver_run(
+    env: CycleEnv, report: RunReport, owed: Delivery, *, changes: pd.DataFrame, snapshot: pd.DataFrame
+) -> RunReport:
+    """Feed the sinks the run just committed (after what was owed); a failure is reported, not raised."""
+    if not env.has_sinks:
+        return report
+    if owed.error is not None:
+        # The sinks are failing: this run waits in the outbox behind the runs already owed.
+        return attrs.evolve(
+            report,
+            sinks=owed.sinks,
+            delivery_error=f"{owed.error} (a later run delivers the {len(owed.owed) + 1} run(s) owed)",
+            undelivered=(*owed.owed, report.at),
+        )
+    try:
+        sinks = deliver(env, report.at, changes=changes, snapshot=snapshot, counts=report.counts)
+    except SpotlakeError as exc:
+        log.error("run %s committed but the sinks were not fed: %s", report.at.isoformat(), exc)
+        return attrs.evolve(
+            report,
+            sinks=owed.sinks,
+            delivery_error=f"{type(exc).__name__}: {exc} (a later run delivers it again)",
+            undelivered=(report.at,),
+        )
+    return attrs.evolve(report, sinks=(*owed.sinks, *sinks), undelivered=())
