@@ -9,27 +9,32 @@ Priority meters, ``DevTestConsumption`` rows, expired meters, older versions of 
 and US Government regions. Some sizes are sold on demand only (no spot row).
 
 Rows are kept compact (one small tuple each) and rendered to JSON a page at a time.
+:class:`PricesService` answers the HTTP requests from a :class:`PriceTable`; ``$filter`` is
+compiled by :mod:`~spotlake.testing.azure.price_filter`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import quote
 
 import attrs
 
+from spotlake.testing.azure._replies import Reply, ServiceRequest, error_reply, ok_reply
+from spotlake.testing.azure.price_filter import FilterError, compile_filter, series_label
 from spotlake.testing.regions import SOVEREIGN_REGIONS
 from spotlake.testing.world import PRICE_EPOCH, World
 
-__all__ = ["PAGE_SIZE", "FilterError", "PriceRow", "PriceTable"]
+if TYPE_CHECKING:
+    from spotlake.testing.azure.emulator import AzureEmulator
+
+__all__ = ["PAGE_SIZE", "FilterError", "PriceRow", "PriceTable", "PricesService"]
 
 PAGE_SIZE: Final = 1000
 #: A future price version starts here: far enough ahead that no test clock reaches it.
@@ -59,10 +64,6 @@ _KINDS: Final = (
 )
 
 
-class FilterError(ValueError):
-    """A ``$filter`` the emulator cannot parse; answered with HTTP 400 naming the clause."""
-
-
 @attrs.frozen(kw_only=True, slots=True)
 class PriceRow:
     """One price item, before rendering: enough to compute every field of the real item."""
@@ -76,12 +77,6 @@ class PriceRow:
     start: datetime
     end: datetime | None = None
     version: int = 0
-
-
-def _series_label(family: str) -> str:
-    # standardDSv3Family -> DSv3 (the real productName says "Virtual Machines DSv3 Series").
-    label = family.removeprefix("standard").removeprefix("basic").removesuffix("Family")
-    return label or family
 
 
 def _guid(key: str) -> str:
@@ -230,7 +225,7 @@ class PriceTable:
             "winlowpri": " Low Priority",
             "expired": " Expired",
         }.get(row.kind, "")
-        product = f"Virtual Machines {_series_label(row.family)} Series" + (" Windows" if windows else "")
+        product = f"Virtual Machines {series_label(row.family)} Series" + (" Windows" if windows else "")
         price = round(row.price * rate, 6)
         meter_key = (row.region, row.size, row.kind)
         item: dict[str, object] = {
@@ -321,130 +316,57 @@ class PriceTable:
         return max(1, -(-n // PAGE_SIZE))
 
 
-# --- $filter ---------------------------------------------------------------------------------
+class PricesService:
+    """Answers ``GET /api/retail/prices`` from the price table of ``emu.world`` (built on first use)."""
 
-_CLAUSE = re.compile(
-    r"^\s*(?:(?P<field>[A-Za-z]+)\s+(?P<op>eq|ne)\s+'(?P<value>(?:[^']|'')*)'"
-    r"|(?P<fn>contains|startswith|endswith)\(\s*(?P<ffield>[A-Za-z]+)\s*,\s*'(?P<fvalue>(?:[^']|'')*)'\s*\))\s*$"
-)
+    endpoint = "prices"
 
+    def __init__(self, emu: AzureEmulator) -> None:
+        self._emu = emu
+        self._lock = threading.Lock()
+        self._table: PriceTable | None = None
 
-def _split_and(text: str) -> list[str]:
-    # Split on " and " outside quotes.
-    parts, depth_quote, start, i = [], False, 0, 0
-    lower = text.lower()
-    while i < len(text):
-        if text[i] == "'":
-            depth_quote = not depth_quote
-        elif not depth_quote and lower.startswith(" and ", i):
-            parts.append(text[start:i])
-            start = i + 5
-            i += 4
-        i += 1
-    parts.append(text[start:])
-    out = []
-    for part in (p.strip() for p in parts):
-        out.append(part[1:-1].strip() if part.startswith("(") and part.endswith(")") else part)
-    return out
+    @property
+    def table(self) -> PriceTable:
+        """The price table (built on first use: a default world has ~200k rows)."""
+        with self._lock:
+            if self._table is None:
+                self._table = PriceTable(self._emu.world)
+            return self._table
 
+    def accepts(self, method: str, path: str) -> bool:
+        return path.lower().rstrip("/") == "/api/retail/prices" and method == "GET"
 
-def _field_getter(name: str) -> Callable[[PriceRow], str]:
-    table = _FIELD_GETTERS.get(name)
-    if table is None:
-        raise FilterError(f"Invalid OData filter: unknown field '{name}'")
-    return table
-
-
-def _sku_label(r: PriceRow) -> str:
-    sku = r.size.removeprefix("Standard_").removeprefix("Basic_").replace("_", " ")
-    suffix = {
-        "spot": " Spot",
-        "winspot": " Spot",
-        "devtestspot": " Spot",
-        "lowpri": " Low Priority",
-        "winlowpri": " Low Priority",
-        "expired": " Expired",
-    }.get(r.kind, "")
-    return sku + suffix
-
-
-def _product(r: PriceRow) -> str:
-    windows = r.kind in ("windows", "winspot", "winlowpri", "devtest", "devtestspot")
-    return f"Virtual Machines {_series_label(r.family)} Series" + (" Windows" if windows else "")
-
-
-def _type(r: PriceRow) -> str:
-    return "DevTestConsumption" if r.kind.startswith("devtest") else "Consumption"
-
-
-_FIELD_GETTERS: Final[Mapping[str, Callable[[PriceRow], str]]] = {
-    "armRegionName": lambda r: r.region,
-    "location": lambda r: r.location,
-    "armSkuName": lambda r: r.size,
-    "serviceName": lambda r: "Virtual Machines",
-    "serviceFamily": lambda r: "Compute",
-    "serviceId": lambda r: "DZH318Z0BQPS",
-    "productName": _product,
-    "skuName": _sku_label,
-    "meterName": _sku_label,
-    "type": _type,
-    "unitOfMeasure": lambda r: "1 Hour",
-}
-
-
-_STRING_FUNCTIONS: Final[Mapping[str, Callable[[str, str], bool]]] = {
-    "contains": str.__contains__,
-    "startswith": str.startswith,
-    "endswith": str.endswith,
-}
-
-
-def _price_type(value: str) -> Callable[[PriceRow], bool]:
-    def pred(r: PriceRow) -> bool:
-        t = _type(r)
-        return t == value or (value == "Consumption" and t == "DevTestConsumption")
-
-    return pred
-
-
-def _equals(get: Callable[[PriceRow], str], value: str) -> Callable[[PriceRow], bool]:
-    return lambda r: get(r) == value
-
-
-def _negate(pred: Callable[[PriceRow], bool]) -> Callable[[PriceRow], bool]:
-    return lambda r: not pred(r)
-
-
-def _string_function(
-    fn: Callable[[str, str], bool], get: Callable[[PriceRow], str], value: str
-) -> Callable[[PriceRow], bool]:
-    return lambda r: bool(fn(get(r), value))
-
-
-def compile_filter(text: str) -> Callable[[PriceRow], bool]:
-    """A predicate for the OData subset the real API accepts: clauses joined by ``and``, each
-    ``field eq|ne 'value'`` or ``contains|startswith|endswith(field, 'value')``.
-
-    ``priceType eq 'Consumption'`` matches ``type`` Consumption *and* DevTestConsumption (as the
-    live API does: DevTest rows come through that filter, so collectors must drop them).
-    """
-    if not text.strip():
-        return lambda _r: True
-    preds: list[Callable[[PriceRow], bool]] = []
-    for clause in _split_and(text):
-        m = _CLAUSE.match(clause)
-        if m is None:
-            raise FilterError(f"Invalid OData filter clause: {clause!r}")
-        if m["field"]:
-            field, value = m["field"], m["value"].replace("''", "'")
-            pred = _price_type(value) if field == "priceType" else _equals(_field_getter(field), value)
-            preds.append(pred if m["op"] == "eq" else _negate(pred))
-        else:
-            get = _field_getter(m["ffield"])
-            preds.append(_string_function(_STRING_FUNCTIONS[m["fn"]], get, m["fvalue"].replace("''", "'")))
-    return lambda r: all(p(r) for p in preds)
-
-
-def dumps(payload: object) -> bytes:
-    """Compact, key-order-preserving JSON (byte-identical for identical payloads)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    def __call__(self, request: ServiceRequest) -> Reply:
+        currency = request.query.get("currencyCode", "USD").strip().strip("'\"").upper() or "USD"
+        if currency not in CURRENCY_RATES:
+            return error_reply(400, "InvalidCurrencyCode", f"Invalid currency code '{currency}'.", "prices")
+        raw_skip = request.query.get("$skip", "0") or "0"
+        try:
+            skip = int(raw_skip)
+            if skip < 0:
+                raise ValueError(raw_skip)
+        except ValueError:
+            return error_reply(400, "InvalidSkip", f"Invalid value '{raw_skip}' for $skip.", "prices")
+        odata, decision = request.query.get("$filter", ""), request.decision
+        empty: Literal["", "null"] | None = None
+        if decision.empty_next_link:
+            empty = "" if decision.salt % 2 else "null"  # both spellings have been seen: "" and null
+        try:
+            page = self.table.page(
+                odata_filter=odata,
+                skip=skip,
+                currency=currency,
+                base_url=request.base_url,
+                empty_next_link=empty,
+            )
+        except FilterError as exc:
+            return error_reply(400, "InvalidFilter", str(exc), "prices")
+        if decision.drift:
+            items = page["Items"]
+            assert isinstance(items, list)
+            for item in items:
+                # Optional fields vanish (as they have over the API's versions).
+                for key in ("isPrimaryMeterRegion", "tierMinimumUnits", "effectiveEndDate", "location"):
+                    item.pop(key, None)
+        return ok_reply(page, "prices")
