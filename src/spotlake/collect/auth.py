@@ -156,8 +156,13 @@ class AzureCredentials:
         where = f"DynamoDB table {table!r}, item {item_key!r}"
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("dynamodb", region_name=region_name)
+            # No endpoint discovery (optional for DynamoDB): its answer would override a configured
+            # endpoint (AWS_ENDPOINT_URL...), as spotlake.storage.aws.make_client explains.
+            client = boto3.client(
+                "dynamodb", region_name=region_name, config=Config(endpoint_discovery_enabled=False)
+            )
         from boto3.dynamodb.types import TypeDeserializer
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -28,12 +28,31 @@ ACCESS_DENIED_CODES = frozenset(
 
 
 def make_client(service: str, *, region_name: str | None = None) -> Any:
-    """A boto3 client for ``service`` from the default credential chain."""
+    """A boto3 client for ``service`` from the default credential chain and endpoint settings.
+
+    The endpoint settings are ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>`` and the shared
+    config file's ``endpoint_url`` (globally or in a ``services`` section); botocore applies them to
+    every client. A service with endpoint discovery (Timestream write) needs one more step: botocore
+    skips discovery only for an ``endpoint_url`` passed to the client, so with a *configured*
+    endpoint it still asks that endpoint for an address (``DescribeEndpoints``) and sends the writes
+    there, which is the real service when the configured endpoint is a local stand-in. A configured
+    endpoint is therefore passed explicitly, and wins over discovery.
+    """
     try:
         import boto3
     except ImportError as exc:  # pragma: no cover - boto3 is a declared dependency
         raise StorageError(f"the {service} adapter needs boto3: pip install boto3") from exc
-    return boto3.client(service, region_name=region_name) if region_name else boto3.client(service)
+    where: dict[str, Any] = {"region_name": region_name} if region_name else {}
+    client = boto3.client(service, **where)
+    if client.meta.service_model.endpoint_discovery_operation is None:
+        return client
+    from botocore.config import Config
+
+    # The endpoint the client would use without the settings: a different one means a configured one.
+    default = boto3.client(service, config=Config(ignore_configured_endpoint_urls=True), **where)
+    if client.meta.endpoint_url == default.meta.endpoint_url:
+        return client
+    return boto3.client(service, endpoint_url=client.meta.endpoint_url, **where)
 
 
 def error_code(exc: BaseException) -> str | None:
