@@ -143,7 +143,7 @@ class IdentityService:
             return oauth_error("invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.", 90002, ep)
         if oidc is not None:
             return ok_reply(_openid_configuration(f"{request.base_url}/{tenant}"), ep)
-        form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        form = _form(request.body)
         if form.get("grant_type") != "client_credentials":
             return oauth_error(
                 "unsupported_grant_type",
@@ -155,7 +155,9 @@ class IdentityService:
             return oauth_error(
                 "unauthorized_client", "AADSTS700016: Application was not found in the directory.", 700016, ep
             )
-        if not hmac.compare_digest(form.get("client_secret", ""), emu.client_secret):
+        # Compared as UTF-8 bytes: compare_digest refuses str with non-ASCII characters, and a
+        # secret that is not ours, whatever its characters, is simply a wrong secret.
+        if not hmac.compare_digest(form.get("client_secret", "").encode(), emu.client_secret.encode()):
             return oauth_error(
                 "invalid_client", "AADSTS7000215: Invalid client secret provided.", 7000215, ep, status=401
             )
@@ -169,6 +171,15 @@ class IdentityService:
             },
             ep,
         )
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """The last value of each parameter of a form-encoded body.
+
+    Bytes that are not UTF-8, raw or percent-encoded, become U+FFFD (so they match no credential);
+    a body that is not a form yields no usable parameters.
+    """
+    return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 def _openid_configuration(tenant_url: str) -> dict[str, object]:
