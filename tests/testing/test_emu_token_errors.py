@@ -1,8 +1,8 @@
 """The token endpoint answers odd credentials and bodies with Entra ID's OAuth errors, never a crash.
 
-Non-ASCII secrets, client ids and tenants, secrets that are not valid UTF-8: each gets the 400/401
-``{"error", "error_description", "error_codes"}`` reply the Microsoft identity platform gives,
-in-process, over the loopback server, and through azure-identity.
+Non-ASCII secrets, client ids and tenants, bodies that are not valid UTF-8 or not form-encoded: each
+gets the 400/401 ``{"error", "error_description", "error_codes"}`` reply the Microsoft identity
+platform gives, in-process, over the loopback server, and through azure-identity.
 """
 
 from __future__ import annotations
@@ -111,6 +111,24 @@ def test_a_non_ascii_tenant_is_not_found(emu: AzureEmulator, login: httpx.Client
     assert tenant in token.json()["error_description"]
     config = login.get(f"/{quote(tenant)}/v2.0/.well-known/openid-configuration")
     assert_oauth_error(config, 400, "invalid_request", 90002)
+
+
+def test_a_body_that_is_not_a_form_misses_the_grant_type(emu: AzureEmulator, login: httpx.Client) -> None:
+    path = token_path(emu.tenant_id)
+    # A JSON body with every right value (a common client mistake): Entra ID sees no parameters.
+    as_json = login.post(path, json=form(emu))
+    assert_oauth_error(as_json, 400, "invalid_request", 900144)
+    assert "'grant_type'" in as_json.json()["error_description"]
+    for body in (b"", b"\xff\xfe\x00\x80not utf-8 at all", "sécret".encode()):
+        reply = login.post(path, content=body, headers=FORM_TYPE)
+        assert_oauth_error(reply, 400, "invalid_request", 900144)
+
+
+def test_a_form_without_a_client_id_names_it(emu: AzureEmulator, login: httpx.Client) -> None:
+    body = {k: v for k, v in form(emu).items() if k != "client_id"}
+    reply = login.post(token_path(emu.tenant_id), data=body)
+    assert_oauth_error(reply, 400, "invalid_request", 900144)
+    assert "'client_id'" in reply.json()["error_description"]
 
 
 def test_the_right_credentials_still_get_a_token(emu: AzureEmulator, login: httpx.Client) -> None:

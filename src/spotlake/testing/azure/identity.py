@@ -144,6 +144,15 @@ class IdentityService:
         if oidc is not None:
             return ok_reply(_openid_configuration(f"{request.base_url}/{tenant}"), ep)
         form = _form(request.body)
+        missing = next((name for name in ("grant_type", "client_id") if name not in form), None)
+        if missing is not None:
+            # Also the answer to a body that is not form-encoded (JSON, say): it has no parameters.
+            return oauth_error(
+                "invalid_request",
+                f"AADSTS900144: The request body must contain the following parameter: '{missing}'.",
+                900144,
+                ep,
+            )
         if form.get("grant_type") != "client_credentials":
             return oauth_error(
                 "unsupported_grant_type",
