@@ -54,8 +54,8 @@ def test_moto_honours_conditional_puts(s3_client: Any) -> None:
 
 
 def test_parse_s3_url() -> None:
-    assert parse_s3_url("s3://b/x/y/") == ("b", "x/y")
-    assert parse_s3_url("s3://b") == ("b", "")
+    assert parse_s3_url("s3://bkt/x/y/") == ("bkt", "x/y")  # a bucket name has 3 characters or more
+    assert parse_s3_url("s3://bkt") == ("bkt", "")
     with pytest.raises(ConfigError):
         parse_s3_url("s3:///x")
 

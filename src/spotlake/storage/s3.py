@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ from spotlake.storage.aws import (
 from spotlake.storage.base import LockInfo
 from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
 
-__all__ = ["DEFAULT_S3_LOCK_TTL", "S3Backend", "S3Store", "parse_s3_url"]
+__all__ = ["DEFAULT_S3_LOCK_TTL", "S3Backend", "S3Store", "bucket_name_problem", "parse_s3_url"]
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,56 @@ _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
+#: S3's naming rules for general purpose buckets, besides length and characters: reserved prefixes
+#: and suffixes (access point and Multi-Region Access Point aliases, directory and table buckets).
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+_IP_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
+def bucket_name_problem(bucket: str) -> str | None:
+    """The S3 naming rule ``bucket`` breaks (a phrase for a message), or ``None`` for a valid name.
+
+    The rules of general purpose buckets: 3 to 63 characters; lowercase letters, digits, dots and
+    hyphens; a letter or digit first and last; no two dots in a row; not an IP address; none of the
+    reserved prefixes and suffixes.
+    """
+    if not 3 <= len(bucket) <= 63:
+        return f"a bucket name must have 3 to 63 characters (this one has {len(bucket)})"
+    bad = sorted(set(bucket) - _BUCKET_CHARS, key=bucket.index)
+    if bad:
+        found = ", ".join(repr(c) for c in bad)
+        return f"a bucket name may contain only lowercase letters, digits, dots and hyphens (found {found})"
+    if not (bucket[0].isalnum() and bucket[-1].isalnum()):
+        return "a bucket name must start and end with a letter or digit"
+    if ".." in bucket:
+        return "a bucket name must not contain two dots in a row"
+    if _IP_ADDRESS.fullmatch(bucket):
+        return "a bucket name must not be formatted as an IP address"
+    for prefix in _RESERVED_PREFIXES:
+        if bucket.startswith(prefix):
+            return f"the prefix {prefix!r} is reserved by S3"
+    for suffix in _RESERVED_SUFFIXES:
+        if bucket.endswith(suffix):
+            return f"the suffix {suffix!r} is reserved by S3"
+    return None
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``.
+
+    :class:`ConfigError` (a usage error, before any network call) for anything else, including a
+    bucket name S3 does not allow (:func:`bucket_name_problem`).
+    """
     if not url.startswith("s3://"):
         raise ConfigError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
     bucket, _, prefix = url[len("s3://") :].partition("/")
     if not bucket:
         raise ConfigError(f"S3 URL {url!r} names no bucket (expected s3://bucket/prefix)")
+    problem = bucket_name_problem(bucket)
+    if problem is not None:
+        raise ConfigError(f"S3 URL {url!r}: {bucket!r} is not a valid bucket name: {problem}")
     return bucket, prefix.strip("/")
 
 
