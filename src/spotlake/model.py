@@ -20,7 +20,8 @@ Schemas (column -> pandas dtype):
     SPS columns, prices, eviction, family, T2/T3 and the observation time. Rows without an SPS
     partner (a price with no score) are kept with ``<NA>`` SPS columns.
 ``CHANGES_SCHEMA`` (what goes to the time-series sink): the snapshot columns plus ``change``
-    ("new", "changed" or "ceased") and ``changed_fields`` (comma-separated value columns).
+    (a :class:`ChangeKind`: "new", "changed", "ceased" or "expired") and ``changed_fields``
+    (comma-separated value columns).
 """
 
 from __future__ import annotations
@@ -274,7 +275,11 @@ class ChangeKind(StrEnum):
 
     NEW = "new"
     CHANGED = "changed"
+    #: The offering is gone: the API stopped answering the key, or its pair left the support set.
     CEASED = "ceased"
+    #: Not observed for longer than the history's max age (e.g. its calls kept failing): no longer
+    #: current, but not known to be gone.
+    EXPIRED = "expired"
 
 
 #: Change kinds in a changeset, in order.

@@ -354,9 +354,10 @@ def test_applying_each_changeset_to_the_previous_view_gives_the_new_view(steps):
         ]
         cov = Coverage(sps_pairs=sorted(s["covered"]), prices_complete=s["prices_complete"])
         result = run(state, count, rows, at=at, covered=cov, price_pairs=sorted(s["priced"]), spot=s["spot"])
-        prev_view = state.expire(pd.Timestamp(at), DEFAULT_MAX_AGE)[0].view()
+        prev_view = state.view()
         # The law: a consumer keeping count-level columns per key and cell/pair-level columns
-        # per cell, each from the latest record, reconstructs the new state's view exactly.
+        # per cell, each from the latest record, reconstructs the new state's view exactly, with no
+        # knowledge of the max age (keys forgotten by age arrive as `expired` records).
         replayed = apply_levels(prev_view, result.changes)
         pd.testing.assert_frame_equal(sort_view(replayed)[cols], result.state.view()[cols])
         # And the changeset holds only real changes: each changed row differs from what that
@@ -366,7 +367,9 @@ def test_applying_each_changeset_to_the_previous_view_gives_the_new_view(steps):
         before = changed[list(SNAPSHOT_KEY)].merge(known, on=list(SNAPSHOT_KEY), how="left")
         fields = changed_fields(differences(before, changed.reset_index(drop=True)))
         assert fields.tolist() == changed["changed_fields"].tolist()
-        counted = result.report.new + result.report.changed + result.report.ceased
+        expired = int((result.changes["change"] == "expired").sum())
+        assert expired <= result.report.expired
+        counted = result.report.new + result.report.changed + result.report.ceased + expired
         assert counted == len(result.changes)
         state = result.state
 
@@ -487,3 +490,102 @@ def test_a_state_written_before_levelling_is_compared_with_each_cells_latest_obs
     assert again.changes.empty
     # Observing count 1 rewrote its slot: the state is levelled again.
     assert (again.state.view()["spot_price"] == 0.03).all()
+
+
+# --- a failed call means unknown, never gone (regressions from the ground-truth check) ----------
+
+UNPRICED = ("westus", D2)  # scored only because it sits in a planned rectangle: no price at all
+
+
+def test_a_failed_call_leaves_an_unpriced_pair_unknown_not_ceased():
+    """Before: gone = ~priced & ~observed ceased it, and the next run brought it back as new."""
+    rows = [*BASE, (D2, "westus", "1", "High")]
+    first = run(None, 1, rows, at=T0, covered=Coverage(sps_pairs=[*PAIRS, UNPRICED], prices_complete=True))
+    assert first.state.view()["region"].eq("westus").any()
+    # Next rotation of count 1: the call that held westus failed (quota); prices are complete.
+    failed = Coverage(sps_pairs=PAIRS, failed_pairs=[UNPRICED], prices_complete=True)
+    later = T0 + timedelta(minutes=110)
+    second = run(first.state, 1, BASE, at=later, covered=failed)
+    assert "ceased" not in kinds(second), second.changes
+    assert second.report.unknown == 1 and second.report.ceased == 0
+    assert second.state.view()["region"].eq("westus").any(), "its last value is kept"
+    # When the call succeeds again the key is unchanged, not new.
+    third = run(second.state, 1, rows, at=later + timedelta(minutes=110), covered=first_cov(rows))
+    assert third.report.new == 0
+
+
+def first_cov(rows):
+    return Coverage(sps_pairs=sorted({(r, s) for s, r, _, _ in rows}), prices_complete=True)
+
+
+def test_a_key_the_successful_call_no_longer_answers_ceases():
+    first = run(None, 1, BASE, at=T0)
+    # The call for both pairs succeeded but the answer has no row for DC2 any more.
+    second = run(first.state, 1, BASE[:2], at=T0 + timedelta(minutes=110))
+    ceased = second.changes[second.changes["change"] == "ceased"]
+    assert ceased["size"].tolist() == [DC2]
+
+
+def test_a_pair_that_keeps_on_demand_but_loses_its_spot_price_ceases():
+    """Before: a pair with an on-demand price counted as priced, so it never ceased."""
+    first = run(None, 1, BASE, at=T0)
+    od_only = prices(PAIRS).assign(spot_price=[0.02, float("nan")], savings_pct=[80.0, float("nan")])
+    second = score_run(
+        first.state,
+        sps=sps(5, BASE[:2]),
+        prices=od_only,
+        eviction=eviction(PAIRS),
+        skus=SKUS,
+        at=T0 + timedelta(minutes=10),
+        desired_count=5,
+        covered=Coverage(sps_pairs=[("eastus", D2)], prices_complete=True),
+    )
+    ceased = second.changes[second.changes["change"] == "ceased"]
+    assert ceased["size"].tolist() == [DC2] and ceased["desired_count"].tolist() == [1]
+
+
+def test_keys_dropped_by_age_are_recorded_as_expired():
+    """Before: expiry forgot keys silently, so a reader of the changes kept them forever."""
+    first = run(None, 1, BASE, at=T0)
+    # Nothing is observed for longer than the max age (every call fails).
+    later = T0 + DEFAULT_MAX_AGE + timedelta(minutes=10)
+    nothing = Coverage(sps_pairs=[], failed_pairs=PAIRS, prices_complete=True)
+    second = run(first.state, 5, [], at=later, covered=nothing)
+    assert kinds(second) == {"expired": 3}
+    assert (second.changes["observed_at"] == pd.Timestamp(later)).all()
+    # A reader that applies the changes holds what the state holds: nothing.
+    assert apply_levels(first.state.view(), second.changes).empty and second.state.view().empty
+
+
+def test_a_key_forgotten_and_seen_again_in_one_run_is_recorded_once():
+    first = run(None, 1, BASE, at=T0)
+    second = run(first.state, 1, BASE, at=T0 + DEFAULT_MAX_AGE + timedelta(minutes=10))
+    assert kinds(second) == {"new": 3}
+    replayed = apply_levels(first.state.view(), second.changes)
+    cols = [*SNAPSHOT_KEY, *VALUE_COLUMNS]
+    pd.testing.assert_frame_equal(sort_view(replayed)[cols], second.state.view()[cols])
+
+
+def test_unpriced_rows_carry_the_region_display_name():
+    """Before: a scored pair without a price had an empty region_name."""
+    rows = [*BASE, (D2, "westus", "1", "High")]
+    result = run(
+        None, 1, rows, at=T0, covered=first_cov(rows), region_names={"eastus": "East US", "westus": "West US"}
+    )
+    snap = result.snapshot
+    assert snap.loc[snap["region"] == "westus", "region_name"].tolist() == ["West US"]
+
+
+def test_the_snapshot_serves_unknown_keys_with_their_last_values():
+    """Before: a pair whose call failed was a price-only row with no score, T2 or T3."""
+    first = run(None, 1, BASE, at=T0)
+    later = T0 + timedelta(minutes=110)
+    failed = Coverage(sps_pairs=[("eastus", DC2)], failed_pairs=[("eastus", D2)], prices_complete=True)
+    second = run(first.state, 1, BASE[2:], at=later, covered=failed, spot=0.03)
+    snap = second.snapshot
+    d2 = snap[snap["size"] == D2].sort_values("zone")
+    assert d2["score"].tolist() == ["High", "Medium"] and d2["t3"].notna().all()
+    assert (d2["observed_at"] == pd.Timestamp(T0)).all(), "the rows say when they were observed"
+    assert d2["spot_price"].tolist() == [0.03, 0.03], "prices are this run's"
+    assert d2["desired_count"].notna().all(), "no price-only hole for the pair"
+    assert second.report.stale_rows == 2

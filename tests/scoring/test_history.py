@@ -194,6 +194,8 @@ def test_engine_tiers_match_a_brute_force_replay(steps, max_age_minutes):
                 else:
                     mem.pop(count, None)
         got = result.snapshot.dropna(subset=["desired_count"])
+        # Rows observed now (unknown keys are served with their last values and older times).
+        got = got[got["observed_at"] == pd.Timestamp(at)]
         for _, r in got.iterrows():
             cell = (r["size"], r["region"], None if r["zone"] is pd.NA else r["zone"])
             slots = {c: s for c, (_, s) in memory[cell].items()}

@@ -1,4 +1,4 @@
-"""The original deployment's S3 layout (SPEC 4.1): exact keys and contents."""
+"""The original deployment's S3 layout (docs/operations.md): exact keys and contents."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ BUCKET = "spotlake-test-bucket"
 def body(client: Any, key: str) -> bytes:
     data: bytes = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     return data
+
+
+def test_a_row_served_with_its_last_known_values_says_when_it_was_observed() -> None:
+    snapshot = snapshot_frame(2)
+    snapshot.loc[1, "observed_at"] = pd.Timestamp(RUN_AT - timedelta(minutes=110))
+    frame = to_original_frame(snapshot, run_at=RUN_AT)
+    assert frame["time"].tolist() == [
+        f"{RUN_AT:%Y-%m-%d %H:%M:%S}",
+        f"{RUN_AT - timedelta(minutes=110):%Y-%m-%d %H:%M:%S}",
+    ]
 
 
 def test_original_columns() -> None:

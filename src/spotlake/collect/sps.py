@@ -11,7 +11,8 @@ the planner) for one desired count in zonal or regional mode::
 and returns an :class:`SpsResult`: a frame with :data:`spotlake.model.SPS_SCHEMA` (size, region,
 zone, desired_count, score, score_value, quota_available), a report whose numbers add up
 (``planned == succeeded + failed``), the updated quota ledger to persist, the invalid regions and
-sizes learned from 400 answers, each failed call with its reason, and the pairs actually scored.
+sizes learned from 400 answers, each failed call with its reason, and the pairs the successful calls
+asked about.
 
 How each call is treated (every request counts against the per-call cap ``max_attempts_per_call``
 and the run-wide cap ``max_total_attempts``, so no error pattern can burn the quota):
@@ -241,6 +242,7 @@ class SpsResult(CollectResult):
     invalid_regions: frozenset[str] = frozenset()
     invalid_sizes: frozenset[str] = frozenset()
     failed_calls: tuple[FailedCall, ...] = ()
+    #: The (region, size) pairs the successful calls asked about (learned-invalid values removed).
     covered_pairs: frozenset[tuple[str, str]] = frozenset()
     #: When the ledger has a free slot again (``None`` if it has no slots); set even on success.
     next_free_at: datetime | None = None
@@ -665,8 +667,16 @@ class SpsCollector:
             report.notes.append(
                 f"learned invalid regions {sorted(run.invalid_regions)} and sizes {sorted(run.invalid_sizes)}"
             )
+        # What the successful calls asked about (minus values learned invalid): a pair of these
+        # the answer left out is one the API stopped answering, unlike the pairs of failed calls.
         covered = frozenset(
-            zip(frame["region"].astype(str).tolist(), frame["size"].astype(str).tolist(), strict=True)
+            (r, sz)
+            for index, outcome in enumerate(outcomes)
+            if not isinstance(outcome, FailedCall)
+            for r in self.calls[index].regions
+            if r not in run.invalid_regions
+            for sz in self.calls[index].sizes
+            if sz not in run.invalid_sizes
         )
         log.info(
             "sps: %d/%d calls scored, %d failed, %d requests (%d retries), %d rows",

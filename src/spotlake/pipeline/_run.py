@@ -89,6 +89,7 @@ def score_and_commit(
     prev = ScoringState.from_frames(start.state.frames) if start.state.frames else None
     covered = Coverage(
         sps_pairs=sorted(sps.covered_pairs),
+        failed_pairs=sorted(sps.failed_pairs),
         prices_complete=collected.prices.report.complete,
         eviction_complete=collected.eviction.report.complete,
         skus_complete=collected.skus.report.complete,
@@ -104,6 +105,7 @@ def score_and_commit(
         desired_count=decision.desired_count,
         covered=covered,
         max_age=opts.history_max_age,
+        region_names=collected.prices.region_names,
     )
     # A call that failed for quota or transient reasons means this count is not fully collected:
     # the rotation retries it next run instead of skipping it silently (for shards: over the union).
@@ -112,7 +114,7 @@ def score_and_commit(
         decision,
         succeeded=not sps.retry_count,
     )
-    failed_pairs = sorted(sps.failed_pairs)
+    failed_pairs = sorted(sps.failed_pairs - sps.covered_pairs)
     report = RunReport(
         at=at,
         status=RunStatus.COMMITTED,
@@ -127,7 +129,7 @@ def score_and_commit(
         },
         scoring=scored.report,
         failed_calls=len(sps.failed_calls),
-        unknown=UnknownPairs(count=len(failed_pairs), sample=tuple(failed_pairs[:20])),
+        unknown=UnknownPairs(count=len(failed_pairs), pairs=tuple(failed_pairs)),
     )
     outbox = Outbox(runs=(*owed.owed, at)) if env.has_sinks else Outbox(runs=owed.owed)
     # Documents this run does not write (another mode's quota ledgers, say) are carried over: a

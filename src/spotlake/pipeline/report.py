@@ -55,11 +55,15 @@ class ShardProgress:
 
 @attrs.frozen(kw_only=True)
 class UnknownPairs:
-    """(region, size) pairs whose SPS call failed this run: their scores are unknown, not gone."""
+    """(region, size) pairs whose SPS call failed this run: their scores are unknown, not gone.
+
+    The snapshot serves their keys with the last known values (and the older ``observed_at``);
+    the changeset records nothing for them.
+    """
 
     count: int = 0
-    #: A sample for messages (the full list is in the SPS report's failures).
-    sample: tuple[tuple[str, str], ...] = ()
+    #: Every unknown pair, sorted.
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 def _collectors(value: Mapping[Source, CollectReport]) -> dict[Source, CollectReport]:

@@ -39,7 +39,15 @@ import numpy.typing as npt
 import pandas as pd
 
 from spotlake.errors import ConfigError
-from spotlake.model import CHANGE_KINDS, CHANGES_SCHEMA, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, Schema, conform
+from spotlake.model import (
+    CHANGE_KINDS,
+    CHANGES_SCHEMA,
+    SNAPSHOT_KEY,
+    SNAPSHOT_SCHEMA,
+    ChangeKind,
+    Schema,
+    conform,
+)
 
 __all__ = [
     "CELL_COLUMNS",
@@ -94,6 +102,8 @@ _KEY: Final = list(SNAPSHOT_KEY)
 _CELL: Final = ["size", "region", "zone"]
 #: Columns a consumer keeps per cell rather than per key (cell- and pair-level).
 _PER_CELL: Final = (*CELL_COLUMNS, *PAIR_COLUMNS)
+#: Change kinds that remove a key from a consumer's view.
+_REMOVALS: Final = (ChangeKind.CEASED.value, ChangeKind.EXPIRED.value)
 
 
 def frame_repr(frame: pd.DataFrame) -> str:
@@ -267,8 +277,12 @@ def latest_per_cell(frame: pd.DataFrame) -> pd.DataFrame:
     return ranked.drop_duplicates(_CELL, keep="first")
 
 
-def _checked_changes(p: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
-    """The changeset conformed, after checking it fits view ``p`` (see :func:`apply`)."""
+def _checked_changes(p: pd.DataFrame, changes: pd.DataFrame, *, new_replaces: bool = False) -> pd.DataFrame:
+    """The changeset conformed, after checking it fits view ``p`` (see :func:`apply`).
+
+    ``new_replaces``: a ``new`` row may name a key ``p`` has (a consumer's replay: a key forgotten
+    by age and observed again in the same run is recorded once, as new).
+    """
     ch = conformed(changes, CHANGES_SCHEMA, source="changeset")
     kinds = set(ch["change"].dropna().unique().tolist())
     unknown = sorted(kinds - set(CHANGE_KINDS))
@@ -279,7 +293,7 @@ def _checked_changes(p: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
     probe = ch[[*_KEY, "change"]].merge(p[_KEY].assign(_present=True), on=_KEY, how="left", sort=False)
     present = probe["_present"].notna().to_numpy()
     is_new = (probe["change"] == "new").to_numpy(dtype=bool)
-    if (present & is_new).any():
+    if (present & is_new).any() and not new_replaces:
         raise ConfigError("changeset marks as new a key the previous view already has")
     if (~present & ~is_new).any():
         raise ConfigError("changeset changes or ceases a key the previous view does not have")
@@ -290,7 +304,7 @@ def _replayed(p: pd.DataFrame, ch: pd.DataFrame) -> pd.DataFrame:
     """Rows of ``p`` whose key the changeset does not touch, plus its new and changed rows."""
     touched = p[_KEY].merge(ch[_KEY].assign(_hit=True), on=_KEY, how="left", sort=False)
     keep = p[touched["_hit"].isna().to_numpy()]
-    upserts = ch[ch["change"] != "ceased"][list(SNAPSHOT_SCHEMA)]
+    upserts = ch[~ch["change"].isin(_REMOVALS).to_numpy(dtype=bool)][list(SNAPSHOT_SCHEMA)]
     return pd.concat([keep, upserts], ignore_index=True)
 
 
@@ -310,16 +324,17 @@ def apply_levels(prev: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
     """Replay a levelled (engine) changeset on view ``prev``, the way a time-series consumer does.
 
     Per key, the count-level columns come from the key's latest record: its ``new``/``changed``
-    row in ``changes`` if any, else ``prev``'s row (``ceased`` keys are dropped). Per cell, the
-    cell- and pair-level columns come from the cell's latest record: its ``new``/``changed`` row in
-    ``changes`` if any (latest ``observed_at``, ties to the smallest count), else ``prev``'s latest
-    row of that cell. Every remaining key of a cell carries those cell values. ``observed_at`` is the
-    key's own. Same errors as :func:`apply`.
+    row in ``changes`` if any, else ``prev``'s row (``ceased`` and ``expired`` keys are dropped; a
+    ``new`` row replaces the key). Per cell, the cell- and pair-level columns come from the cell's
+    latest record: its ``new``/``changed`` row in ``changes`` if any (latest ``observed_at``, ties to
+    the smallest count), else ``prev``'s latest row of that cell. Every remaining key of a cell
+    carries those cell values. ``observed_at`` is the key's own. Same errors as :func:`apply`, but a
+    ``new`` row may name a key ``prev`` has.
     """
     p = _check_view(prev, "previous view")
-    ch = _checked_changes(p, changes)
+    ch = _checked_changes(p, changes, new_replaces=True)
     keyed = _replayed(p, ch)
-    upserts = ch[ch["change"] != "ceased"][list(SNAPSHOT_SCHEMA)]
+    upserts = ch[~ch["change"].isin(_REMOVALS).to_numpy(dtype=bool)][list(SNAPSHOT_SCHEMA)]
     # The changeset is newer than prev, so its records win; within each, the latest row per cell.
     memory = pd.concat([latest_per_cell(upserts), latest_per_cell(p)], ignore_index=True)
     memory = memory.drop_duplicates(_CELL, keep="first")[[*_CELL, *_PER_CELL]]

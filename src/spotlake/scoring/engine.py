@@ -42,7 +42,7 @@ equals ``result.state.view()`` on the key and value columns (tested).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -58,7 +58,9 @@ from spotlake.model import (
     PRICES_SCHEMA,
     SNAPSHOT_KEY,
     SNAPSHOT_SCHEMA,
+    ChangeKind,
     SpsCall,
+    empty_frame,
 )
 from spotlake.scoring.diff import (
     CELL_COLUMNS,
@@ -121,12 +123,14 @@ def _pairs_frame(value: pd.DataFrame | Iterable[tuple[str, str]]) -> pd.DataFram
 class Coverage:
     """What this run could observe, so absence can be told from failure.
 
-    ``sps_pairs``: (region, size) pairs whose SPS call succeeded (a frame with columns region and
-    size, or an iterable of tuples). ``prices_complete``: the price crawl fetched every page (only
-    then does a pair missing from it cease). ``eviction_complete``/``skus_complete``: those crawls
-    finished (otherwise missing values are carried over instead of erased). ``zonal``: the zone
-    mode of this run's SPS calls (True zonal, False regional, None both): only keys of that mode
-    can cease.
+    ``sps_pairs``: (region, size) pairs a successful SPS call asked about (a frame with columns
+    region and size, or an iterable of tuples): a live key of such a pair that the answer left
+    out has ceased. ``failed_pairs``: pairs of calls that failed: their keys are *unknown* this
+    run, never ceased (a pair both a successful and a failed call asked about counts as asked).
+    ``prices_complete``: the price crawl fetched every page (only then does a pair without a spot
+    price cease). ``eviction_complete``/``skus_complete``: those crawls finished (otherwise
+    missing values are carried over instead of erased). ``zonal``: the zone mode of this run's SPS
+    calls (True zonal, False regional, None both): only keys of that mode can cease.
     """
 
     sps_pairs: pd.DataFrame = attrs.field(converter=_pairs_frame, repr=frame_repr)
@@ -134,6 +138,9 @@ class Coverage:
     eviction_complete: bool = True
     skus_complete: bool = True
     zonal: bool | None = None
+    failed_pairs: pd.DataFrame = attrs.field(
+        factory=lambda: _pairs_frame(()), converter=_pairs_frame, repr=frame_repr
+    )
 
     @classmethod
     def from_calls(
@@ -144,15 +151,18 @@ class Coverage:
         eviction_complete: bool = True,
         skus_complete: bool = True,
         zonal: bool | None = None,
+        failed: Iterable[SpsCall] = (),
     ) -> Coverage:
-        """Coverage of the SPS calls that succeeded (each covers its regions x sizes)."""
+        """Coverage of the SPS calls that succeeded (each covers its regions x sizes) and failed."""
         pairs = [(r, s) for call in calls for r in call.regions for s in call.sizes]
+        unknown = [(r, s) for call in failed for r in call.regions for s in call.sizes]
         return cls(
             sps_pairs=pairs,
             prices_complete=prices_complete,
             eviction_complete=eviction_complete,
             skus_complete=skus_complete,
             zonal=zonal,
+            failed_pairs=unknown,
         )
 
     @classmethod
@@ -182,6 +192,8 @@ class ScoreReport:
     #: Rows of this run's merged snapshot and of its changeset.
     snapshot_rows: int = 0
     changes_rows: int = 0
+    #: Snapshot rows of unknown keys served with their last known values (older ``observed_at``).
+    stale_rows: int = 0
 
     @property
     def sps_without_price(self) -> int:
@@ -315,12 +327,17 @@ def _ceased(
     cur: pd.DataFrame,
     prices: pd.DataFrame,
     covered: Coverage,
-) -> tuple[list[npt.NDArray[np.bool_]], int]:
-    """Per slot, the live keys this run could have seen but did not; and how many are unknown."""
+) -> tuple[list[npt.NDArray[np.bool_]], npt.NDArray[np.bool_]]:
+    """Per slot, the live keys this run could have seen but did not; and the unknown keys of slot ``j``.
+
+    A key of a failed call is unknown, never ceased: not by the answer of this count (its call
+    did not answer) and not by the support set (the failed call may be why it has no row).
+    """
     n = len(cells)
     observed = np.zeros(n, dtype=bool)
     observed[ids] = True
     covered_cell = _pair_isin(cells, covered.sps_pairs)
+    failed_cell = _pair_isin(cells, covered.failed_pairs) & ~covered_cell
     zone_na = cells["zone"].isna().to_numpy(dtype=bool)
     if covered.zonal is True:
         covered_cell &= ~zone_na
@@ -329,17 +346,40 @@ def _ceased(
     gone = np.zeros(n, dtype=bool)
     if covered.prices_complete:
         priced = conformed(prices, PRICES_SCHEMA, source="prices")
-        gone = ~_pair_isin(cells, priced) & ~_pair_isin(cells, cur)
+        # The support set is the pairs with a Linux *spot* price: a pair left with only an
+        # on-demand price has no spot offer any more.
+        spot = priced[priced["spot_price"].notna().to_numpy(dtype=bool)]
+        gone = ~_pair_isin(cells, spot) & ~_pair_isin(cells, cur) & ~failed_cell
     masks = []
-    unknown = 0
+    unknown = np.zeros(n, dtype=bool)
     for i, slot in enumerate(slots):
         live = slot["observed_at"].notna().to_numpy(dtype=bool)
         mask = live & gone
         if i == j:
             mask |= live & covered_cell & ~observed
-            unknown = int((live & ~covered_cell & ~observed & ~gone).sum())
+            unknown = live & ~covered_cell & ~observed & ~gone
         masks.append(mask)
     return masks, unknown
+
+
+def _expired_changes(state: ScoringState, at: pd.Timestamp, max_age: timedelta) -> pd.DataFrame:
+    """``expired`` rows for the live keys older than ``at - max_age`` (their last values, at ``at``)."""
+    horizon = at - max_age
+    parts = []
+    for count, slot in zip(DESIRED_COUNTS, state.slots, strict=True):
+        mask = (slot["observed_at"] < horizon).to_numpy(dtype=bool, na_value=False)
+        if mask.any():
+            last = slot[mask].copy()
+            last["observed_at"] = at
+            parts.append(
+                _with_key(state.cells[mask], count, last).assign(
+                    change=ChangeKind.EXPIRED.value,
+                    changed_fields=pd.array([None] * int(mask.sum()), dtype="string"),
+                )
+            )
+    if not parts:
+        return empty_frame(CHANGES_SCHEMA)
+    return conformed(pd.concat(parts, ignore_index=True), CHANGES_SCHEMA, source="expired")
 
 
 def _changeset(
@@ -354,8 +394,9 @@ def _changeset(
     slots: list[pd.DataFrame],
     ceased_masks: list[npt.NDArray[np.bool_]],
     ts: pd.Timestamp,
+    expired: pd.DataFrame,
 ) -> pd.DataFrame:
-    """New and changed observed rows, and ceased rows with their last values, sorted by key."""
+    """New and changed observed rows, ceased and expired rows with their last values, sorted by key."""
     parts = [
         _with_key(cur[_CELL][is_new], desired_count, values[is_new]).assign(
             change="new", changed_fields=pd.array([None] * int(is_new.sum()), dtype="string")
@@ -374,7 +415,34 @@ def _changeset(
                 )
             )
     out = pd.concat(parts, ignore_index=True)
+    if len(expired):
+        # A key forgotten by age and observed again in this run is recorded once: as new.
+        again = expired[list(SNAPSHOT_KEY)].merge(
+            out.loc[out["change"] == ChangeKind.NEW.value, list(SNAPSHOT_KEY)].assign(_again=True),
+            on=list(SNAPSHOT_KEY),
+            how="left",
+            sort=False,
+        )
+        out = pd.concat([out, expired[again["_again"].isna().to_numpy()]], ignore_index=True)
     return sort_view(conformed(out, CHANGES_SCHEMA, source="changeset"))
+
+
+def _serve_stale(snapshot: pd.DataFrame, stale: pd.DataFrame) -> pd.DataFrame:
+    """``snapshot`` with the ``stale`` rows of unknown keys in place of their pairs' price-only rows.
+
+    A stale row keeps its score, tiers and observation time; its pair-level columns take this
+    run's values where the run has them (prices are fresh even when the score is not).
+    """
+    pair_only = snapshot["desired_count"].isna().to_numpy(dtype=bool)
+    fresh = snapshot.loc[pair_only, [*_PAIR, *PAIR_COLUMNS]].drop_duplicates(_PAIR)
+    merged = stale.merge(fresh, on=_PAIR, how="left", sort=False, suffixes=("", "_fresh"))
+    for col in PAIR_COLUMNS:
+        merged[col] = merged[col + "_fresh"].where(merged[col + "_fresh"].notna(), merged[col])
+    served = merged[list(SNAPSHOT_SCHEMA)]
+    replaced = _pair_isin(snapshot, served) & pair_only
+    out = pd.concat([snapshot[~replaced], served], ignore_index=True)
+    out = out.sort_values(list(SNAPSHOT_KEY), na_position="last", kind="stable").reset_index(drop=True)
+    return conformed(out, SNAPSHOT_SCHEMA, source="snapshot")
 
 
 def score_run(
@@ -388,6 +456,7 @@ def score_run(
     desired_count: int,
     covered: Coverage,
     max_age: timedelta = DEFAULT_MAX_AGE,
+    region_names: Mapping[str, str] | None = None,
 ) -> ScoreResult:
     """Score one run (see the module docstring for the exact semantics).
 
@@ -401,7 +470,7 @@ def score_run(
         raise ConfigError(f"desired_count {desired_count} is not in the rotation {DESIRED_COUNTS}")
     if max_age <= timedelta(0):
         raise ConfigError(f"max_age must be positive, got {max_age}")
-    merged = merge_sources(sps, prices, eviction, skus, at=ts)
+    merged = merge_sources(sps, prices, eviction, skus, at=ts, region_names=region_names)
     snap = merged.snapshot
     scored_pos = np.flatnonzero(snap["desired_count"].notna().to_numpy(dtype=bool))
     cur = snap.take(scored_pos).reset_index(drop=True)
@@ -418,6 +487,7 @@ def score_run(
             f"run time {ts.isoformat()} is before the state's last observation {latest.isoformat()}: "
             "runs must be scored in time order"
         )
+    expired_rows = _expired_changes(start, ts, max_age)
     state, expired = start.expire(ts, max_age)
     if covered.prices_complete and merged.report.price_pairs == 0 and state.n_cells > 0:
         # A "complete" crawl with no price at all would cease every offering at once; that is
@@ -455,7 +525,7 @@ def score_run(
     is_new = ~had
     cell_moved = known & diffs[:, _PER_CELL_IDX].any(axis=1)
 
-    ceased_masks, unknown = _ceased(
+    ceased_masks, unknown_mask = _ceased(
         cells=cells, slots=slots, j=j, ids=ids, cur=cur, prices=prices, covered=covered
     )
     changes = _changeset(
@@ -469,6 +539,7 @@ def score_run(
         slots=slots,
         ceased_masks=ceased_masks,
         ts=ts,
+        expired=expired_rows,
     )
 
     # The next state: cells whose cell/pair values moved pass them to their other live slots,
@@ -478,11 +549,15 @@ def score_run(
     new_slots = [clear_rows(s, m) for s, m in zip(new_slots, ceased_masks, strict=True)]
     new_state = ScoringState(cells=cells, slots=tuple(new_slots)).compact()
 
-    # The snapshot: merged rows, SPS rows with their carried values and tiers.
+    # The snapshot: merged rows, SPS rows with their carried values and tiers, and the unknown
+    # keys of this count served with their last known values (their older observed_at says so).
     snap_values = _scatter(snap[list(SLOT_COLUMNS)], scored_pos, values)
     snapshot = conformed(
         pd.concat([snap[list(SNAPSHOT_KEY)], snap_values], axis=1), SNAPSHOT_SCHEMA, source="snapshot"
     )
+    stale = _with_key(cells[unknown_mask], desired_count, slots[j][unknown_mask])
+    if len(stale):
+        snapshot = _serve_stale(snapshot, conformed(stale, SNAPSHOT_SCHEMA, source="stale rows"))
 
     n_ceased = int(sum(int(m.sum()) for m in ceased_masks))
     report = ScoreReport(
@@ -493,12 +568,13 @@ def score_run(
         changed=int(is_changed.sum()),
         ceased=n_ceased,
         unchanged=int((had & ~is_changed).sum()),
-        unknown=unknown,
+        unknown=int(unknown_mask.sum()),
         expired=expired,
         carried=carried,
         cells=new_state.n_cells,
         state_rows=new_state.n_rows,
         snapshot_rows=len(snapshot),
         changes_rows=len(changes),
+        stale_rows=len(stale),
     )
     return ScoreResult(snapshot=snapshot, changes=changes, state=new_state, report=report)

@@ -19,6 +19,7 @@ system inner-joined SPS with prices and so lost every scored size without a pric
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
@@ -106,8 +107,13 @@ def merge_sources(
     skus: pd.DataFrame,
     *,
     at: datetime,
+    region_names: Mapping[str, str] | None = None,
 ) -> MergeResult:
-    """Join one run's SPS rows with prices, eviction and family (see the module docstring)."""
+    """Join one run's SPS rows with prices, eviction and family (see the module docstring).
+
+    ``region_names`` (ARM name -> display name, from the price crawl) names the regions of rows
+    that have no price (a scored pair without a Linux price, an eviction-only pair).
+    """
     ts = utc_timestamp(at)
     sps_c = conformed(sps, SPS_SCHEMA, source="sps")
     prices_c = conformed(prices, PRICES_SCHEMA, source="prices")
@@ -146,6 +152,9 @@ def merge_sources(
         [scored.drop(columns=["_price", "_evict"]), price_only, evict_only], ignore_index=True
     )
     snapshot["family"] = snapshot["size"].map(family)
+    if region_names:
+        named = snapshot["region"].map(dict(region_names))
+        snapshot["region_name"] = snapshot["region_name"].where(snapshot["region_name"].notna(), named)
     snapshot["t2"] = pd.NA
     snapshot["t3"] = pd.NA
     snapshot["observed_at"] = ts

@@ -84,10 +84,18 @@ def to_original_frame(snapshot: pd.DataFrame, *, run_at: datetime) -> pd.DataFra
             "Score": snapshot["score"].astype("string"),
             "T2": snapshot["t2"].astype("Float64"),
             "T3": snapshot["t3"].astype("Float64"),
-            "time": f"{run_minute(run_at):%Y-%m-%d %H:%M:%S}",
+            # When each row's score was observed: the run's time, or earlier for a row served with
+            # its last known values because this run's call for it failed.
+            "time": _times(snapshot, run_at),
         },
         index=pd.RangeIndex(len(snapshot)),
     )
+
+
+def _times(snapshot: pd.DataFrame, run_at: datetime) -> pd.Series:
+    observed = pd.to_datetime(snapshot["observed_at"], utc=True).reset_index(drop=True)
+    observed = observed.fillna(pd.Timestamp(run_minute(run_at)))
+    return observed.dt.strftime("%Y-%m-%d %H:%M:%S").astype("string")
 
 
 def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -136,7 +136,8 @@ def build_records(changes: pd.DataFrame, *, layout: TimestreamLayout = "spotlake
         raise ConfigError(f"the changeset lacks columns {missing}; build it with CHANGES_SCHEMA")
     frame = changes
     if layout == "original":
-        frame = changes[changes["change"].astype("string").fillna("") != "ceased"]
+        # That layout has no way to mark a key as gone or forgotten: those rows are skipped.
+        frame = changes[~changes["change"].astype("string").fillna("").isin(["ceased", "expired"])]
     measures = _SPOTLAKE_MEASURES if layout == "spotlake" else _ORIGINAL_MEASURES
     # Column-wise conversion to Python lists once; the per-row loop only assembles dicts.
     columns = {col: frame[col].astype(object).tolist() for col in {m[0] for m in measures}}
@@ -219,7 +220,9 @@ class TimestreamSink:
         notes: list[str] = []
         skipped = len(changes) - len(records)
         if skipped:
-            notes.append(f"{skipped} ceased row(s) not written: the original layout cannot mark them")
+            notes.append(
+                f"{skipped} ceased or expired row(s) not written: the original layout cannot mark them"
+            )
         if not records:
             return SinkReport(sink="timestream", notes=tuple(notes))
         common = {
