@@ -7,6 +7,7 @@ and overlapping runs on one S3 prefix commit once.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -193,3 +194,63 @@ def test_overlapping_runs_on_one_s3_prefix_commit_once(aws: dict[str, Any]) -> N
     for t in threads:
         t.join(timeout=120)
     assert sorted(outcomes) in (["committed", "locked"], ["committed", "skipped"]), outcomes
+
+
+def test_a_sink_outage_never_stops_collection_and_the_outbox_delivers_everything_later(
+    aws: dict[str, Any],
+) -> None:
+    """Before: with the compat bucket unreachable every later run failed and collected nothing."""
+    emu = emulator()
+    store = open_store("s3://lake/outage", s3_client=aws["s3"])
+    gone = CompatWriter(client=aws["s3"], bucket="web-not-created-yet")
+
+    def run(i: int) -> Any:
+        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+        return run_cycle(
+            run_time(i), store=store, azure=in_process_access(emu), extra_writers=[gone], clock=emu.clock
+        )
+
+    outage = [run(i) for i in range(3)]
+    assert [r.status for r in outage] == [RunStatus.COMMITTED] * 3, [r.error for r in outage]
+    assert all(
+        "does not exist" in (r.delivery_error or "") or "NoSuchBucket" in (r.delivery_error or "")
+        for r in outage
+    )
+    assert [r.undelivered for r in outage] == [
+        (run_time(0),),
+        (run_time(0), run_time(1)),
+        (run_time(0), run_time(1), run_time(2)),
+    ]
+    assert store.run_times("merged") == [run_time(0), run_time(1), run_time(2)], "collection went on"
+    # The sink comes back: the next run delivers every owed run, oldest first, then its own.
+    aws["s3"].create_bucket(Bucket="web-not-created-yet")
+    back = run(3)
+    assert back.status is RunStatus.COMMITTED and back.delivery_error is None and back.undelivered == ()
+    raw = {o["Key"] for o in aws["s3"].list_objects_v2(Bucket="web-not-created-yet")["Contents"]}
+    assert {k for k in raw if k.startswith("rawdata/")} == {
+        f"rawdata/azure/2026/03/02/00-{m:02d}-00.csv.gz" for m in (0, 10, 20, 30)
+    }
+    latest = json.loads(
+        aws["s3"].get_object(Bucket="web-not-created-yet", Key="latest_data/latest_azure.json")["Body"].read()
+    )
+    assert {r["time"] for r in latest if r["Score"] != "N/A"} == {"2026-03-02 00:30:00"}, (
+        "the newest run is latest"
+    )
+
+
+def test_a_sink_that_raises_anything_leaves_the_run_committed() -> None:
+    class Broken:
+        def write(self, snapshot: Any, *, run_at: Any) -> Any:
+            raise RuntimeError("a bug in a user's sink")
+
+    import tempfile
+
+    emu = emulator()
+    store = open_store(tempfile.mkdtemp())
+    emu.clock.set(run_time(0))  # type: ignore[attr-defined]
+    report = run_cycle(
+        run_time(0), store=store, azure=in_process_access(emu), extra_writers=[Broken()], clock=emu.clock
+    )
+    assert report.status is RunStatus.COMMITTED
+    assert "unexpected RuntimeError from a sink" in (report.delivery_error or "")
+    assert report.undelivered == (run_time(0),)

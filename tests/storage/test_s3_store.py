@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,40 @@ def test_two_runs_taking_over_an_expired_lock_only_one_gets_it(
     s3_client.meta.events.unregister("provide-client-params.s3.PutObject", rival_first)
     assert fired
     rival.__exit__(None, None, None)
+
+
+def _lock_expiry(client: Any) -> str:
+    body = client.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{LOCK_KEY}")["Body"].read()
+    return str(json.loads(body)["expires_at"])
+
+
+def test_a_live_run_renews_its_lock_so_it_never_looks_dead(s3_client: Any, clock: FakeClock) -> None:
+    """Before: a run outlasting the 30-minute TTL had its lock taken over while it still worked."""
+    store = S3Store(BUCKET, PREFIX, client=s3_client, clock=clock, heartbeat=0.02)
+    other = S3Store(BUCKET, PREFIX, client=s3_client, clock=clock)
+    with store.lock("long-run") as info:
+        clock.advance(31 * 60)  # longer than the TTL: without a heartbeat the lock would be stale
+        deadline = time.monotonic() + 5
+        while _lock_expiry(s3_client) == info.expires_at.isoformat() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _lock_expiry(s3_client) > clock.now().isoformat(), "the heartbeat pushed the expiry on"
+        with pytest.raises(LockedError, match="keeps renewing"), other.lock("next-run"):
+            pass
+    assert LOCK_KEY not in keys(s3_client)
+
+
+def test_a_run_whose_lock_was_taken_over_learns_it_at_its_next_renewal(
+    store: S3Store, s3_client: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spotlake.storage._s3_lock import S3RunLock
+
+    stalled = S3RunLock(store.backend, clock=clock, ttl=timedelta(minutes=30), poll_seconds=5)  # type: ignore[arg-type]
+    held = stalled.hold("stalled-run", timeout=0)
+    info = held.__enter__()
+    clock.advance(31 * 60)  # it stalled past the TTL without renewing: another run takes over
+    with S3Store(BUCKET, PREFIX, client=s3_client, clock=clock).lock("next-run"):
+        with caplog.at_level("ERROR"):
+            assert stalled.renew(info) is False
+        assert stalled.lost.is_set() and "was taken over by another run" in caplog.text
+        held.__exit__(None, None, None)  # must not delete the new holder's lock
+        assert LOCK_KEY in keys(s3_client)

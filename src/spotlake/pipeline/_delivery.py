@@ -24,7 +24,7 @@ from spotlake.errors import SpotlakeError
 from spotlake.pipeline.options import CycleEnv
 from spotlake.storage.base import FrameKind, SinkReport
 
-__all__ = ["MAX_OWED", "Delivery", "deliver", "deliver_owed", "still_owed"]
+__all__ = ["MAX_OWED", "Delivery", "deliver", "deliver_owed", "describe_failure", "still_owed"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ def deliver(
     return tuple(reports)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """A sink failure for the report: spotlake's errors as they are, anything else named as unexpected."""
+    if isinstance(exc, SpotlakeError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"unexpected {type(exc).__name__} from a sink: {exc}"
+
+
 def still_owed(env: CycleEnv, runs: Sequence[datetime]) -> tuple[datetime, ...]:
     """The runs of ``runs`` without a delivery marker, oldest first, at most :data:`MAX_OWED`."""
     owed = sorted(r for r in set(runs) if not env.store.is_delivered(r))
@@ -82,7 +89,7 @@ def still_owed(env: CycleEnv, runs: Sequence[datetime]) -> tuple[datetime, ...]:
 def deliver_owed(env: CycleEnv, runs: Sequence[datetime]) -> Delivery:
     """Deliver committed runs the sinks missed, oldest first; stop at the first failure.
 
-    Never raises a :class:`~spotlake.errors.SpotlakeError`: a sink outage is reported, not fatal.
+    Never raises: a sink outage (or a sink's bug) is reported, not fatal.
     Metrics are not resent (they are telemetry of the run that happened).
     """
     if not env.has_sinks:
@@ -105,8 +112,8 @@ def deliver_owed(env: CycleEnv, runs: Sequence[datetime]) -> Delivery:
                 "run %s was committed but not delivered to the sinks: delivering it now", at.isoformat()
             )
             reports.extend(deliver(env, at, changes=changes, snapshot=snapshot, counts=None))
-        except SpotlakeError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a sink is a plugin: whatever it raises, collection goes on
+            error = describe_failure(exc)
             log.error("delivering run %s failed (%d run(s) still owed): %s", at.isoformat(), len(owed), error)
             return Delivery(sinks=tuple(reports), delivered=tuple(delivered), owed=tuple(owed), error=error)
         delivered.append(owed.pop(0))

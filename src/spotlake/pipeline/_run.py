@@ -18,7 +18,7 @@ import pandas as pd
 from spotlake.errors import ConflictError, IncompleteDataError, SpotlakeError
 from spotlake.model import Source
 from spotlake.pipeline._collection import Collected, collect
-from spotlake.pipeline._delivery import Delivery, deliver, deliver_owed
+from spotlake.pipeline._delivery import Delivery, deliver, deliver_owed, describe_failure
 from spotlake.pipeline._sps import SpsSource
 from spotlake.pipeline._start import RunStart, begin
 from spotlake.pipeline.options import CycleEnv
@@ -54,7 +54,9 @@ async def run_locked(at: datetime, env: CycleEnv, sps: SourceFactory) -> RunRepo
     """Steps 2-8 under the lock, with the run's SPS from ``sps(start)``."""
     store = env.store
     store.publish_pending()
-    start = begin(store.read_state(), at, where=store.url)
+    start = begin(
+        store.read_state(), at, where=store.url, now=env.clock.now(), max_skew=env.opts.max_clock_skew
+    )
     if isinstance(start, RunReport):
         return start
     _sweep(env)
@@ -197,12 +199,12 @@ def _deliver_run(
         )
     try:
         sinks = deliver(env, report.at, changes=changes, snapshot=snapshot, counts=report.counts)
-    except SpotlakeError as exc:
+    except Exception as exc:  # a sink is a plugin: whatever it raises, the committed run stands
         log.error("run %s committed but the sinks were not fed: %s", report.at.isoformat(), exc)
         return attrs.evolve(
             report,
             sinks=owed.sinks,
-            delivery_error=f"{type(exc).__name__}: {exc} (a later run delivers it again)",
+            delivery_error=f"{describe_failure(exc)} (a later run delivers it again)",
             undelivered=(report.at,),
         )
     return attrs.evolve(report, sinks=(*owed.sinks, *sinks), undelivered=())

@@ -7,10 +7,11 @@ is what lets every shard worker of a run agree on the count and the day's plan w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import attrs
 
+from spotlake.clock import ensure_utc
 from spotlake.collect.quota import QuotaLedger
 from spotlake.errors import ConfigError
 from spotlake.pipeline.report import RunReport, RunStatus
@@ -41,12 +42,23 @@ class RunStart:
         return self.decision.day
 
 
-def begin(state: StateSnapshot, at: datetime, *, where: str) -> RunStart | RunReport:
+def begin(
+    state: StateSnapshot, at: datetime, *, where: str, now: datetime, max_skew: timedelta
+) -> RunStart | RunReport:
     """What the run at ``at`` does from ``state``, or the ``skipped`` report if it is committed.
 
-    :class:`~spotlake.errors.ConfigError` when ``at`` is before the last committed run: history
-    and diffs are ordered, so runs move forward in time.
+    :class:`~spotlake.errors.ConfigError` when ``at`` is more than ``max_skew`` ahead of ``now``
+    (a mistyped ``--at`` would otherwise commit a run in the future that every later run is
+    "before"), or when ``at`` is before the last committed run: history and diffs are ordered, so
+    runs move forward in time.
     """
+    ahead = at - ensure_utc(now)
+    if ahead > max_skew:
+        raise ConfigError(
+            f"run time {at.isoformat()} is {_span(ahead)} ahead of the clock "
+            f"({ensure_utc(now).isoformat()}); a run may be at most {_span(max_skew)} in the future "
+            "(CycleOptions.max_clock_skew, --max-clock-skew). Check --at, or the machine's clock"
+        )
     docs = StateDocs(state, where)
     last = docs.last_run()
     if last is not None and last.at == at:
@@ -58,7 +70,9 @@ def begin(state: StateSnapshot, at: datetime, *, where: str) -> RunStart | RunRe
     if last is not None and last.at > at:
         raise ConfigError(
             f"run time {at.isoformat()} is before the last committed run {last.at.isoformat()}; "
-            "runs must move forward in time (history and diffs are ordered)"
+            "runs must move forward in time (history and diffs are ordered). If that run's time was a "
+            f"mistake, roll the store back to the state before it: spotlake rollback --store {where} "
+            "lists the states kept and restores one (docs/operations.md, 'Recovery')"
         )
     rotation = docs.rotation()
     decision = begin_run(rotation, at)
@@ -80,3 +94,11 @@ def begin(state: StateSnapshot, at: datetime, *, where: str) -> RunStart | RunRe
         ledgers=docs.ledgers(),
         undelivered=docs.outbox().runs,
     )
+
+
+def _span(delta: timedelta) -> str:
+    days = delta.days
+    if days >= 2:
+        return f"{days} days"
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"

@@ -19,6 +19,7 @@ from spotlake.scoring.engine import DEFAULT_MAX_AGE
 from spotlake.storage.base import MetricsSink, SnapshotStore, TimeSeriesSink
 
 __all__ = [
+    "DEFAULT_MAX_CLOCK_SKEW",
     "DEFAULT_STALE_AFTER",
     "AzureAccess",
     "CycleEnv",
@@ -30,6 +31,9 @@ __all__ = [
 
 #: ``progress(label)`` returns a ``(done, total)`` callback for "prices", "sps" and "plan", or None.
 ProgressFactory = Callable[[str], Callable[[int, int | None], None] | None]
+
+#: See CycleOptions.max_clock_skew.
+DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=15)
 
 #: A stage nobody committed is swept once older than this. Runs take minutes; six hours is far
 #: beyond any live run, even one whose lock was taken over, so a sweep never races a writer.
@@ -66,6 +70,9 @@ class CycleOptions:
     lock_timeout: float = 0.0
     #: Stages of runs that never committed, and temporary files, are swept when older than this.
     stale_after: timedelta = DEFAULT_STALE_AFTER
+    #: How far a run time may be ahead of the clock. Schedulers fire on time, so this only catches
+    #: a mistyped --at or a wrong clock, before a run in the future blocks every later run.
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
 
 
 @attrs.frozen(kw_only=True)

@@ -186,7 +186,13 @@ async def run_shard(at: datetime, env: CycleEnv, shard: Shard) -> RunReport:
     store = env.store
     subscriptions = shard.subscriptions(env.azure.credentials.subscriptions)
     # Docs and the version are all a worker needs; the finaliser re-reads everything under the lock.
-    start = begin(store.read_state(frames=False), at, where=store.url)
+    start = begin(
+        store.read_state(frames=False),
+        at,
+        where=store.url,
+        now=env.clock.now(),
+        max_skew=env.opts.max_clock_skew,
+    )
     if isinstance(start, RunReport):
         store.remove_parts(through=at)  # a finaliser that died after its commit left them behind
         return attrs.evolve(start, shard=ShardProgress(index=shard.index, count=shard.count))

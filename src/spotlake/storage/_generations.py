@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -24,7 +25,7 @@ import pandas as pd
 from spotlake.clock import Clock, ensure_utc
 from spotlake.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
 from spotlake.storage.backend import Backend
-from spotlake.storage.base import StateSnapshot
+from spotlake.storage.base import GenerationInfo, StateSnapshot
 from spotlake.storage.layout import (
     CURRENT_KEY,
     GENERATIONS_PREFIX,
@@ -295,6 +296,30 @@ class Generations:
             for key in self._backend.list_tree(GENERATIONS_PREFIX)
         }
         return sorted(n for n in names if version_seq(n) is not None)
+
+    def kept(self) -> list[GenerationInfo]:
+        """The committed generation and the kept previous ones (what a rollback may restore), newest first."""
+        found = self._pointer()
+        if found is None:
+            return []
+        pointer = found[0]
+        out = []
+        for version in (pointer.version, *pointer.previous):
+            prefix = generation_prefix(version)
+            data = self._backend.get(prefix + "manifest.json")
+            if data is None:
+                continue  # collected or damaged: not a rollback target
+            body = decode_doc(data, where=f"{self.url}/{prefix}manifest.json")
+            created = body.get("created_at")
+            out.append(
+                GenerationInfo(
+                    version=version,
+                    run_id=body.get("run_id"),
+                    committed_at=ensure_utc(datetime.fromisoformat(created)) if created else None,
+                    current=version == pointer.version,
+                )
+            )
+        return out
 
     def publication(self) -> Publication | None:
         """The stage the committed generation publishes (``None``: none, or no state yet)."""

@@ -42,6 +42,7 @@ __all__ = [
     "FRAME_KINDS",
     "RAW_SOURCES",
     "FrameKind",
+    "GenerationInfo",
     "LockInfo",
     "MetricsSink",
     "PartSet",
@@ -156,6 +157,16 @@ class PartSet:
 
 
 @attrs.frozen(kw_only=True)
+class GenerationInfo:
+    """A committed state a store keeps: its version, the run that committed it, and when."""
+
+    version: str
+    run_id: str | None
+    committed_at: datetime | None
+    current: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class SweepReport:
     """What :meth:`SnapshotStore.sweep` removed: abandoned stages and temporary files."""
 
@@ -218,6 +229,14 @@ class SnapshotStore(Protocol):
     ) -> str:
         """Replace the state atomically if it is still ``expected_version`` and publish the frames
         of ``publish`` with it; return the new version."""
+        ...
+
+    def kept_generations(self) -> list[GenerationInfo]:
+        """The committed state and the kept earlier ones, newest first (rollback targets)."""
+        ...
+
+    def rollback(self, version: str, *, expected_version: str | None, run_id: str | None = None) -> None:
+        """Make a kept earlier generation the committed state again (operator recovery)."""
         ...
 
     def discard(self, stage: RunStage) -> None:

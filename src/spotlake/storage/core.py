@@ -29,7 +29,15 @@ from spotlake.storage._frames import RunFrames, Stage
 from spotlake.storage._generations import DEFAULT_KEEP_GENERATIONS, Generations
 from spotlake.storage._parts import ShardParts
 from spotlake.storage.backend import Backend
-from spotlake.storage.base import FrameKind, LockInfo, PartSet, RunStage, StateSnapshot, SweepReport
+from spotlake.storage.base import (
+    FrameKind,
+    GenerationInfo,
+    LockInfo,
+    PartSet,
+    RunStage,
+    StateSnapshot,
+    SweepReport,
+)
 from spotlake.storage.layout import delivered_key
 
 __all__ = ["DEFAULT_KEEP_GENERATIONS", "Backend", "ObjectStore"]
@@ -146,6 +154,10 @@ class ObjectStore:
     def generations(self) -> list[str]:
         """Versions present in the store (committed, kept or orphaned), oldest first."""
         return self._state.generations()
+
+    def kept_generations(self) -> list[GenerationInfo]:
+        """The committed state and the kept earlier ones, newest first (rollback targets)."""
+        return self._state.kept()
 
     def discard(self, stage: RunStage) -> None:
         """Remove a stage whose run will not commit."""

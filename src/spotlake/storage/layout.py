@@ -13,6 +13,7 @@ The same relative keys are used by the local directory (relative paths under the
     .staging/{stage}/{frame key}                         a run's frames until its state commit publishes them
     shards/YYYY-MM-DDTHH-MM/part-{i}-of-{n}.json|.parquet   a shard worker's part of a sharded run
     delivered/YYYY-MM-DDTHH-MM                           marker: a committed run reached the sinks
+    .spotlake.lock                                       the run lock
 
 ``source=`` and ``date=`` are Hive partitions, so pandas, pyarrow.dataset, DuckDB
 (``hive_partitioning=1``), Athena and Spark read the tree without spotlake. No frame schema has a
@@ -58,9 +59,11 @@ from spotlake.model import (
 from spotlake.storage.base import RAW_SOURCES, FrameKind
 
 __all__ = [
+    "COMMIT_LOCK_KEY",
     "CURRENT_KEY",
     "DELIVERED_PREFIX",
     "GENERATIONS_PREFIX",
+    "LOCK_KEY",
     "PARTS_PREFIX",
     "RUN_AT_COLUMN",
     "STAGING_PREFIX",
@@ -94,6 +97,10 @@ __all__ = [
 
 RUN_AT_COLUMN: Final = "run_at"
 CURRENT_KEY: Final = "state/CURRENT"
+#: The run lock: a flock'ed file locally, a conditionally written object on S3.
+LOCK_KEY: Final = ".spotlake.lock"
+#: Local stores only: the file whose flock guards the compare-and-swap of the state pointer.
+COMMIT_LOCK_KEY: Final = "state/.commit.lock"
 GENERATIONS_PREFIX: Final = "state/generations/"
 STAGING_PREFIX: Final = ".staging/"
 PARTS_PREFIX: Final = "shards/"

@@ -42,13 +42,14 @@ from spotlake.errors import ConfigError, ConflictError, LockedError, StorageErro
 from spotlake.retry import polling
 from spotlake.storage.base import LockInfo
 from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
+from spotlake.storage.layout import COMMIT_LOCK_KEY, LOCK_KEY
 
 __all__ = ["DEFAULT_LOCAL_LOCK_TTL", "LOCK_FILE", "LocalBackend", "LocalStore"]
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".spotlake.lock"
-COMMIT_LOCK_FILE = "state/.commit.lock"
+LOCK_FILE = LOCK_KEY
+COMMIT_LOCK_FILE = COMMIT_LOCK_KEY
 
 #: A run holding the lock longer than this is reported as probably hung in LockedError messages.
 #: Collection runs every 10 minutes and takes a few; an hour is far beyond a healthy run.

@@ -5,10 +5,9 @@
   ``If-None-Match: *`` on the first commit, so of two runs committing on the same parent exactly one
   succeeds; the other gets :class:`~spotlake.errors.ConflictError` (S3 answers 412, or 409 when two
   conditional writes race).
-* The run lock is the object ``.spotlake.lock``, created with ``If-None-Match: *``. It records the
-  holder and an expiry; a lock past its expiry (its run died) is taken over with
-  ``If-Match: <etag of the expired lock>``, so two waiting runs cannot both take it. It is released
-  with a conditional ``DeleteObject`` (``If-Match``), so a run never deletes a lock taken over from it.
+* The run lock is the object ``.spotlake.lock`` (:mod:`spotlake.storage._s3_lock`): created with
+  ``If-None-Match: *``, renewed by a heartbeat while the run lives, taken over with ``If-Match``
+  once expired, released with a conditional ``DeleteObject``.
 * An empty bucket works: nothing needs seeding.
 
 IAM: ``s3:GetObject``, ``s3:PutObject``, ``s3:DeleteObject`` on ``bucket/prefix/*`` and
@@ -17,23 +16,16 @@ IAM: ``s3:GetObject``, ``s3:PutObject``, ``s3:DeleteObject`` on ``bucket/prefix/
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 import re
-import socket
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NoReturn
 
-import attrs
-
-from spotlake.clock import Clock, SystemClock, ensure_utc
-from spotlake.errors import ConfigError, ConflictError, LockedError, StorageError
-from spotlake.retry import polling
+from spotlake.clock import Clock, SystemClock
+from spotlake.errors import ConfigError, ConflictError, StorageError
+from spotlake.storage._s3_lock import S3RunLock
 from spotlake.storage.aws import (
     ACCESS_DENIED_CODES,
     error_code,
@@ -44,12 +36,12 @@ from spotlake.storage.aws import (
 )
 from spotlake.storage.base import LockInfo
 from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
+from spotlake.storage.layout import LOCK_KEY
 
-__all__ = ["DEFAULT_S3_LOCK_TTL", "S3Backend", "S3Store", "bucket_name_problem", "parse_s3_url"]
+__all__ = ["DEFAULT_S3_LOCK_TTL", "LOCK_KEY", "S3Backend", "S3Store", "bucket_name_problem", "parse_s3_url"]
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = ".spotlake.lock"
 
 #: An S3 lock older than this is presumed dead and may be taken over. Runs start every 10 minutes
 #: and take a few; 30 minutes lets a slow run finish while a crashed one blocks at most 3 runs.
@@ -57,9 +49,6 @@ DEFAULT_S3_LOCK_TTL = timedelta(minutes=30)
 
 #: How often a waiting locker polls the lock object (seconds, on the store's clock).
 LOCK_POLL_SECONDS = 5.0
-
-#: Immediate re-tries when the lock object changes between our look and our conditional write.
-_MAX_RACES = 20
 
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -130,6 +119,7 @@ class S3Backend:
         clock: Clock | None = None,
         lock_ttl: timedelta = DEFAULT_S3_LOCK_TTL,
         poll_seconds: float = LOCK_POLL_SECONDS,
+        heartbeat: float | None = None,
     ) -> None:
         self._bucket = bucket
         self._prefix = prefix.strip("/")
@@ -137,6 +127,7 @@ class S3Backend:
         self._clock: Clock = clock or SystemClock()
         self._lock_ttl = lock_ttl
         self._poll = poll_seconds
+        self._heartbeat = heartbeat
 
     @property
     def url(self) -> str:
@@ -269,121 +260,42 @@ class S3Backend:
                 raise ConflictError(f"s3://{self._bucket}/{self.key(key)} changed since it was read") from exc
             self._fail(exc, "update", key)
 
-    # --- run lock ------------------------------------------------------------------------------
+    # --- conditional objects (the run lock) ---------------------------------------------------
 
-    def lock(self, run_id: str, *, timeout: float) -> AbstractContextManager[LockInfo]:
-        return self._run_lock(run_id, timeout)
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """An object's content and ETag, ``None`` if it does not exist."""
+        return self._get(key)
 
-    def _owner(self) -> str:
-        owner = f"pid {os.getpid()} on host {socket.gethostname()}"
-        job = os.environ.get("AWS_BATCH_JOB_ID")
-        return f"{owner}, AWS Batch job {job}" if job else owner
+    def put_if(self, key: str, data: bytes, *, etag: str | None) -> str | None:
+        """Write ``key`` only if its ETag is ``etag`` (``None``: only if it does not exist).
 
-    def _conditional_put(self, body: bytes, condition: dict[str, str]) -> str | None:
-        """Put the lock object under a condition; its ETag, or ``None`` if the condition failed."""
+        Returns the new ETag, or ``None`` if the condition failed.
+        """
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
         try:
-            response = self._client.put_object(
-                Bucket=self._bucket, Key=self.key(LOCK_KEY), Body=body, **condition
-            )
+            response = self._client.put_object(Bucket=self._bucket, Key=self.key(key), Body=data, **condition)
             return str(response["ETag"])
         except Exception as exc:
             if error_code(exc) in _CONFLICT_CODES or http_status(exc) in (409, 412):
                 return None
-            self._fail(exc, "take the lock", LOCK_KEY)
+            self._fail(exc, "write", key)
 
-    @contextlib.contextmanager
-    def _run_lock(self, run_id: str, timeout: float) -> Iterator[LockInfo]:
+    def delete_if(self, key: str, *, etag: str) -> bool:
+        """Delete ``key`` only if its ETag is ``etag``; ``False`` if it changed (a missing key is gone)."""
         try:
-            for attempt in polling(clock=self._clock, timeout=timeout, every=self._poll, on=_Held):
-                with attempt:
-                    etag, info = self._take(run_id)
-        except _Held as held:
-            raise LockedError(self._locked_message(held.holder, timeout)) from None
-        try:
-            yield info
-        finally:
-            self._release(etag, info)
-
-    def _take(self, run_id: str) -> tuple[str, LockInfo]:
-        """Take the lock now, or raise :class:`_Held` naming its live holder."""
-        for _race in range(_MAX_RACES):
-            now = ensure_utc(self._clock.now())
-            info = LockInfo(
-                run_id=run_id, owner=self._owner(), acquired_at=now, expires_at=now + self._lock_ttl
-            )
-            body = _encode_lock(info)
-            etag = self._conditional_put(body, {"IfNoneMatch": "*"})
-            if etag is not None:
-                return etag, info
-            found = self._get(LOCK_KEY)
-            holder = _decode_lock(found[0]) if found else None
-            if found is not None and holder is not None and holder.expires_at and holder.expires_at > now:
-                raise _Held(holder)
-            # Gone, unreadable or expired: take it (over) at once, conditionally, so of two waiting
-            # runs only one succeeds; the loser looks again.
-            if found is not None:
-                etag = self._conditional_put(body, {"IfMatch": found[1]})
-                if etag is not None:
-                    previous = holder.describe() if holder else "an unreadable lock object"
-                    log.warning(
-                        "%s: took over the expired lock of %s (never released: presumably it died)",
-                        self.url,
-                        previous,
-                    )
-                    return etag, attrs.evolve(info, recovered=previous)
-        # A lock that keeps changing hands this fast means a misbehaving peer.
-        raise LockedError(f"store {self.url}: the lock object keeps changing; try again later")
-
-    def _release(self, etag: str, info: LockInfo) -> None:
-        try:
-            self._client.delete_object(Bucket=self._bucket, Key=self.key(LOCK_KEY), IfMatch=etag)
+            self._client.delete_object(Bucket=self._bucket, Key=self.key(key), IfMatch=etag)
         except Exception as exc:
             if error_code(exc) in _CONFLICT_CODES or http_status(exc) in (409, 412):
-                log.warning(
-                    "%s: the lock of %s expired and was taken over by another run before it was released; "
-                    "raise the lock TTL if runs legitimately take this long",
-                    self.url,
-                    info.describe(),
-                )
-                return
+                return False
             if error_code(exc) in _MISSING_CODES:
-                return
-            self._fail(exc, "release the lock", LOCK_KEY)
+                return True
+            self._fail(exc, "delete", key)
+        return True
 
-    def _locked_message(self, holder: LockInfo, timeout: float) -> str:
-        waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
-        until = holder.expires_at.isoformat() if holder.expires_at else "?"
-        return (
-            f"store {self.url} is locked by {holder.describe()}{waited}. Wait for it to finish; if that run "
-            f"died, its lock expires at {until} and the next run takes it over (or delete "
-            f"s3://{self._bucket}/{self.key(LOCK_KEY)} once you are sure it is gone)"
-        )
-
-
-def _encode_lock(info: LockInfo) -> bytes:
-    return json.dumps(
-        {
-            "run_id": info.run_id,
-            "owner": info.owner,
-            "acquired_at": info.acquired_at.isoformat(),
-            "expires_at": info.expires_at.isoformat() if info.expires_at else None,
-            "nonce": uuid.uuid4().hex,  # distinct ETags even when two runs write identical bodies
-        }
-    ).encode()
-
-
-def _decode_lock(data: bytes) -> LockInfo | None:
-    try:
-        body = json.loads(data)
-        expires = body.get("expires_at")
-        return LockInfo(
-            run_id=str(body["run_id"]),
-            owner=str(body["owner"]),
-            acquired_at=ensure_utc(datetime.fromisoformat(body["acquired_at"])),
-            expires_at=ensure_utc(datetime.fromisoformat(expires)) if expires else None,
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
+    def lock(self, run_id: str, *, timeout: float) -> AbstractContextManager[LockInfo]:
+        return S3RunLock(
+            self, clock=self._clock, ttl=self._lock_ttl, poll_seconds=self._poll, heartbeat=self._heartbeat
+        ).hold(run_id, timeout=timeout)
 
 
 class S3Store(ObjectStore):
@@ -402,10 +314,17 @@ class S3Store(ObjectStore):
         keep_generations: int = DEFAULT_KEEP_GENERATIONS,
         lock_ttl: timedelta = DEFAULT_S3_LOCK_TTL,
         poll_seconds: float = LOCK_POLL_SECONDS,
+        heartbeat: float | None = None,
     ) -> None:
         clock = clock or SystemClock()
         backend = S3Backend(
-            bucket, prefix, client=client, clock=clock, lock_ttl=lock_ttl, poll_seconds=poll_seconds
+            bucket,
+            prefix,
+            client=client,
+            clock=clock,
+            lock_ttl=lock_ttl,
+            poll_seconds=poll_seconds,
+            heartbeat=heartbeat,
         )
         super().__init__(backend, clock=clock, keep_generations=keep_generations)
         self._s3 = backend
@@ -426,11 +345,3 @@ class S3Store(ObjectStore):
     def object_key(self, rel: str) -> str:
         """The full S3 key of a store-relative key (e.g. ``state/CURRENT``)."""
         return self._s3.key(rel)
-
-
-class _Held(Exception):
-    """Internal: the lock is held by a live run (retried until the timeout)."""
-
-    def __init__(self, holder: LockInfo) -> None:
-        super().__init__(holder.describe())
-        self.holder = holder
