@@ -44,6 +44,7 @@ from spotlake.errors import (
     TransientCollectError,
 )
 from spotlake.model import EVICTION_BUCKETS, EVICTION_SCHEMA, Source, conform, empty_frame
+from spotlake.redact import scrub
 
 if TYPE_CHECKING:
     from azure.mgmt.resourcegraph.models import QueryRequest
@@ -78,12 +79,14 @@ def _azure_error(exc: Exception, what: str) -> CollectError:
 
     prefix = f"{SOURCE}: {what}"
     if isinstance(exc, DecodeError):
-        return PayloadError(f"{prefix} returned a body that is not JSON: {exc.message}", source=SOURCE)
+        # The SDK's message quotes the body ("Content: ..."): scrubbed before it is cut.
+        detail = scrub(exc.message or "")[:300]
+        return PayloadError(f"{prefix} returned a body that is not JSON: {detail}", source=SOURCE)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return TransientCollectError(f"{prefix} failed in transport: {type(exc).__name__}", source=SOURCE)
     if isinstance(exc, HttpResponseError):
         status = exc.status_code
-        message = (exc.message or "").splitlines()[0][:300] if exc.message else ""
+        message = scrub(exc.message).splitlines()[0][:300] if exc.message else ""
         if status in (408, 429) or (status is not None and status >= 500):
             retry_after = None
             headers = getattr(exc.response, "headers", None)
@@ -106,7 +109,7 @@ def _azure_error(exc: Exception, what: str) -> CollectError:
     if isinstance(exc, AzureError):
         # e.g. the SDK's DeserializationError: a 2xx whose body is not the documented shape.
         return PayloadError(f"{prefix} returned an unreadable answer: {type(exc).__name__}", source=SOURCE)
-    return CollectError(f"{prefix} failed: {type(exc).__name__}: {exc}", source=SOURCE)
+    return CollectError(f"{prefix} failed: {type(exc).__name__}: {scrub(str(exc))}", source=SOURCE)
 
 
 def _rows_of(data: object) -> list[Any]:

@@ -14,7 +14,8 @@ status     error
 5xx        :class:`TransientCollectError`
 =========  ==========================================================================
 
-Connection errors and timeouts from httpx are transient too (:func:`is_transient`).
+Connection errors and timeouts from httpx are transient too (:func:`is_transient`). Body text that
+enters a message goes through :func:`spotlake.redact.scrub` first, so no error carries a secret.
 Retries use tenacity with the sleeping injected from a :class:`spotlake.clock.Clock`, so tests and
 the emulator never wait for real. httpx's own ``retries=`` only covers failed connections, and the
 Azure SDK's policy does not retry a POST answered 429: status-code retries are ours.
@@ -44,6 +45,7 @@ from spotlake.errors import (
     TransientCollectError,
     TransientError,
 )
+from spotlake.redact import scrub
 
 __all__ = [
     "Backoff",
@@ -109,7 +111,12 @@ def parse_invalid_value(message: str) -> tuple[str, str] | None:
 
 
 def _error_message(response: httpx.Response) -> str:
-    """The human message of an error response: ``error.message`` of the JSON envelope, or the text."""
+    """The human message of an error response, scrubbed of secrets (a body may echo a token)."""
+    return scrub(_raw_error_message(response))[:500]
+
+
+def _raw_error_message(response: httpx.Response) -> str:
+    """``error.message`` of the JSON envelope, or the text (whole: scrubbed before it is cut)."""
     try:
         text = response.text
     except (UnicodeDecodeError, httpx.ResponseNotRead):
@@ -117,14 +124,14 @@ def _error_message(response: httpx.Response) -> str:
     try:
         body = json.loads(text)
     except ValueError:
-        return text.strip()[:500] or f"HTTP {response.status_code}"
+        return text.strip() or f"HTTP {response.status_code}"
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:500]
+            return str(err["message"])
         if isinstance(body.get("message"), str):
-            return str(body["message"])[:500]
-    return text.strip()[:500]
+            return str(body["message"])
+    return text.strip()
 
 
 def error_for_response(source: str, what: str, response: httpx.Response) -> CollectError:
@@ -169,7 +176,7 @@ def read_json(source: str, what: str, response: httpx.Response) -> Any:
         # RecursionError: absurdly nested JSON, which no Azure API sends.
         size = len(response.content)
         raise PayloadError(
-            f"{source}: {what} returned a body that is not JSON ({size} bytes): {exc}",
+            f"{source}: {what} returned a body that is not JSON ({size} bytes): {scrub(str(exc))}",
             source=source,
             status=response.status_code,
         ) from exc
