@@ -12,7 +12,13 @@
 - :func:`slack_webhook`: the failure-notification webhook URL from the environment or SSM.
 
 Secrets never appear in reprs, logs or error messages: messages are built from identifiers only,
-and any text coming back from a service is scrubbed of the secret before it is shown.
+and any text coming back from a service goes through :func:`spotlake.redact.scrub` (secrets by
+their shape: tokens, secret-named fields, webhook URLs) before it is shown.
+
+A token request that failed on the way (no answer, a 5xx/408/429, or a 2xx whose body is cut or
+garbled) is a :class:`TransientCollectError`, retried like any transient error; a refusal of the
+credentials (400/401, e.g. ``invalid_client``, ``unauthorized_client``, an unknown tenant) is an
+:class:`AuthError`.
 """
 
 from __future__ import annotations
@@ -32,8 +38,15 @@ import attrs
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect.base import AzureEndpoints
-from spotlake.errors import AuthError, CredentialsError, TransientCollectError, TransientError
+from spotlake.errors import (
+    AuthError,
+    CollectError,
+    CredentialsError,
+    TransientCollectError,
+    TransientError,
+)
 from spotlake.model import Secret
+from spotlake.redact import scrub
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken
@@ -260,6 +273,43 @@ class _SdkCredential(Protocol):
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken: ...
 
 
+class _TokenAnswers:
+    """What the token endpoint answered during one fetch: azure-identity's errors do not say."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.retry_after: float | None = None
+
+    def record(self, pipeline_response: Any) -> None:
+        response = getattr(pipeline_response, "http_response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            self.status = status
+            header = getattr(response, "headers", {}).get("Retry-After")
+            try:
+                self.retry_after = max(0.0, min(float(header), 3600.0)) if header else None
+            except ValueError:
+                self.retry_after = None
+
+
+def _failed_on_the_way(exc: BaseException, status: int | None) -> bool:
+    """True when a token request failed in transit, not because the credentials were refused: the
+    last answer was a 5xx/408/429 or a 2xx without a usable token (a body cut short or not JSON),
+    or the SDK error was caused by a connection failure, a timeout or an undecodable body."""
+    from azure.core.exceptions import DecodeError, ServiceRequestError, ServiceResponseError
+
+    if status is not None and (status >= 500 or status in (408, 429) or 200 <= status < 300):
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DecodeError | ServiceRequestError | ServiceResponseError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 @attrs.frozen
 class _Cached:
     token: Secret
@@ -315,7 +365,7 @@ class TokenProvider:
 
     # --- building the SDK credential ------------------------------------------------------
 
-    def _build(self) -> _SdkCredential:
+    def _build(self, answers: _TokenAnswers) -> _SdkCredential:
         if self._factory is not None:
             return self._factory()
         assert self._credentials is not None
@@ -323,7 +373,8 @@ class TokenProvider:
 
         authority = self._endpoints.authority.rstrip("/")
         host = urlsplit(authority if "://" in authority else f"https://{authority}").hostname or ""
-        kwargs: dict[str, Any] = {"authority": authority}
+        # azure-core calls raw_response_hook with every answer: the status the SDK's error hides.
+        kwargs: dict[str, Any] = {"authority": authority, "raw_response_hook": answers.record}
         if host.lower() not in _KNOWN_AUTHORITIES:
             kwargs["disable_instance_discovery"] = True
         if self._transport is not None:
@@ -333,12 +384,10 @@ class TokenProvider:
             creds.tenant_id, creds.client_id, creds.client_secret.reveal(), **kwargs
         )
 
-    def _scrub(self, text: str) -> str:
-        if self._credentials is not None:
-            secret = self._credentials.client_secret.reveal()
-            if secret:
-                text = text.replace(secret, "***")
-        return text[:300]
+    @staticmethod
+    def _scrub(text: str) -> str:
+        # The SDK's message may quote the token endpoint's body ("Content: {...access_token...").
+        return scrub(text)[:300]
 
     def _fetch(self, scopes: tuple[str, ...], **kwargs: Any) -> AccessToken:
         """Ask the SDK for a token, mapping its errors to spotlake's (never showing the secret)."""
@@ -349,35 +398,45 @@ class TokenProvider:
             if self._credentials
             else "the configured credential"
         )
-        credential = self._build()
+        answers = _TokenAnswers()
+        credential = self._build(answers)
+        error: CollectError
         try:
             return credential.get_token(*scopes, **kwargs)
         except ClientAuthenticationError as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
+            if not isinstance(status, int):
+                status = answers.status
             detail = self._scrub(str(getattr(exc, "message", None) or type(exc).__name__))
-            if isinstance(status, int) and (status >= 500 or status in (408, 429)):
-                raise TransientCollectError(
-                    f"auth: the token endpoint failed for {who} (HTTP {status}): {detail}",
+            if _failed_on_the_way(exc, status):
+                said = f"HTTP {status}" if status is not None else "no answer"
+                error = TransientCollectError(
+                    f"auth: the token endpoint failed for {who} ({said}): {detail}",
                     source="auth",
                     status=status,
-                ) from None
-            raise AuthError(
-                f"auth: could not obtain a token for {who}: {detail}; check the tenant id, client id "
-                "and client secret (and that the secret has not expired)",
-                source="auth",
-                status=status if isinstance(status, int) else None,
-            ) from None
+                    retry_after=answers.retry_after,
+                )
+            else:
+                error = AuthError(
+                    f"auth: could not obtain a token for {who}: {detail}; check the tenant id, client "
+                    "id and client secret (and that the secret has not expired)",
+                    source="auth",
+                    status=status,
+                )
         except AzureError as exc:
-            raise TransientCollectError(
+            error = TransientCollectError(
                 f"auth: the token endpoint was unreachable for {who} ({type(exc).__name__})",
                 source="auth",
-            ) from None
+            )
         finally:
             # Close the throw-away credential's own HTTP session; never an injected transport,
             # which belongs to the caller (azure-core would close its session for good).
             close = getattr(credential, "close", None)
             if callable(close) and self._transport is None and self._factory is None:
                 close()
+        # Raised outside the except clause: the SDK's error (whose message may quote the token
+        # endpoint's body) is not even kept as __context__.
+        raise error
 
     def _refresh_locked(self) -> _Cached:
         token = self._fetch((self.scope,))
