@@ -20,7 +20,8 @@ from spotlake.clock import FakeClock
 from spotlake.collect.auth import StaticToken
 from spotlake.collect.base import AzureEndpoints, Collector
 from spotlake.collect.quota import QuotaLedger
-from spotlake.collect.sps import REQUIRED_ROLE, SpsCollector, SpsResult, parse_scores, sps_request_body
+from spotlake.collect.sps import REQUIRED_ROLE, SpsCollector, SpsResult
+from spotlake.collect.sps_wire import parse_scores, request_body
 from spotlake.errors import AuthError, PayloadError
 from spotlake.model import SPS_SCHEMA, Secret, SpsCall
 
@@ -198,7 +199,7 @@ def test_malformed_bodies_are_payload_errors(body: object) -> None:
 
 
 def test_request_body_shape() -> None:
-    assert sps_request_body(["eastus"], ["Standard_D2_v2"], desired_count=3, zonal=False) == {
+    assert request_body(["eastus"], ["Standard_D2_v2"], desired_count=3, zonal=False) == {
         "desiredLocations": ["eastus"],
         "desiredSizes": [{"sku": "Standard_D2_v2"}],
         "desiredCount": 3,
@@ -349,7 +350,7 @@ def test_400_invalid_region_and_size_are_learned_and_the_call_reissued() -> None
     assert sorted(f.reason for f in result.failed_calls) == ["all-invalid", "all-invalid"]
     # The later calls were never sent: what was learned applies to the whole run.
     assert len(script.requests) == 3
-    assert script.bodies[-1] == sps_request_body(["eastus"], ["A"], desired_count=5, zonal=True)
+    assert script.bodies[-1] == request_body(["eastus"], ["A"], desired_count=5, zonal=True)
     assert result.covered_pairs == {("eastus", "A")}
 
 

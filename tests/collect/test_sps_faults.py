@@ -24,7 +24,8 @@ from spotlake.clock import FakeClock
 from spotlake.collect.auth import AzureCredentials, StaticToken, TokenProvider
 from spotlake.collect.base import AzureEndpoints
 from spotlake.collect.quota import QuotaLedger
-from spotlake.collect.sps import REQUIRED_ROLE, SpsCollector, SpsResult, parse_scores
+from spotlake.collect.sps import REQUIRED_ROLE, SpsCollector, SpsResult
+from spotlake.collect.sps_wire import parse_scores
 from spotlake.errors import AuthError, PayloadError
 from spotlake.model import SPS_SCHEMA, Secret, SpsCall
 from spotlake.testing.azure import AzureEmulator, EndpointFaults, Faults

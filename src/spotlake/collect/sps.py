@@ -53,17 +53,17 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, NoReturn
+from typing import Final, NoReturn
 
 import attrs
 import httpx
-import pandas as pd
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect.auth import BearerTokenSource
 from spotlake.collect.base import AzureEndpoints, CollectResult, Failure, ReportBuilder, run_sync
 from spotlake.collect.http import Backoff, error_for_response, is_transient, read_json, retrying
 from spotlake.collect.quota import QuotaLedger, Slot
+from spotlake.collect.sps_wire import Rows, empty_rows, request_body, rows_frame, scores_rows
 from spotlake.errors import (
     AuthError,
     CollectError,
@@ -73,7 +73,7 @@ from spotlake.errors import (
     TransientCollectError,
     TransientError,
 )
-from spotlake.model import SCORE_VALUES, SPS_SCHEMA, Secret, Source, SpsCall, conform
+from spotlake.model import Secret, Source, SpsCall
 
 __all__ = [
     "API_VERSION",
@@ -82,8 +82,6 @@ __all__ = [
     "FailureReason",
     "SpsCollector",
     "SpsResult",
-    "parse_scores",
-    "sps_request_body",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,83 +122,6 @@ _RETRY_NEXT_RUN = frozenset(
         FailureReason.PAYLOAD,
     }
 )
-
-
-# --- parsing (pure) --------------------------------------------------------------------------
-
-
-def sps_request_body(
-    regions: Sequence[str], sizes: Sequence[str], *, desired_count: int, zonal: bool
-) -> dict[str, Any]:
-    """The JSON body of one SPS request."""
-    return {
-        "desiredLocations": list(regions),
-        "desiredSizes": [{"sku": size} for size in sizes],
-        "desiredCount": desired_count,
-        "availabilityZones": zonal,
-    }
-
-
-_Rows = dict[str, list[Any]]
-
-
-def _empty_rows() -> _Rows:
-    return {"size": [], "region": [], "zone": [], "score": [], "quota_available": []}
-
-
-def _scores_rows(body: object, *, what: str) -> _Rows:
-    """Validate an SPS answer and return its rows as column lists. Raises :class:`PayloadError`."""
-
-    def bad(detail: str) -> PayloadError:
-        return PayloadError(f"{SOURCE}: {what} returned an unexpected body: {detail}", source=SOURCE)
-
-    if not isinstance(body, dict):
-        raise bad(f"expected a JSON object, got {type(body).__name__}")
-    items = body.get("placementScores")
-    if not isinstance(items, list):
-        raise bad("'placementScores' is missing or not a list")
-    rows = _empty_rows()
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise bad(f"placementScores[{i}] is {type(item).__name__}, not an object")
-        sku, region, score = item.get("sku"), item.get("region"), item.get("score")
-        for name, value in (("sku", sku), ("region", region), ("score", score)):
-            if not isinstance(value, str) or not value:
-                raise bad(f"placementScores[{i}].{name} is missing or not a non-empty string")
-        zone = item.get("availabilityZone")
-        if isinstance(zone, bool) or not (zone is None or isinstance(zone, str | int)):
-            raise bad(f"placementScores[{i}].availabilityZone is {type(zone).__name__}")
-        quota = item.get("isQuotaAvailable")
-        if quota is not None and not isinstance(quota, bool):
-            raise bad(f"placementScores[{i}].isQuotaAvailable is {type(quota).__name__}, not a boolean")
-        rows["size"].append(sku)
-        rows["region"].append(region)
-        rows["zone"].append(None if zone is None or zone == "" else str(zone))
-        rows["score"].append(score)
-        rows["quota_available"].append(quota)
-    return rows
-
-
-def _frame(rows: _Rows, desired_count: int) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "size": pd.Series(rows["size"], dtype="string"),
-            "region": pd.Series(rows["region"], dtype="string"),
-            "zone": pd.Series(rows["zone"], dtype="string"),
-            "score": pd.Series(rows["score"], dtype="string"),
-            "quota_available": pd.Series(rows["quota_available"], dtype="boolean"),
-        }
-    )
-    frame["desired_count"] = desired_count
-    # Unknown score strings map to <NA>: kept as text, never guessed.
-    frame["score_value"] = frame["score"].map(dict(SCORE_VALUES)).astype(pd.api.types.pandas_dtype("Int8"))
-    return conform(frame, SPS_SCHEMA, source=SOURCE)
-
-
-def parse_scores(body: object, *, desired_count: int, what: str = "an SPS call") -> pd.DataFrame:
-    """An SPS answer as a frame with :data:`SPS_SCHEMA`, or :class:`PayloadError` if it has the wrong
-    shape. Unknown score strings are kept; a missing ``availabilityZone`` is ``<NA>``."""
-    return _frame(_scores_rows(body, what=what), desired_count)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -398,16 +319,16 @@ class SpsCollector:
 
     async def _run_call(
         self, state: _CallState, run: _Run, client: httpx.AsyncClient, limiter: asyncio.Semaphore
-    ) -> _Rows | FailedCall:
+    ) -> Rows | FailedCall:
         policy = retrying(
             clock=self._clock,
             max_attempts=self.max_attempts_per_call,
             backoff=self._backoff,
             retry_if=_retryable,
         )
-        outcome: _Rows | FailedCall
+        outcome: Rows | FailedCall
         try:
-            rows: _Rows | None = None
+            rows: Rows | None = None
             async for attempt in policy:
                 with attempt:
                     async with limiter:
@@ -449,7 +370,7 @@ class SpsCollector:
             attempts=state.sent,
         )
 
-    async def _attempt(self, state: _CallState, run: _Run, client: httpx.AsyncClient) -> _Rows:
+    async def _attempt(self, state: _CallState, run: _Run, client: httpx.AsyncClient) -> Rows:
         """One request for the call, or an exception saying what to do next."""
         if run.fatal is not None:
             raise _Aborted
@@ -494,7 +415,7 @@ class SpsCollector:
             f"{self._endpoints.management.rstrip('/')}/subscriptions/{slot.subscription}/providers/"
             f"Microsoft.Compute/locations/{slot.location}/placementScores/spot/generate"
         )
-        body = sps_request_body(regions, sizes, desired_count=self.desired_count, zonal=self.zonal)
+        body = request_body(regions, sizes, desired_count=self.desired_count, zonal=self.zonal)
         try:
             response = await client.post(
                 url,
@@ -509,7 +430,7 @@ class SpsCollector:
                 payload = read_json(SOURCE, what, response)
             except PayloadError:
                 raise self._undecodable(state, what, f"{len(response.content)} bytes of non-JSON") from None
-            return _scores_rows(payload, what=what)
+            return scores_rows(payload, what=what)
         await self._handle_error(
             state=state,
             run=run,
@@ -627,10 +548,10 @@ class SpsCollector:
 
     # --- assembling the result ---------------------------------------------------------------
 
-    def _result(self, run: _Run, outcomes: list[_Rows | FailedCall], started: datetime) -> SpsResult:
+    def _result(self, run: _Run, outcomes: list[Rows | FailedCall], started: datetime) -> SpsResult:
         report = run.report
         failed: list[FailedCall] = []
-        rows = _empty_rows()
+        rows = empty_rows()
         for state_index, outcome in enumerate(outcomes):
             if isinstance(outcome, FailedCall):
                 failed.append(outcome)
@@ -649,7 +570,7 @@ class SpsCollector:
                 report.notes.append(f"call #{state_index}: the API returned no score for {missing} pair(s)")
             for column, values in outcome.items():
                 rows[column].extend(values)
-        frame = _frame(rows, self.desired_count)
+        frame = rows_frame(rows, self.desired_count)
         before = len(frame)
         frame = frame.drop_duplicates(subset=["size", "region", "zone"], keep="first").reset_index(drop=True)
         if len(frame) < before:
