@@ -1,25 +1,33 @@
 """Failure notifications (Slack incoming webhooks).
 
 The webhook URL is a secret (anyone holding it can post to the channel): it is held as a
-:class:`spotlake.model.Secret`, revealed only to build the request, and never logged. A
-notification that cannot be delivered is logged (without the URL) and never masks the error that
-caused it: notifying is best effort by design.
+:class:`spotlake.model.Secret`, revealed only to build the request, and never logged: while the
+request is sent, httpx's request log goes through :class:`spotlake.redact.SecretFilter`, which
+recognises webhook URLs by their shape (any case, percent-encoded or not). The message text is
+scrubbed the same way before it is sent, so an error quoting a token or a secret-named field does
+not reach the channel. A notification that cannot be delivered is logged (without the URL) and never
+masks the error that caused it: notifying is best effort by design.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Protocol
 
 import attrs
 import httpx
 
 from spotlake.model import Secret
+from spotlake.redact import SecretFilter, scrub
 
 __all__ = ["Notifier", "SlackNotifier"]
 
 log = logging.getLogger(__name__)
+
+#: A URL's path, query or fragment (group "base" keeps the scheme and host).
+_URL_TAIL = re.compile(r"(?P<base>\b[a-z][a-z0-9+.-]*://[^/?#\s\"'<>]+)[/?#][^\s\"'<>]*", re.IGNORECASE)
 
 
 class Notifier(Protocol):
@@ -43,9 +51,10 @@ class SlackNotifier:
     timeout: float = 10.0
 
     def notify(self, title: str, text: str) -> bool:
-        payload = {"text": f"*{title}*\n{text}"}
-        # httpx logs every request URL at INFO; for a webhook the URL is the secret.
-        redact = _Redact(self.webhook)
+        payload = {"text": scrub(f"*{title}*\n{text}")}
+        # httpx logs every request URL at INFO; for a webhook the URL is the secret. A logger's
+        # filter sees its own records before any handler does.
+        redact = _WebhookLog()
         httpx_log = logging.getLogger("httpx")
         httpx_log.addFilter(redact)
         try:
@@ -67,17 +76,11 @@ class SlackNotifier:
         return True
 
 
-class _Redact(logging.Filter):
-    """Rewrites log records that would show the secret (formatted message), keeping the rest."""
-
-    def __init__(self, secret: Secret) -> None:
-        super().__init__()
-        self._secret = secret
+class _WebhookLog(SecretFilter):
+    """httpx's records while a webhook is posted: scrubbed, and every URL cut to its host, because
+    the path of a webhook URL is its secret whatever its shape (not only Slack's)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        value = self._secret.reveal()
-        message = record.getMessage()
-        if value and value in message:
-            record.msg = message.replace(value, "<redacted webhook>")
-            record.args = None
+        super().filter(record)
+        record.msg = _URL_TAIL.sub(lambda m: f"{m['base']}/***", str(record.msg))
         return True
