@@ -436,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Scrub secrets by their shape from every record the handlers print: ours and third-party
+    # loggers' alike (httpx, httpcore, azure, botocore log URLs, headers and bodies).
+    from spotlake.redact import scrub_handlers
+
+    scrub_handlers(logging.getLogger())
     try:
         code: int = args.func(args)
     except LockedError as exc:
