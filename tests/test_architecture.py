@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "collect": FOUNDATION | {"redact"},
     "scoring": FOUNDATION | {"serde"},
     "storage": FOUNDATION | {"retry"},
-    "pipeline": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify"},
+    "pipeline": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
     "compute": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify"},
     "cli": FOUNDATION
     | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"},

@@ -185,3 +185,42 @@ def test_collect_exits_3_when_some_sps_calls_failed(
     assert report["status"] == "committed" and report["failed_calls"] > 0
     assert report["collectors"]["sps"]["succeeded"] > 0
     assert report["unknown"]["count"] > 0
+
+
+def test_a_sink_outage_exits_3_and_the_next_runs_still_collect(
+    served: tuple[AzureEmulator, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: with an unreachable compat bucket every later run exited 1 and collected nothing."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    capsys.readouterr()  # the server announces itself on stdout
+    try:
+        host, port = server.get_host_and_port()
+        for var, value in {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(var, value)
+        emu, url = served
+        store = tmp_path / "data"
+        codes, reports = [], []
+        for i in range(2):
+            emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+            codes.append(
+                collect(url, store, run_time(i).isoformat(), "--json", "--compat-bucket", "no-such-bucket")
+            )
+            reports.append(json.loads(capsys.readouterr().out))
+        assert codes == [EXIT_PARTIAL, EXIT_PARTIAL]
+        assert [r["status"] for r in reports] == ["committed", "committed"]
+        assert "no-such-bucket" in reports[1]["delivery_error"] and len(reports[1]["undelivered"]) == 2
+        assert main(["status", "--store", str(store)]) == EXIT_OK
+        assert "sinks owed 2 committed run(s)" in capsys.readouterr().out
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@
     spotlake plan (--catalog CSV | --pairs CSV|-)
     spotlake status [--store ...]
     spotlake show [--store ...] [--changes] [--at T] [--limit N]
+    spotlake rollback [--store ...] [--to VERSION]
 
 Every command takes ``--json`` (machine-readable stdout) and ``--quiet`` (no progress on stderr,
 for cron). Exit codes: 0 done (or already done), 1 the run failed, 2 bad usage or configuration,
@@ -24,17 +25,19 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from spotlake.errors import ConfigError, LockedError, SpotlakeError
+from spotlake.errors import ConfigError, LockedError, PlanError, SpotlakeError
 from spotlake.model import DEFAULT_PLAN_SEARCH
+from spotlake.redact import scrub
 
 if TYPE_CHECKING:
     from spotlake.collect.quota import LedgerSnapshot
     from spotlake.pipeline import RunReport, StoreStatus
+    from spotlake.storage import GenerationInfo
 
 __all__ = ["EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
 
@@ -156,7 +159,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             store=store,
             azure=access,
             options=CycleOptions(
-                zonal=not args.regional, lock_timeout=args.lock_timeout, plan_search=args.plan_search
+                zonal=not args.regional,
+                lock_timeout=args.lock_timeout,
+                plan_search=args.plan_search,
+                max_clock_skew=timedelta(minutes=args.max_clock_skew),
             ),
             timeseries=timeseries,
             metrics=metrics,
@@ -318,6 +324,37 @@ def _quota_line(name: str, snap: LedgerSnapshot) -> str:
     )
 
 
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from spotlake.storage import open_store
+
+    store = open_store(args.store)
+    kept = store.kept_generations()
+    if not kept:
+        raise ConfigError(f"{args.store} has no committed state to roll back")
+    if args.to is None:
+        lines = [f"{'version':<30} {'run':<18} committed at", *(_generation_line(g) for g in kept)]
+        lines.append("roll back with: spotlake rollback --store STORE --to VERSION")
+        _emit(args, kept, "\n".join(lines))
+        return EXIT_OK
+    if args.to not in {g.version for g in kept}:
+        raise ConfigError(
+            f"--to {args.to!r} is not a kept state of {args.store}; kept: {[g.version for g in kept]}"
+        )
+    with store.lock("operator-rollback", timeout=args.lock_timeout):
+        current = store.read_state(frames=False).version
+        store.rollback(args.to, expected_version=current, run_id="operator-rollback")
+    after = store.kept_generations()
+    _emit(
+        args, after, f"{args.store}: rolled back from {current} to {args.to}; the next run continues from it"
+    )
+    return EXIT_OK
+
+
+def _generation_line(info: GenerationInfo) -> str:
+    when = info.committed_at.isoformat() if info.committed_at else "?"
+    return f"{info.version:<30} {info.run_id or '?':<18} {when}{'  (current)' if info.current else ''}"
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from spotlake.storage import FrameKind, open_store
 
@@ -385,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_PLAN_SEARCH}; 0 = plain plan)",
     )
     az.add_argument(
+        "--max-clock-skew",
+        type=_non_negative_int,
+        default=15,
+        metavar="MINUTES",
+        help="refuse a run time more than this far ahead of the clock (default 15)",
+    )
+    az.add_argument(
         "--shard",
         metavar="I/N",
         help="collect SPS shard I of N (0-based; auto/N reads AWS_BATCH_JOB_ARRAY_INDEX); the worker that "
@@ -418,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--store", default=DEFAULT_STORE)
     status.set_defaults(func=_cmd_status)
 
+    rollback = sub.add_parser(
+        "rollback",
+        parents=[common],
+        help="list the committed states a store keeps, or restore one (--to VERSION)",
+    )
+    rollback.add_argument("--store", default=DEFAULT_STORE)
+    rollback.add_argument("--to", metavar="VERSION", help="the kept state to make current again")
+    rollback.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for a run")
+    rollback.set_defaults(func=_cmd_rollback)
+
     show = sub.add_parser("show", parents=[common], help="the latest snapshot or changes")
     show.add_argument("--store", default=DEFAULT_STORE)
     show.add_argument("--changes", action="store_true", help="the changeset instead of the snapshot")
@@ -444,23 +498,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except LockedError as exc:
-        print(f"spotlake: {exc}", file=sys.stderr)
+        print(f"spotlake: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_LOCKED
-    except ConfigError as exc:
-        print(f"spotlake: {exc}", file=sys.stderr)
+    except (ConfigError, PlanError) as exc:
+        print(f"spotlake: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except SpotlakeError as exc:
-        print(f"spotlake: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"spotlake: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
         if type(exc).__module__.startswith("botocore"):
             # No region, no credentials, a bad profile: AWS configuration, not a spotlake failure.
-            print(f"spotlake: AWS configuration: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"spotlake: AWS configuration: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
             return EXIT_USAGE
         if args.verbose:
             raise
         print(
-            f"spotlake: unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+            f"spotlake: unexpected {type(exc).__name__}: {scrub(str(exc))}"
+            " (run with --verbose for the traceback)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -16,8 +16,8 @@ from spotlake.clock import FakeClock
 from spotlake.collect.base import AzureEndpoints
 from spotlake.collect.http import Backoff
 from spotlake.collect.prices import (
-    PRICE_FILTER,
     LOOKAHEAD,
+    PRICE_FILTER,
     PriceCollector,
     PriceResult,
     is_sovereign,

@@ -19,6 +19,7 @@ from spotlake.clock import Clock
 from spotlake.collect.base import ReportBuilder
 from spotlake.collect.http import Backoff, error_for_response, is_transient, read_json, retrying
 from spotlake.errors import PayloadError, TransientCollectError
+from spotlake.redact import scrub
 
 __all__ = [
     "AccessTokenLike",
@@ -118,7 +119,8 @@ async def fetch_json(
                 ) from exc
             except httpx.TransportError as exc:
                 raise TransientCollectError(
-                    f"{source}: {what} failed in transport ({type(exc).__name__}: {exc})", source=source
+                    f"{source}: {what} failed in transport ({type(exc).__name__}: {scrub(str(exc))})",
+                    source=source,
                 ) from exc
             if response.status_code == 401 and on_unauthorized is not None and not refreshed:
                 # One refresh per request: a token that expired between issue and use is normal;

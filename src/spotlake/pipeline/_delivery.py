@@ -22,6 +22,7 @@ import pandas as pd
 
 from spotlake.errors import SpotlakeError
 from spotlake.pipeline.options import CycleEnv
+from spotlake.redact import scrub
 from spotlake.storage.base import FrameKind, SinkReport
 
 __all__ = ["MAX_OWED", "Delivery", "deliver", "deliver_owed", "describe_failure", "still_owed"]
@@ -66,8 +67,8 @@ def deliver(
 def describe_failure(exc: BaseException) -> str:
     """A sink failure for the report: spotlake's errors as they are, anything else named as unexpected."""
     if isinstance(exc, SpotlakeError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"unexpected {type(exc).__name__} from a sink: {exc}"
+        return scrub(f"{type(exc).__name__}: {exc}")
+    return scrub(f"unexpected {type(exc).__name__} from a sink: {exc}")
 
 
 def still_owed(env: CycleEnv, runs: Sequence[datetime]) -> tuple[datetime, ...]:

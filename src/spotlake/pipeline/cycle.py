@@ -50,6 +50,7 @@ from spotlake.pipeline.options import (
 )
 from spotlake.pipeline.report import RunReport, RunStatus
 from spotlake.pipeline.shards import Shard, run_shard
+from spotlake.redact import scrub
 from spotlake.storage.base import MetricsSink, SnapshotStore, TimeSeriesSink
 
 __all__ = ["arun_cycle", "run_cycle"]
@@ -141,7 +142,9 @@ async def arun_cycle(
         if report is not None and report.status is RunStatus.COMMITTED:
             log.warning("run %s committed, but releasing the store's lock failed: %s", run_id, exc)
         else:
-            report = RunReport(at=at, status=RunStatus.FAILED, error=str(exc), error_type=type(exc).__name__)
+            report = RunReport(
+                at=at, status=RunStatus.FAILED, error=scrub(str(exc)), error_type=type(exc).__name__
+            )
     report = attrs.evolve(report, seconds=time.monotonic() - started)
     if notifier is not None:
         _notify(notifier, report, run_id, shard)
@@ -164,12 +167,13 @@ async def guarded(at: datetime, body: Awaitable[RunReport]) -> RunReport:
         raise
     except SpotlakeError as exc:
         log.error("run %s failed: %s", run_id_of(at), exc)
-        return RunReport(at=at, status=RunStatus.FAILED, error=str(exc), error_type=type(exc).__name__)
+        return RunReport(at=at, status=RunStatus.FAILED, error=scrub(str(exc)), error_type=type(exc).__name__)
     except Exception as exc:  # a bug or an SDK error nobody mapped: still a failed run, not a crash
         log.exception("run %s failed unexpectedly", run_id_of(at))
         return RunReport(
             at=at,
             status=RunStatus.FAILED,
-            error=f"unexpected {type(exc).__name__}: {exc}",
+            # An SDK's message may quote a response body: keep no secret in the report.
+            error=scrub(f"unexpected {type(exc).__name__}: {exc}"),
             error_type="InternalError",
         )

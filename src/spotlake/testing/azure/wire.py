@@ -58,12 +58,19 @@ def azure_transport(emu: AzureEmulator) -> HttpTransport[Any, Any]:
     """An azure-core transport served by ``emu`` in-process."""
     from azure.core.pipeline.transport import RequestsTransport
 
+    class _OnEmulatorTime(RequestsTransport):  # type: ignore[misc]
+        """azure-core's retries wait on the emulator's clock (instant on a fake one), like every
+        other wait in spotlake's tests."""
+
+        def sleep(self, duration: float) -> None:
+            emu.clock.sleep(duration)
+
     adapter = _EmulatorAdapter(emu)
     session = requests.Session()
     session.trust_env = False  # never pick up proxies or netrc from the environment
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    transport: HttpTransport[Any, Any] = RequestsTransport(session=session, session_owner=False)
+    transport: HttpTransport[Any, Any] = _OnEmulatorTime(session=session, session_owner=False)
     return transport
 
 
