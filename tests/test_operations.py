@@ -16,6 +16,7 @@ import pytest
 
 from pipeline_support import emulator, in_process_access, run_time
 from spotlake.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from spotlake.errors import StorageError
 from spotlake.pipeline import CycleOptions, RunReport, RunStatus, run_cycle
 from spotlake.storage import ObjectStore, open_store
 from spotlake.storage.local import LocalBackend
@@ -70,7 +71,7 @@ def test_the_cli_refuses_a_future_run_time_with_exit_2(
                     "-q",
                 ]
             )
-    assert code == EXIT_FAILED  # the run failed and said why: nothing was committed
+    assert code == EXIT_USAGE  # refused for its configuration: nothing was committed
     assert "ahead of the clock" in capsys.readouterr().out
 
 
@@ -96,29 +97,56 @@ def test_an_operator_rolls_a_store_back_past_a_bad_run_and_collection_resumes(
     before = kept[1]["version"]
     assert main(["rollback", "--store", str(tmp_path), "--to", before]) == EXIT_OK
     assert "rolled back" in capsys.readouterr().out
+    latest = store.latest("merged")
+    assert latest is not None and (latest["observed_at"] <= run_time(1)).all(), "the future run is gone"
     assert cycle(emu, store, run_time(2)).status is RunStatus.COMMITTED
     assert main(["rollback", "--store", str(tmp_path), "--to", "g000000000099-nothere"]) == EXIT_USAGE
 
 
-def test_a_rollback_never_deletes_committed_frames_and_can_be_undone(tmp_path: Path) -> None:
-    """Before: after store.rollback() the next run deleted the rolled-back runs' committed frames."""
+def test_a_rollback_hides_the_runs_it_takes_back_and_undoing_it_brings_them_back(tmp_path: Path) -> None:
+    """Before: after store.rollback() the next run deleted the rolled-back runs' committed frames
+    (so the rollback could not be undone); and readers went on seeing the rolled-back runs."""
     emu = emulator()
     store = open_store(str(tmp_path))
     for i in range(3):
         emu.clock.set(run_time(i))  # type: ignore[attr-defined]
         assert cycle(emu, store, run_time(i)).status is RunStatus.COMMITTED
     newest = store.read_state(frames=False).version
-    kept = store.kept_generations()
-    after_first = kept[2].version  # the state committed by the run of 00:00
+    after_first = store.kept_generations()[2].version  # the state committed by the run of 00:00
     store.rollback(after_first, expected_version=newest)
+    assert store.run_times("merged") == [run_time(0)], "readers see only the state's runs"
+    assert store.run_times("raw", source="sps") == [run_time(0)]
     emu.clock.set(run_time(3))  # type: ignore[attr-defined]
     assert cycle(emu, store, run_time(3)).status is RunStatus.COMMITTED
-    # Every committed frame is still there, the rolled-back runs' included.
-    assert store.run_times("merged") == [run_time(i) for i in range(4)]
-    # And the rollback itself can be undone: the rolled-back-from state is still kept.
-    assert newest in {g.version for g in store.kept_generations()}
-    store.rollback(newest, expected_version=store.read_state(frames=False).version)
+    assert store.run_times("merged") == [run_time(0), run_time(3)]
+    branch = store.read_state(frames=False).version
+    # Undo: back to the state of 00:20; its runs come back, the run of 00:30 leaves.
+    store.rollback(newest, expected_version=branch)
+    assert store.run_times("merged") == [run_time(0), run_time(1), run_time(2)]
     assert store.read_state().docs["last_run"]["at"] == run_time(2).isoformat()
+    # And forward again: nothing committed was ever lost.
+    store.rollback(branch, expected_version=newest)
+    assert store.run_times("merged") == [run_time(0), run_time(3)]
+
+
+def test_an_interrupted_rollback_is_finished_by_the_next_run(tmp_path: Path) -> None:
+    emu = emulator()
+    store = open_store(str(tmp_path))
+    for i in range(2):
+        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+        assert cycle(emu, store, run_time(i)).status is RunStatus.COMMITTED
+    newest = store.read_state(frames=False).version
+    first = store.kept_generations()[1].version
+    # The pointer moves, then the process dies before moving the frames (the first move fails).
+    dying = ObjectStore(
+        FaultyBackend(LocalBackend(tmp_path), fail_when=lambda op, key: op == "move", fail_at=1)
+    )
+    with pytest.raises(StorageError):
+        dying.rollback(first, expected_version=newest)
+    assert store.read_state(frames=False).version == first
+    emu.clock.set(run_time(2))  # type: ignore[attr-defined]
+    assert cycle(emu, store, run_time(2)).status is RunStatus.COMMITTED
+    assert store.run_times("merged") == [run_time(0), run_time(2)]
 
 
 def test_readers_never_see_a_run_that_crashed_before_its_commit(tmp_path: Path) -> None:
@@ -155,8 +183,9 @@ def test_the_next_run_sweeps_abandoned_stages_and_orphan_temporary_files(tmp_pat
     abandoned.write_bytes(b"a run that died")
     old = time.time() - 7 * 3600  # older than the 6 hours any run could take
     os.utime(orphan, (old, old))
-    emu.clock.set(run_time(0) + timedelta(hours=7))  # type: ignore[attr-defined]
-    later = run_time(0) + timedelta(hours=7)
+    # The first run of the next UTC day sweeps (temporary files need a walk of the whole store).
+    later = run_time(0) + timedelta(days=1)
+    emu.clock.set(later)  # type: ignore[attr-defined]
     assert (
         run_cycle(later, store=store, azure=in_process_access(emu), clock=emu.clock).status
         is RunStatus.COMMITTED

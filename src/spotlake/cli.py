@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,16 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
+
+
+def _skew_minutes(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > _MAX_SKEW_MINUTES:
+        raise argparse.ArgumentTypeError(f"at most {_MAX_SKEW_MINUTES} minutes (a year), got {text!r}")
+    return value
+
+
+_MAX_SKEW_MINUTES = 366 * 24 * 60
 
 
 def _parse_at(text: str | None) -> datetime:
@@ -175,7 +186,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         board.close()  # end the progress line before any message is printed
     _emit(args, report, _run_text(report, store=args.store))
     if report.status is RunStatus.FAILED:
-        return EXIT_FAILED
+        # A run refused for its configuration (a run time ahead of the clock, too few
+        # subscriptions for the shards) is a usage error; anything else failed on the way.
+        return EXIT_USAGE if report.error_type == "ConfigError" else EXIT_FAILED
     if report.status is RunStatus.COMMITTED and (report.failed_calls or report.delivery_error):
         return EXIT_PARTIAL
     return EXIT_OK
@@ -423,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     az.add_argument(
         "--max-clock-skew",
-        type=_non_negative_int,
+        type=_skew_minutes,
         default=15,
         metavar="MINUTES",
         help="refuse a run time more than this far ahead of the clock (default 15)",
@@ -511,8 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # No region, no credentials, a bad profile: AWS configuration, not a spotlake failure.
             print(f"spotlake: AWS configuration: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
             return EXIT_USAGE
-        if args.verbose:
-            raise
+        if args.verbose:  # the traceback, scrubbed like every other output
+            print(scrub(traceback.format_exc()), file=sys.stderr, end="")
         print(
             f"spotlake: unexpected {type(exc).__name__}: {scrub(str(exc))}"
             " (run with --verbose for the traceback)",

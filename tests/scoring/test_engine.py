@@ -183,7 +183,11 @@ def test_a_key_the_run_could_see_but_did_not_ceases_and_other_counts_stay():
 def test_a_failed_call_is_unknown_not_ceased():
     r1 = run(None, 1, BASE, at=T0)
     failed = run(
-        r1.state, 1, [], at=T0 + timedelta(minutes=10), covered=Coverage(sps_pairs=[], prices_complete=True)
+        r1.state,
+        1,
+        [],
+        at=T0 + timedelta(minutes=10),
+        covered=Coverage(sps_pairs=[], failed_pairs=PAIRS, prices_complete=True),
     )
     assert failed.changes.empty
     assert failed.report.unknown == 3
@@ -194,7 +198,7 @@ def test_a_failed_call_is_unknown_not_ceased():
         1,
         [],
         at=T0 + timedelta(minutes=10),
-        covered=Coverage(sps_pairs=[("eastus", DC2)], prices_complete=True),
+        covered=Coverage(sps_pairs=[("eastus", DC2)], failed_pairs=[("eastus", D2)], prices_complete=True),
     )
     assert kinds(half) == {"ceased": 1} and half.report.unknown == 2
     assert half.changes["size"].tolist() == [DC2]
@@ -249,7 +253,8 @@ def test_a_zonal_run_does_not_cease_regional_keys():
     r1 = run(None, 1, BASE, at=T0)
     zonal = Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=True)
     r = run(r1.state, 1, BASE[:2], at=T0 + timedelta(minutes=10), covered=zonal)
-    assert r.changes.empty and r.report.unknown == 1
+    # The regional key was not asked for (another zone mode): neither ceased nor unknown.
+    assert r.changes.empty and r.report.unknown == 0
     regional = Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=False)
     r = run(r1.state, 1, BASE[:2], at=T0 + timedelta(minutes=10), covered=regional)
     assert kinds(r) == {"ceased": 1} and r.changes["zone"].isna().all()
@@ -589,3 +594,34 @@ def test_the_snapshot_serves_unknown_keys_with_their_last_values():
     assert d2["spot_price"].tolist() == [0.03, 0.03], "prices are this run's"
     assert d2["desired_count"].notna().all(), "no price-only hole for the pair"
     assert second.report.stale_rows == 2
+
+
+def test_a_served_row_shows_what_a_complete_crawl_says_of_its_price():
+    """Before: a stale row kept its old spot price although the complete crawl had none for it."""
+    first = run(None, 1, BASE, at=T0)
+    failed = Coverage(sps_pairs=[("eastus", DC2)], failed_pairs=[("eastus", D2)], prices_complete=True)
+    od_only = prices(PAIRS).assign(spot_price=[float("nan"), 0.02], savings_pct=[float("nan"), 80.0])
+    second = score_run(
+        first.state,
+        sps=sps(1, BASE[2:]),
+        prices=od_only,
+        eviction=eviction(PAIRS),
+        skus=SKUS,
+        at=T0 + timedelta(minutes=110),
+        desired_count=1,
+        covered=failed,
+    )
+    d2 = second.snapshot[second.snapshot["size"] == D2]
+    assert len(d2) == 2 and d2["spot_price"].isna().all() and d2["savings_pct"].isna().all()
+    assert (d2["ondemand_price"] == 0.1).all() and d2["score"].notna().all()
+
+
+def test_unknown_counts_only_the_keys_of_failed_calls():
+    """Before: keys of the other zone mode (or dropped from the plan) were counted unknown too."""
+    regional = [(D2, "eastus", None, "High"), (DC2, "eastus", None, "Low")]
+    first = run(
+        None, 1, regional, at=T0, covered=Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=False)
+    )
+    zonal = Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=True)
+    second = run(first.state, 1, BASE[:2], at=T0 + timedelta(minutes=110), covered=zonal)
+    assert second.report.unknown == 0 and second.report.stale_rows == 0

@@ -70,7 +70,17 @@ def test_spotlake_layout_records() -> None:
         assert all(v["Value"] not in ("nan", "<NA>", "None") for v in record["MeasureValues"])
 
 
-def test_original_layout_records_follow_spec_4_1() -> None:
+def test_expired_rows_are_marked_as_no_longer_current() -> None:
+    """Before: an expired key was written with ceased=false, so a reader going by it kept the key."""
+    changes = changes_frame(3)
+    changes.loc[0, "change"] = "expired"
+    records = build_records(changes)
+    assert measures(records[0])["ceased"] == ("true", "BOOLEAN")
+    assert measures(records[0])["change"] == ("expired", "VARCHAR")
+    assert len(build_records(changes, layout="original")) == 1  # neither ceased nor expired rows
+
+
+def test_original_layout_records_follow_the_original_table() -> None:
     changes = changes_frame(6)
     records = build_records(changes, layout="original")
     assert len(records) == 4  # the two ceased rows are not written in this layout

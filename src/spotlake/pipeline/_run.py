@@ -15,10 +15,11 @@ from datetime import datetime
 import attrs
 import pandas as pd
 
+from spotlake.collect.auth import BearerTokenSource
 from spotlake.errors import ConflictError, IncompleteDataError, SpotlakeError
 from spotlake.model import Source
 from spotlake.pipeline._collection import Collected, collect
-from spotlake.pipeline._delivery import Delivery, deliver, deliver_owed, describe_failure
+from spotlake.pipeline._delivery import Delivery, data_sinks, deliver_owed, deliver_run
 from spotlake.pipeline._sps import SpsSource
 from spotlake.pipeline._start import RunStart, begin
 from spotlake.pipeline.options import CycleEnv
@@ -31,6 +32,8 @@ from spotlake.pipeline.state import (
     DayPlan,
     LastRun,
     Outbox,
+    Owed,
+    legacy_run,
 )
 from spotlake.scoring.engine import Coverage, ScoringState, score_run
 from spotlake.scoring.rotation import finish_run, learn_invalid
@@ -41,8 +44,9 @@ __all__ = ["SourceFactory", "run_id_of", "run_locked", "score_and_commit"]
 
 log = logging.getLogger(__name__)
 
-#: Builds the run's SPS source once its start is known (live collection, or merged shard parts).
-SourceFactory = Callable[[RunStart], SpsSource]
+#: Builds the run's SPS source once its start is known (live collection, or merged shard parts),
+#: given the run's one bearer token source.
+SourceFactory = Callable[[RunStart, BearerTokenSource], SpsSource]
 
 
 def run_id_of(at: datetime) -> str:
@@ -59,16 +63,30 @@ async def run_locked(at: datetime, env: CycleEnv, sps: SourceFactory) -> RunRepo
     )
     if isinstance(start, RunReport):
         return start
-    _sweep(env)
-    owed = deliver_owed(env, start.undelivered)
-    collected = await collect(env, env.token(), start, sps(start))
+    # Stages are few and cheap to list; temporary files need a walk of the whole store, so the
+    # first run of each UTC day looks for them.
+    _sweep(env, temporaries=start.decision.new_day)
+    owed = deliver_owed(env, _outbox(env, start))
+    token = env.token()  # one token source for the whole run
+    collected = await collect(env, token, start, sps(start, token))
     # Scoring and writing take seconds of CPU and blocking I/O: keep the event loop free.
     return await asyncio.to_thread(score_and_commit, at, env, start, collected, owed)
 
 
-def _sweep(env: CycleEnv) -> None:
+def _outbox(env: CycleEnv, start: RunStart) -> Outbox:
+    """The outbox to work off; for a store written before outboxes, its last run is owed (once:
+    delivering twice is harmless, never delivering is not)."""
+    if start.outbox is not None:
+        return start.outbox
+    if start.last_at is None:
+        return Outbox()
+    run = legacy_run(start.last_at)
+    return Outbox(owed=tuple(Owed(at=start.last_at, run=run, sink=name) for name in data_sinks(env)))
+
+
+def _sweep(env: CycleEnv, *, temporaries: bool) -> None:
     try:
-        env.store.sweep(older_than=env.opts.stale_after)
+        env.store.sweep(older_than=env.opts.stale_after, temporaries=temporaries)
     except SpotlakeError as exc:  # housekeeping; the next run tries again
         log.warning("could not sweep abandoned stages under %s: %s", env.store.url, exc)
 
@@ -133,7 +151,8 @@ def score_and_commit(
         failed_calls=len(sps.failed_calls),
         unknown=UnknownPairs(count=len(failed_pairs), pairs=tuple(failed_pairs)),
     )
-    outbox = Outbox(runs=(*owed.owed, at)) if env.has_sinks else Outbox(runs=owed.owed)
+    stage = store.stage(at)
+    outbox = Outbox(owed=(*owed.owed, *(Owed(at=at, run=stage.name, sink=name) for name in data_sinks(env))))
     # Documents this run does not write (another mode's quota ledgers, say) are carried over: a
     # commit replaces the whole state.
     docs = dict(start.state.docs)
@@ -146,7 +165,6 @@ def score_and_commit(
             OUTBOX_DOC: dump_doc(outbox),
         }
     )
-    stage = store.stage(at)
     frames = {
         (FrameKind.RAW, Source.PRICES): collected.prices.frame,
         (FrameKind.RAW, Source.SPS): sps.frame,
@@ -172,8 +190,8 @@ def score_and_commit(
         # Maybe committed (a lost answer): the sweep removes the stage later unless a kept
         # generation names it, so a commit that did land keeps its frames.
         raise
-    report = attrs.evolve(report, state_version=version, undelivered=owed.owed)
-    return _deliver_run(env, report, owed, changes=scored.changes, snapshot=scored.snapshot)
+    report = attrs.evolve(report, state_version=version)
+    return _deliver_run(env, report, owed, stage.name, changes=scored.changes, snapshot=scored.snapshot)
 
 
 def _discard(env: CycleEnv, stage: RunStage) -> None:
@@ -184,27 +202,29 @@ def _discard(env: CycleEnv, stage: RunStage) -> None:
 
 
 def _deliver_run(
-    env: CycleEnv, report: RunReport, owed: Delivery, *, changes: pd.DataFrame, snapshot: pd.DataFrame
+    env: CycleEnv,
+    report: RunReport,
+    owed: Delivery,
+    run: str,
+    *,
+    changes: pd.DataFrame,
+    snapshot: pd.DataFrame,
 ) -> RunReport:
-    """Feed the sinks the run just committed (after what was owed); a failure is reported, not raised."""
-    if not env.has_sinks:
-        return report
-    if owed.error is not None:
-        # The sinks are failing: this run waits in the outbox behind the runs already owed.
-        return attrs.evolve(
-            report,
-            sinks=owed.sinks,
-            delivery_error=f"{owed.error} (a later run delivers the {len(owed.owed) + 1} run(s) owed)",
-            undelivered=(*owed.owed, report.at),
-        )
-    try:
-        sinks = deliver(env, report.at, changes=changes, snapshot=snapshot, counts=report.counts)
-    except Exception as exc:  # a sink is a plugin: whatever it raises, the committed run stands
-        log.error("run %s committed but the sinks were not fed: %s", report.at.isoformat(), exc)
-        return attrs.evolve(
-            report,
-            sinks=owed.sinks,
-            delivery_error=f"{describe_failure(exc)} (a later run delivers it again)",
-            undelivered=(report.at,),
-        )
-    return attrs.evolve(report, sinks=(*owed.sinks, *sinks), undelivered=())
+    """Feed the sinks the run just committed; a failure is reported (and owed), never raised."""
+    sinks, failures = deliver_run(
+        env, report.at, run, changes=changes, snapshot=snapshot, counts=report.counts
+    )
+    undelivered = set(owed.runs)
+    if any(name != "metrics" for name in failures):
+        undelivered.add(report.at)
+    errors = [owed.error] if owed.error else []
+    errors += [f"{name}: {error}" for name, error in failures.items()]
+    if owed.parked:
+        errors.append(f"{len(owed.parked)} owed run(s) given up on (docs/operations.md, 'Sink outages')")
+    return attrs.evolve(
+        report,
+        sinks=(*owed.sinks, *sinks),
+        delivery_error="; ".join(errors) + " (later runs deliver what is owed)" if errors else None,
+        undelivered=tuple(sorted(undelivered)),
+        parked=tuple(sorted({o.at for o in owed.parked})),
+    )

@@ -15,7 +15,7 @@ from spotlake.clock import ensure_utc
 from spotlake.collect.quota import QuotaLedger
 from spotlake.errors import ConfigError
 from spotlake.pipeline.report import RunReport, RunStatus
-from spotlake.pipeline.state import StateDocs
+from spotlake.pipeline.state import Outbox, StateDocs
 from spotlake.scoring.plan import Plan
 from spotlake.scoring.rotation import RotationState, RunDecision, begin_run
 from spotlake.storage.base import StateSnapshot
@@ -34,8 +34,10 @@ class RunStart:
     stored_plan: Plan | None
     #: The stored quota ledgers, by state document name.
     ledgers: Mapping[str, QuotaLedger] = attrs.field(factory=dict)
-    #: Committed runs whose sink delivery is owed.
-    undelivered: tuple[datetime, ...] = ()
+    #: What the sinks are owed (``None``: a store from before outboxes).
+    outbox: Outbox | None = None
+    #: When the last committed run was (``None``: no run yet).
+    last_at: datetime | None = None
 
     @property
     def day(self) -> date:
@@ -92,7 +94,8 @@ def begin(
         decision=decision,
         stored_plan=plan,
         ledgers=docs.ledgers(),
-        undelivered=docs.outbox().runs,
+        outbox=docs.outbox(),
+        last_at=last.at if last is not None else None,
     )
 
 

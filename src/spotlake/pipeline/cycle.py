@@ -132,7 +132,7 @@ async def arun_cycle(
     try:
         if shard is None:
             with store.lock(run_id, timeout=env.opts.lock_timeout):
-                report = await guarded(at, run_locked(at, env, lambda start: LiveSps(env, env.token(), at)))
+                report = await guarded(at, run_locked(at, env, lambda _start, token: LiveSps(env, token, at)))
         else:
             report = await guarded(at, run_shard(at, env, shard))
     except LockedError:

@@ -114,7 +114,3 @@ class CycleEnv:
         return azure.token or TokenProvider(
             azure.credentials, endpoints=azure.endpoints, clock=self.clock, transport=azure.azure_transport
         )
-
-    @property
-    def has_sinks(self) -> bool:
-        return self.timeseries is not None or self.metrics is not None or bool(self.extra_writers)

@@ -94,8 +94,11 @@ class RunReport:
     error_type: str | None = None
     #: The run committed but feeding the sinks failed; a later run delivers it again.
     delivery_error: str | None = None
-    #: Committed runs whose sink delivery is still owed (this one included when it failed).
+    #: Committed runs some sink is still owed (this one included when it failed).
     undelivered: tuple[datetime, ...] = ()
+    #: Owed runs given up on this run (a sink kept refusing them while taking others, or the
+    #: backlog outgrew a week); their frames stay in the store.
+    parked: tuple[datetime, ...] = ()
     shard: ShardProgress | None = None
 
     @property

@@ -217,7 +217,7 @@ async def run_shard(at: datetime, env: CycleEnv, shard: Shard) -> RunReport:
             shard=progress,
         )
     with store.lock(run_id_of(at), timeout=env.opts.lock_timeout):
-        report = await run_locked(at, env, lambda _start: MergedParts(store, at, shard.count))
+        report = await run_locked(at, env, lambda _start, _token: MergedParts(store, at, shard.count))
     if report.status in (RunStatus.COMMITTED, RunStatus.SKIPPED):
         store.remove_parts(through=at)
     return attrs.evolve(report, shard=attrs.evolve(progress, finalised=report.status is RunStatus.COMMITTED))

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import attrs
 
+from spotlake.clock import ensure_utc
 from spotlake.collect.quota import LedgerState, QuotaLedger
 from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.pipeline.report import RunReport
@@ -39,7 +40,9 @@ __all__ = [
     "DayPlan",
     "LastRun",
     "Outbox",
+    "Owed",
     "StateDocs",
+    "legacy_run",
     "shard_ledger_doc",
 ]
 
@@ -76,16 +79,40 @@ class LastRun:
 
 
 @attrs.frozen(kw_only=True)
-class Outbox:
-    """Committed runs whose changes have not reached every sink yet, oldest first.
+class Owed:
+    """One committed run one sink has not taken yet.
 
-    A run is added by its own commit and leaves once its delivery marker exists, so a sink outage
-    loses nothing: every later run delivers what is owed, oldest first.
+    ``run`` is the run's stage (unique per committed run, even for a minute committed again after a
+    rollback); ``attempts`` counts the deliveries that failed while the sink took other runs.
     """
 
-    DOC_FORMAT: ClassVar[int] = 1
+    at: datetime
+    run: str
+    sink: str
+    attempts: int = 0
 
-    runs: tuple[datetime, ...] = ()
+
+@attrs.frozen(kw_only=True)
+class Outbox:
+    """What the sinks are owed, oldest first (see :mod:`spotlake.pipeline._delivery`).
+
+    A run's entries are added by its own commit (one per sink) and leave once the sink's delivery
+    marker exists, so a sink outage loses nothing.
+    """
+
+    DOC_FORMAT: ClassVar[int] = 2
+
+    owed: tuple[Owed, ...] = ()
+
+    @property
+    def runs(self) -> tuple[datetime, ...]:
+        """The runs some sink is owed, oldest first."""
+        return tuple(sorted({o.at for o in self.owed}))
+
+
+def legacy_run(at: datetime) -> str:
+    """The run name (a stage id) given to a run committed before runs had stages (spotlake 0.1)."""
+    return f"{ensure_utc(at):%Y%m%dT%H%M%S}-000000000000"
 
 
 def shard_ledger_doc(label: str) -> str:
@@ -125,10 +152,9 @@ class StateDocs:
     def last_run(self) -> LastRun | None:
         return self._load(LAST_RUN_DOC, LastRun, "roll back to a kept generation (docs/operations.md)")
 
-    def outbox(self) -> Outbox:
-        return (
-            self._load(OUTBOX_DOC, Outbox, "roll back to a kept generation (docs/operations.md)") or Outbox()
-        )
+    def outbox(self) -> Outbox | None:
+        """The outbox; ``None`` for a store written before outboxes (its last run may be owed)."""
+        return self._load(OUTBOX_DOC, Outbox, "roll back to a kept generation (docs/operations.md)")
 
     def ledger(self, name: str = QUOTA_DOC) -> QuotaLedger | None:
         hint = "delete the ledger document: the next run starts a fresh one"

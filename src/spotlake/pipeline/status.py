@@ -85,5 +85,12 @@ def store_status(store: SnapshotStore, *, now: datetime) -> StoreStatus:
         plan=day_plan.plan.report if day_plan else None,
         quota={name: ledger.snapshot(now) for name, ledger in docs.ledgers().items()},
         pending_shards=pending,
-        undelivered=tuple(r for r in docs.outbox().runs if not store.is_delivered(r)),
+        undelivered=_undelivered(store, docs),
     )
+
+
+def _undelivered(store: SnapshotStore, docs: StateDocs) -> tuple[datetime, ...]:
+    outbox = docs.outbox()
+    if outbox is None:
+        return ()
+    return tuple(sorted({o.at for o in outbox.owed if not store.is_delivered(o.run, o.sink)}))

@@ -238,9 +238,13 @@ def diff(prev: pd.DataFrame, cur: pd.DataFrame, *, at: datetime | None = None) -
     changed = matrix.any(axis=1)
 
     parts = [
-        _to_changes(new_rows, "new", pd.array([None] * len(new_rows), dtype="string")),
-        _to_changes(cur_both.iloc[np.flatnonzero(changed)], "changed", changed_fields(matrix[changed])),
-        _to_changes(ceased_rows, "ceased", pd.array([None] * len(ceased_rows), dtype="string")),
+        _to_changes(new_rows, ChangeKind.NEW.value, pd.array([None] * len(new_rows), dtype="string")),
+        _to_changes(
+            cur_both.iloc[np.flatnonzero(changed)], ChangeKind.CHANGED.value, changed_fields(matrix[changed])
+        ),
+        _to_changes(
+            ceased_rows, ChangeKind.CEASED.value, pd.array([None] * len(ceased_rows), dtype="string")
+        ),
     ]
     out = pd.concat(parts, ignore_index=True)
     return sort_view(conformed(out, CHANGES_SCHEMA, source="changeset"))
@@ -292,7 +296,7 @@ def _checked_changes(p: pd.DataFrame, changes: pd.DataFrame, *, new_replaces: bo
         raise ConfigError("changeset repeats a key: each key changes at most once per changeset")
     probe = ch[[*_KEY, "change"]].merge(p[_KEY].assign(_present=True), on=_KEY, how="left", sort=False)
     present = probe["_present"].notna().to_numpy()
-    is_new = (probe["change"] == "new").to_numpy(dtype=bool)
+    is_new = (probe["change"] == ChangeKind.NEW.value).to_numpy(dtype=bool)
     if (present & is_new).any() and not new_replaces:
         raise ConfigError("changeset marks as new a key the previous view already has")
     if (~present & ~is_new).any():

@@ -59,6 +59,7 @@ from spotlake.model import (
     SNAPSHOT_KEY,
     SNAPSHOT_SCHEMA,
     ChangeKind,
+    Source,
     SpsCall,
     empty_frame,
 )
@@ -96,10 +97,10 @@ __all__ = [
 _PAIR: Final = ["region", "size"]
 _CELL: Final = list(CELL_KEY)
 #: Columns each source provides; when the source is incomplete they are carried over.
-_SOURCE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    "prices": ("region_name", "ondemand_price", "spot_price", "savings_pct"),
-    "eviction": ("eviction_bucket", "if_score"),
-    "skus": ("family",),
+_SOURCE_COLUMNS: Final[dict[Source, tuple[str, ...]]] = {
+    Source.PRICES: ("region_name", "ondemand_price", "spot_price", "savings_pct"),
+    Source.EVICTION: ("eviction_bucket", "if_score"),
+    Source.SKUS: ("family",),
 }
 #: Cell- and pair-level columns: one current value per cell, the same on every live slot.
 _PER_CELL: Final = (*CELL_COLUMNS, *PAIR_COLUMNS)
@@ -186,7 +187,7 @@ class ScoreReport:
     unchanged: int
     unknown: int
     expired: int
-    carried: dict[str, int]
+    carried: dict[Source, int]
     cells: int
     state_rows: int
     #: Rows of this run's merged snapshot and of its changeset.
@@ -293,7 +294,7 @@ def _with_key(cells: pd.DataFrame, counts: int | pd.Series, values: pd.DataFrame
 
 def _carry_over(
     values: pd.DataFrame, latest: pd.DataFrame, known: npt.NDArray[np.bool_], covered: Coverage
-) -> dict[str, int]:
+) -> dict[Source, int]:
     """Fill, in place, the columns of incomplete sources from the cell's latest observation.
 
     An incomplete source does not erase what we knew: an observed row whose pair is missing from
@@ -301,11 +302,11 @@ def _carry_over(
     i.e. those of its latest observation of any count. Returns counts per source.
     """
     complete = {
-        "prices": covered.prices_complete,
-        "eviction": covered.eviction_complete,
-        "skus": covered.skus_complete,
+        Source.PRICES: covered.prices_complete,
+        Source.EVICTION: covered.eviction_complete,
+        Source.SKUS: covered.skus_complete,
     }
-    carried: dict[str, int] = {}
+    carried: dict[Source, int] = {}
     for source, cols in _SOURCE_COLUMNS.items():
         if complete[source]:
             continue
@@ -357,7 +358,7 @@ def _ceased(
         mask = live & gone
         if i == j:
             mask |= live & covered_cell & ~observed
-            unknown = live & ~covered_cell & ~observed & ~gone
+            unknown = live & failed_cell & ~observed
         masks.append(mask)
     return masks, unknown
 
@@ -399,10 +400,10 @@ def _changeset(
     """New and changed observed rows, ceased and expired rows with their last values, sorted by key."""
     parts = [
         _with_key(cur[_CELL][is_new], desired_count, values[is_new]).assign(
-            change="new", changed_fields=pd.array([None] * int(is_new.sum()), dtype="string")
+            change=ChangeKind.NEW.value, changed_fields=pd.array([None] * int(is_new.sum()), dtype="string")
         ),
         _with_key(cur[_CELL][is_changed], desired_count, values[is_changed]).assign(
-            change="changed", changed_fields=changed_fields(diffs[is_changed])
+            change=ChangeKind.CHANGED.value, changed_fields=changed_fields(diffs[is_changed])
         ),
     ]
     for slot_count, slot, mask in zip(DESIRED_COUNTS, slots, ceased_masks, strict=True):
@@ -411,7 +412,8 @@ def _changeset(
             last["observed_at"] = ts
             parts.append(
                 _with_key(cells[mask], slot_count, last).assign(
-                    change="ceased", changed_fields=pd.array([None] * int(mask.sum()), dtype="string")
+                    change=ChangeKind.CEASED.value,
+                    changed_fields=pd.array([None] * int(mask.sum()), dtype="string"),
                 )
             )
     out = pd.concat(parts, ignore_index=True)
@@ -427,17 +429,26 @@ def _changeset(
     return sort_view(conformed(out, CHANGES_SCHEMA, source="changeset"))
 
 
-def _serve_stale(snapshot: pd.DataFrame, stale: pd.DataFrame) -> pd.DataFrame:
+def _serve_stale(snapshot: pd.DataFrame, stale: pd.DataFrame, covered: Coverage) -> pd.DataFrame:
     """``snapshot`` with the ``stale`` rows of unknown keys in place of their pairs' price-only rows.
 
-    A stale row keeps its score, tiers and observation time; its pair-level columns take this
-    run's values where the run has them (prices are fresh even when the score is not).
+    A stale row keeps its score, tiers and observation time; its pair-level columns are this run's
+    (prices are fresh even when the score is not): a complete source's values as they are, a
+    missing price included; an incomplete source's where it has them, else the last known ones.
     """
+    complete = {
+        Source.PRICES: covered.prices_complete,
+        Source.EVICTION: covered.eviction_complete,
+        Source.SKUS: covered.skus_complete,
+    }
     pair_only = snapshot["desired_count"].isna().to_numpy(dtype=bool)
     fresh = snapshot.loc[pair_only, [*_PAIR, *PAIR_COLUMNS]].drop_duplicates(_PAIR)
     merged = stale.merge(fresh, on=_PAIR, how="left", sort=False, suffixes=("", "_fresh"))
-    for col in PAIR_COLUMNS:
-        merged[col] = merged[col + "_fresh"].where(merged[col + "_fresh"].notna(), merged[col])
+    for source, cols in _SOURCE_COLUMNS.items():
+        for col in cols:
+            this_run = merged[col + "_fresh"]
+            keep_old = this_run.isna() & (not complete[source] or col == "region_name")
+            merged[col] = this_run.where(~keep_old, merged[col])
     served = merged[list(SNAPSHOT_SCHEMA)]
     replaced = _pair_isin(snapshot, served) & pair_only
     out = pd.concat([snapshot[~replaced], served], ignore_index=True)
@@ -557,7 +568,7 @@ def score_run(
     )
     stale = _with_key(cells[unknown_mask], desired_count, slots[j][unknown_mask])
     if len(stale):
-        snapshot = _serve_stale(snapshot, conformed(stale, SNAPSHOT_SCHEMA, source="stale rows"))
+        snapshot = _serve_stale(snapshot, conformed(stale, SNAPSHOT_SCHEMA, source="stale rows"), covered)
 
     n_ceased = int(sum(int(m.sum()) for m in ceased_masks))
     report = ScoreReport(

@@ -50,8 +50,6 @@ __all__ = [
 #: counts do not go stale for a whole cycle.
 DEFAULT_MAX_ATTEMPTS: Final = 3
 
-#: Version of :meth:`RotationState.to_json`'s layout.
-
 
 def _counts(value: Iterable[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in value)

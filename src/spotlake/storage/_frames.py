@@ -22,11 +22,12 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from spotlake.clock import Clock, ensure_utc
-from spotlake.errors import ConfigError
+from spotlake.errors import ConfigError, StorageError
 from spotlake.model import empty_frame
 from spotlake.storage.backend import Backend
 from spotlake.storage.base import FrameKind, SweepReport
 from spotlake.storage.layout import (
+    ROLLED_BACK_PREFIX,
     RUN_AT_COLUMN,
     STAGING_PREFIX,
     decode_frame,
@@ -35,6 +36,7 @@ from spotlake.storage.layout import (
     frame_key,
     frame_kind,
     frame_prefix,
+    hidden_key,
     new_stage,
     parse_frame_key,
     run_minute,
@@ -126,13 +128,44 @@ class RunFrames:
             log.info("%s: published %d frame(s) of stage %s", self.url, moved, stage)
         return moved
 
+    def require_staged(self, stage: str, keys: tuple[str, ...]) -> None:
+        """:class:`StorageError` unless every key is staged (the sweep removed an abandoned stage)."""
+        prefix = stage_prefix(stage)
+        staged = set(self._backend.list_tree(prefix))
+        missing = [key for key in keys if prefix + key not in staged]
+        if missing:
+            raise StorageError(
+                f"{self.url}: {len(missing)} frame(s) of stage {stage} are gone (e.g. {missing[0]}): the "
+                "run stalled longer than the sweep's age and its stage was removed; nothing was committed, "
+                "run again"
+            )
+
+    def hide(self, version: str, keys: tuple[str, ...]) -> int:
+        """Move the frames a generation published out of the frame folders (a rollback took it back)."""
+        return sum(1 for key in keys if self._backend.move(key, hidden_key(version, key)))
+
+    def restore(self, version: str, keys: tuple[str, ...]) -> int:
+        """Move a hidden generation's frames back (a rollback to it, or undoing the one that hid them)."""
+        return sum(1 for key in keys if self._backend.move(hidden_key(version, key), key))
+
+    def hidden_versions(self) -> list[str]:
+        """Generations whose frames a rollback hid."""
+        return [c.rstrip("/") for c in self._backend.children(ROLLED_BACK_PREFIX) if c.endswith("/")]
+
+    def forget_hidden(self, version: str) -> None:
+        """Delete a hidden generation's frames (the generation is gone: no rollback restores them)."""
+        keys = self._backend.list_tree(f"{ROLLED_BACK_PREFIX}{version}/")
+        if keys:
+            self._backend.delete(keys)
+
     def discard(self, stage: str) -> None:
         keys = self._backend.list_tree(stage_prefix(stage))
         if keys:
             self._backend.delete(keys)
 
-    def sweep(self, *, older_than: timedelta, keep: set[str]) -> SweepReport:
-        """Remove stages older than ``older_than`` that no kept generation names, and temporaries."""
+    def sweep(self, *, older_than: timedelta, keep: set[str], temporaries: bool = True) -> SweepReport:
+        """Remove stages older than ``older_than`` that no kept generation names, and temporaries
+        (a walk of the whole store: callers do it once in a while)."""
         cutoff = ensure_utc(self._clock.now()) - older_than
         stages = files = 0
         for child in self._backend.children(STAGING_PREFIX):
@@ -147,8 +180,8 @@ class RunFrames:
             files += len(doomed)
         if stages:
             log.warning("%s: removed %d abandoned stage(s) of runs that never committed", self.url, stages)
-        temporaries = self._backend.remove_temporaries(older_than=older_than)
-        return SweepReport(stages=stages, files=files, temporaries=temporaries)
+        removed = self._backend.remove_temporaries(older_than=older_than) if temporaries else 0
+        return SweepReport(stages=stages, files=files, temporaries=removed)
 
     # --- reading -------------------------------------------------------------------------------
 

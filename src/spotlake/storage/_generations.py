@@ -16,7 +16,7 @@ state in force; step 4 is one atomic operation (os.replace locally, a conditiona
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -137,6 +137,7 @@ class Generations:
         docs: Mapping[str, Mapping[str, Any]],
         run_id: str | None = None,
         publication: Publication | None = None,
+        before_swap: Callable[[], None] | None = None,
     ) -> str:
         """Replace the whole state (exactly ``frames`` and ``docs``) if it is still ``expected_version``.
 
@@ -183,6 +184,8 @@ class Generations:
                 manifest["publishes"] = {"stage": publication[0], "frames": list(publication[1])}
             self._backend.put(prefix + "manifest.json", encode_doc(manifest, name="manifest"))
             written.append(prefix + "manifest.json")
+            if before_swap is not None:
+                before_swap()  # last check of what the generation names (e.g. its stage is complete)
         except BaseException:
             # Leave nothing half-written behind when we can; a crash (no chance to run this)
             # leaves an unreferenced generation that a later commit collects.
@@ -201,13 +204,23 @@ class Generations:
         except BaseException as exc:
             # The write may have landed even though it reported failure (a lost response whose
             # retry then fails its own precondition): look before deciding it did not.
-            landed = self._pointer_or_none()
+            try:
+                found_now = self._pointer()
+            except StorageError:
+                # Cannot tell: this is neither a success nor a conflict. Keep everything written
+                # (the generation, the run's stage) so that a commit that did land loses nothing.
+                raise StorageError(
+                    f"{self.url}: the state pointer write failed ({type(exc).__name__}: {exc}) and the "
+                    f"pointer cannot be read back, so whether {version} was committed is unknown; the next "
+                    "run finds out (store.read_state()) and nothing of this run is removed meanwhile"
+                ) from exc
+            landed = found_now[0] if found_now else None
             if landed is not None and landed.version == version and isinstance(exc, Exception):
                 log.warning(
                     "%s: the state pointer write reported %r but did land; commit kept", self.url, exc
                 )
             else:
-                if landed is not None and landed.version != version:
+                if landed is None or landed.version != version:
                     self._discard(written)  # definitely unpublished: remove it now
                 if isinstance(exc, ConflictError):
                     raise ConflictError(self._conflict_message(expected_version, landed)) from None
@@ -215,7 +228,14 @@ class Generations:
         self._collect_garbage(pointer)
         return version
 
-    def rollback(self, version: str, *, expected_version: str | None, run_id: str | None = None) -> None:
+    def rollback(
+        self,
+        version: str,
+        *,
+        expected_version: str | None,
+        run_id: str | None = None,
+        before_swap: Callable[[str], None] | None = None,
+    ) -> None:
         """Make a kept earlier generation the committed state again (operator recovery).
 
         The generation must still exist and be readable; the one rolled back from stays among the
@@ -236,6 +256,8 @@ class Generations:
             raise CorruptStoreError(
                 f"{self.url}: generation {version} is incomplete or gone ({exc})"
             ) from None
+        if before_swap is not None:
+            before_swap(current.version)
         # seq keeps growing so versions written after the rollback still sort after everything.
         previous = (current.version, *(v for v in current.previous if v != version))
         pointer = Pointer(
@@ -324,16 +346,33 @@ class Generations:
     def publication(self) -> Publication | None:
         """The stage the committed generation publishes (``None``: none, or no state yet)."""
         found = self._pointer()
-        if found is None:
-            return None
-        prefix = generation_prefix(found[0].version)
-        data = self._backend.get(prefix + "manifest.json")
-        if data is None:
-            return None
-        body = decode_doc(data, where=f"{self.url}/{prefix}manifest.json").get("publishes")
+        return None if found is None else self.publication_of(found[0].version)
+
+    def publication_of(self, version: str) -> Publication | None:
+        """The stage a generation published, if it is still in the store and published one."""
+        manifest = self._manifest(version)
+        body = manifest.get("publishes") if manifest else None
         if not isinstance(body, dict):
             return None
         return str(body["stage"]), tuple(str(k) for k in body.get("frames", ()))
+
+    def ancestry(self, version: str) -> list[str]:
+        """``version`` and its parents, newest first, as far as their manifests are kept."""
+        out: list[str] = []
+        current: str | None = version
+        while current is not None and current not in out:
+            manifest = self._manifest(current)
+            if manifest is None:
+                break
+            out.append(current)
+            parent = manifest.get("parent")
+            current = str(parent) if parent else None
+        return out
+
+    def _manifest(self, version: str) -> dict[str, Any] | None:
+        prefix = generation_prefix(version)
+        data = self._backend.get(prefix + "manifest.json")
+        return None if data is None else decode_doc(data, where=f"{self.url}/{prefix}manifest.json")
 
     def kept_publications(self) -> set[str]:
         """Stages named by any kept generation (the sweep must not touch them)."""

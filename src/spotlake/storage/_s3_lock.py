@@ -64,6 +64,9 @@ class S3RunLock:
         self._every = heartbeat if heartbeat is not None else ttl.total_seconds() / 3
         self._etag: str | None = None
         self._guard = threading.Lock()
+        #: Written into every version of the lock object this hold writes: a write whose answer was
+        #: lost (the retry then fails its condition) is recognised as ours by it.
+        self._nonce = uuid.uuid4().hex
         #: Set when a renewal found the lock taken over by another run.
         self.lost = threading.Event()
 
@@ -92,7 +95,9 @@ class S3RunLock:
                 return False
             now = ensure_utc(self._clock.now())
             renewed = attrs.evolve(info, expires_at=now + self._ttl)
-            etag = self._objects.put_if(LOCK_KEY, _encode(renewed), etag=self._etag)
+            etag = self._objects.put_if(LOCK_KEY, _encode(renewed, self._nonce), etag=self._etag)
+            if etag is None:
+                etag = self._still_mine()
             if etag is None:
                 self._etag = None
                 self.lost.set()
@@ -120,12 +125,16 @@ class S3RunLock:
         for _race in range(_MAX_RACES):
             now = ensure_utc(self._clock.now())
             info = LockInfo(run_id=run_id, owner=_owner(), acquired_at=now, expires_at=now + self._ttl)
-            body = _encode(info)
+            body = _encode(info, self._nonce)
             etag = self._objects.put_if(LOCK_KEY, body, etag=None)
             if etag is not None:
                 self._etag = etag
                 return info
             found = self._objects.get_tagged(LOCK_KEY)
+            if found is not None and _nonce_of(found[0]) == self._nonce:
+                # Our own write landed though its answer was lost (the retry failed its condition).
+                self._etag = found[1]
+                return info
             holder = _decode(found[0]) if found else None
             if found is not None and holder is not None and holder.expires_at and holder.expires_at > now:
                 raise _Held(holder)
@@ -145,10 +154,20 @@ class S3RunLock:
         # A lock that keeps changing hands this fast means a misbehaving peer.
         raise LockedError(f"store {self._objects.url}: the lock object keeps changing; try again later")
 
+    def _still_mine(self) -> str | None:
+        """The lock object's ETag if it is a version this hold wrote (a write whose answer was lost)."""
+        found = self._objects.get_tagged(LOCK_KEY)
+        return found[1] if found is not None and _nonce_of(found[0]) == self._nonce else None
+
     def _release(self, info: LockInfo) -> None:
         with self._guard:
             etag, self._etag = self._etag, None
-        if etag is None or not self._objects.delete_if(LOCK_KEY, etag=etag):
+        if etag is not None and not self._objects.delete_if(LOCK_KEY, etag=etag):
+            etag = self._still_mine()  # our last renewal landed though its answer was lost
+            if etag is not None and self._objects.delete_if(LOCK_KEY, etag=etag):
+                return
+            etag = None
+        if etag is None:
             log.warning(
                 "%s: the lock of %s was taken over by another run before it was released; raise the "
                 "lock TTL if runs legitimately stall this long",
@@ -180,16 +199,25 @@ def _owner() -> str:
     return f"{owner}, AWS Batch job {job}" if job else owner
 
 
-def _encode(info: LockInfo) -> bytes:
+def _encode(info: LockInfo, nonce: str) -> bytes:
     return json.dumps(
         {
             "run_id": info.run_id,
             "owner": info.owner,
             "acquired_at": info.acquired_at.isoformat(),
             "expires_at": info.expires_at.isoformat() if info.expires_at else None,
-            "nonce": uuid.uuid4().hex,  # distinct ETags even when two runs write identical bodies
+            # Which hold wrote it; also keeps two runs' identical bodies from sharing an ETag.
+            "nonce": nonce,
         }
     ).encode()
+
+
+def _nonce_of(data: bytes) -> str | None:
+    try:
+        nonce = json.loads(data).get("nonce")
+    except (ValueError, AttributeError):
+        return None
+    return nonce if isinstance(nonce, str) else None
 
 
 def _decode(data: bytes) -> LockInfo | None:

@@ -247,8 +247,9 @@ class SnapshotStore(Protocol):
         """Finish publishing the committed run's frames if a crash interrupted it; frames moved."""
         ...
 
-    def sweep(self, *, older_than: timedelta) -> SweepReport:
-        """Remove stages nobody committed and temporary files, when older than ``older_than``."""
+    def sweep(self, *, older_than: timedelta, temporaries: bool = True) -> SweepReport:
+        """Remove stages nobody committed and (with ``temporaries``) temporary files, when older
+        than ``older_than``."""
         ...
 
     # --- frames ------------------------------------------------------------------------------
@@ -289,12 +290,12 @@ class SnapshotStore(Protocol):
 
     # --- outbox ------------------------------------------------------------------------------
 
-    def mark_delivered(self, at: datetime) -> None:
-        """Record that the committed run at ``at`` reached every sink."""
+    def mark_delivered(self, run: str, sink: str) -> None:
+        """Record that the committed run (named by its stage) reached ``sink``."""
         ...
 
-    def is_delivered(self, at: datetime) -> bool:
-        """Whether :meth:`mark_delivered` was called for the run at ``at``."""
+    def is_delivered(self, run: str, sink: str) -> bool:
+        """Whether :meth:`mark_delivered` was called for the run and sink."""
         ...
 
     # --- shard parts -------------------------------------------------------------------------

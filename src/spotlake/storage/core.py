@@ -38,7 +38,7 @@ from spotlake.storage.base import (
     StateSnapshot,
     SweepReport,
 )
-from spotlake.storage.layout import delivered_key
+from spotlake.storage.layout import ROLLBACK_KEY, decode_doc, delivered_key, encode_doc
 
 __all__ = ["DEFAULT_KEEP_GENERATIONS", "Backend", "ObjectStore"]
 
@@ -127,6 +127,9 @@ class ObjectStore:
             docs=docs,
             run_id=run_id,
             publication=publication,
+            # A run frozen for longer than the sweep's age may have lost its stage meanwhile: then
+            # it must not commit a generation whose frames are gone.
+            before_swap=(lambda: self._frames.require_staged(*publication)) if publication else None,
         )
         if publication is not None:
             try:
@@ -146,10 +149,42 @@ class ObjectStore:
         """Make a kept earlier generation the committed state again (operator recovery).
 
         The generation must still exist and be readable; the one rolled back from stays among the
-        kept generations, so the rollback itself can be undone the same way. Frames of the runs
-        rolled back stay where they are (docs/operations.md, "Recovery").
+        kept generations, so the rollback itself can be undone the same way. The frames of the runs
+        taken back leave the frame folders (readers see the state's runs only) into a hidden
+        ``.rolled-back/`` area, from which undoing the rollback brings them back. The moves are
+        recorded before the pointer moves, so an interrupted rollback is finished by the next run.
         """
-        self._state.rollback(version, expected_version=expected_version, run_id=run_id)
+
+        def record_intent(current: str) -> None:
+            target = set(self._state.ancestry(version))
+            hide = [g for g in self._state.ancestry(current) if g not in target]
+            restore = [
+                g for g in reversed(self._state.ancestry(version)) if g in self._frames.hidden_versions()
+            ]
+            intent = {"format": 1, "target": version, "hide": hide, "restore": restore}
+            self._backend.put(ROLLBACK_KEY, encode_doc(intent, name="rollback"))
+
+        self._state.rollback(
+            version, expected_version=expected_version, run_id=run_id, before_swap=record_intent
+        )
+        self._finish_rollback()
+
+    def _finish_rollback(self) -> None:
+        """Carry out a recorded rollback's frame moves (idempotent), if its pointer move happened."""
+        data = self._backend.get(ROLLBACK_KEY)
+        if data is None:
+            return
+        intent = decode_doc(data, where=f"{self.url}/{ROLLBACK_KEY}")
+        if self._state.version == intent.get("target"):
+            for version in intent.get("hide", []):  # first: a restored run may reuse their keys
+                publication = self._state.publication_of(str(version))
+                if publication is not None:
+                    self._frames.hide(str(version), publication[1])
+            for version in intent.get("restore", []):  # oldest first
+                publication = self._state.publication_of(str(version))
+                if publication is not None:
+                    self._frames.restore(str(version), publication[1])
+        self._backend.delete([ROLLBACK_KEY])
 
     def generations(self) -> list[str]:
         """Versions present in the store (committed, kept or orphaned), oldest first."""
@@ -164,13 +199,22 @@ class ObjectStore:
         self._frames.discard(stage.name)
 
     def publish_pending(self) -> int:
-        """Finish publishing the committed generation's frames (after a crash); frames moved."""
+        """Finish what a crash interrupted: a rollback's frame moves, then the committed
+        generation's publication; returns the frames published."""
+        self._finish_rollback()
         publication = self._state.publication()
         return 0 if publication is None else self._frames.publish(*publication)
 
-    def sweep(self, *, older_than: timedelta) -> SweepReport:
-        """Remove stages no kept generation names and temporary files, older than ``older_than``."""
-        return self._frames.sweep(older_than=older_than, keep=self._state.kept_publications())
+    def sweep(self, *, older_than: timedelta, temporaries: bool = True) -> SweepReport:
+        """Remove stages no kept generation names and, with ``temporaries``, temporary files older
+        than ``older_than``; and the hidden frames of rolled-back generations that are gone."""
+        present = set(self._state.generations())
+        for version in self._frames.hidden_versions():
+            if version not in present:
+                self._frames.forget_hidden(version)
+        return self._frames.sweep(
+            older_than=older_than, keep=self._state.kept_publications(), temporaries=temporaries
+        )
 
     # --- frames --------------------------------------------------------------------------------
 
@@ -230,11 +274,11 @@ class ObjectStore:
 
     # --- outbox --------------------------------------------------------------------------------
 
-    def mark_delivered(self, at: datetime) -> None:
-        self._backend.put(delivered_key(at), b"{}")
+    def mark_delivered(self, run: str, sink: str) -> None:
+        self._backend.put(delivered_key(run, sink), b"{}")
 
-    def is_delivered(self, at: datetime) -> bool:
-        return self._backend.get(delivered_key(at)) is not None
+    def is_delivered(self, run: str, sink: str) -> bool:
+        return self._backend.get(delivered_key(run, sink)) is not None
 
     # --- shard parts ---------------------------------------------------------------------------
 

@@ -12,8 +12,10 @@ The same relative keys are used by the local directory (relative paths under the
     state/generations/{version}/docs/{name}.json         state documents
     .staging/{stage}/{frame key}                         a run's frames until its state commit publishes them
     shards/YYYY-MM-DDTHH-MM/part-{i}-of-{n}.json|.parquet   a shard worker's part of a sharded run
-    delivered/YYYY-MM-DDTHH-MM                           marker: a committed run reached the sinks
+    delivered/{stage}/{sink}                             marker: a committed run reached one sink
     .spotlake.lock                                       the run lock
+    .rolled-back/{version}/{frame key}                   frames of runs a rollback took back (hidden)
+    state/ROLLBACK                                       a rollback being carried out
 
 ``source=`` and ``date=`` are Hive partitions, so pandas, pyarrow.dataset, DuckDB
 (``hive_partitioning=1``), Athena and Spark read the tree without spotlake. No frame schema has a
@@ -65,6 +67,8 @@ __all__ = [
     "GENERATIONS_PREFIX",
     "LOCK_KEY",
     "PARTS_PREFIX",
+    "ROLLBACK_KEY",
+    "ROLLED_BACK_PREFIX",
     "RUN_AT_COLUMN",
     "STAGING_PREFIX",
     "Pointer",
@@ -80,6 +84,7 @@ __all__ = [
     "frame_kind",
     "frame_prefix",
     "generation_prefix",
+    "hidden_key",
     "new_stage",
     "new_version",
     "parse_frame_key",
@@ -103,6 +108,10 @@ LOCK_KEY: Final = ".spotlake.lock"
 COMMIT_LOCK_KEY: Final = "state/.commit.lock"
 GENERATIONS_PREFIX: Final = "state/generations/"
 STAGING_PREFIX: Final = ".staging/"
+#: Frames of runs a rollback took back, kept hidden so that undoing the rollback restores them.
+ROLLED_BACK_PREFIX: Final = ".rolled-back/"
+#: A rollback in progress: what it hides and restores, finished by the next run if interrupted.
+ROLLBACK_KEY: Final = "state/ROLLBACK"
 PARTS_PREFIX: Final = "shards/"
 DELIVERED_PREFIX: Final = "delivered/"
 
@@ -226,6 +235,11 @@ def stage_prefix(stage: str) -> str:
     return f"{STAGING_PREFIX}{stage}/"
 
 
+def hidden_key(version: str, key: str) -> str:
+    """``.rolled-back/{version}/{key}``: where a rollback keeps a frame of a run it took back."""
+    return f"{ROLLED_BACK_PREFIX}{version}/{key}"
+
+
 def parts_prefix(at: datetime) -> str:
     """``shards/2026-01-01T12-30/``: the parts of one sharded run."""
     return f"{PARTS_PREFIX}{run_dir(at)}/"
@@ -242,9 +256,9 @@ def parse_part_name(name: str) -> tuple[int, int, str] | None:
     return (int(match.group(1)), int(match.group(2)), match.group(3)) if match else None
 
 
-def delivered_key(at: datetime) -> str:
-    """``delivered/2026-01-01T12-30``: present once the committed run reached every sink."""
-    return f"{DELIVERED_PREFIX}{run_dir(at)}"
+def delivered_key(run: str, sink: str) -> str:
+    """``delivered/{run}/{sink}``: present once the committed run (its stage) reached the sink."""
+    return f"{DELIVERED_PREFIX}{stage_prefix(run)[len(STAGING_PREFIX) :]}{check_name('sink', sink)}"
 
 
 def generation_prefix(version: str) -> str:

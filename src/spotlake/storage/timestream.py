@@ -42,7 +42,7 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError, SinkError
-from spotlake.model import CHANGES_SCHEMA
+from spotlake.model import CHANGES_SCHEMA, ChangeKind
 from spotlake.retry import backing_off
 from spotlake.storage.aws import ACCESS_DENIED_CODES, error_code, error_message, make_client
 from spotlake.storage.base import SinkReport
@@ -102,6 +102,9 @@ _ORIGINAL_MEASURES: Final = (
 )
 _MEASURE_NAME: Final = {"spotlake": "spot", "original": "azure_values"}
 
+#: Change kinds of keys that stopped being current.
+_GONE: Final = (ChangeKind.CEASED.value, ChangeKind.EXPIRED.value)
+
 
 def run_version(run_at: datetime) -> int:
     """The record ``Version`` of a run: its time in epoch milliseconds (same run, same version)."""
@@ -137,7 +140,7 @@ def build_records(changes: pd.DataFrame, *, layout: TimestreamLayout = "spotlake
     frame = changes
     if layout == "original":
         # That layout has no way to mark a key as gone or forgotten: those rows are skipped.
-        frame = changes[~changes["change"].astype("string").fillna("").isin(["ceased", "expired"])]
+        frame = changes[~changes["change"].astype("string").fillna("").isin(_GONE)]
     measures = _SPOTLAKE_MEASURES if layout == "spotlake" else _ORIGINAL_MEASURES
     # Column-wise conversion to Python lists once; the per-row loop only assembles dicts.
     columns = {col: frame[col].astype(object).tolist() for col in {m[0] for m in measures}}
@@ -174,7 +177,9 @@ def build_records(changes: pd.DataFrame, *, layout: TimestreamLayout = "spotlake
         ]
         if layout == "spotlake":
             values.append(
-                {"Name": "ceased", "Value": _format(kinds[i] == "ceased", _BOOLEAN), "Type": _BOOLEAN}
+                # True for every key that stopped being current (gone or dropped by age); the
+                # `change` measure says which.
+                {"Name": "ceased", "Value": _format(kinds[i] in _GONE, _BOOLEAN), "Type": _BOOLEAN}
             )
         records.append({"Dimensions": [{"Name": n, "Value": v} for n, v in dims], "MeasureValues": values})
     return records

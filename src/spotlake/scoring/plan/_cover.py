@@ -60,9 +60,7 @@ def best_cover(idx: Indexed, max_regions: int, max_sizes: int, bound: int) -> tu
         # support wins on family-structured ones (every measured world: docs/planner.md).
         (greedy_construction(support, max_sizes, max_regions, piece_aware=False), "greedy"),
         (
-            greedy_construction(
-                wide, max_sizes, max_regions, piece_aware=True, masks=filled, real=idx.masks
-            ),
+            greedy_construction(wide, max_sizes, max_regions, piece_aware=True, masks=filled, real=idx.masks),
             f"{'widened+' if widened else ''}exact-groups+greedy-pieces",
         ),
         (chunk_construction(idx.masks, n_regions, max_sizes, max_regions), "size-chunks"),

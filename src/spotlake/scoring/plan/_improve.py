@@ -209,9 +209,7 @@ class Improver:
 
     def result(self) -> list[Call]:
         return [
-            (tuple(self.items[c]), tuple(bits(self.cols[c])))
-            for c in range(len(self.items))
-            if self.alive[c]
+            (tuple(self.items[c]), tuple(bits(self.cols[c]))) for c in range(len(self.items)) if self.alive[c]
         ]
 
 

@@ -81,6 +81,7 @@ def repair_plan(
     )
     return Plan(calls=sps_calls, support=support, report=report, forbidden=frozenset(banned))
 
+
 def restrict_plan(
     plan: Plan, *, regions: Iterable[str] | None = None, sizes: Iterable[str] | None = None
 ) -> Plan:
