@@ -10,10 +10,14 @@ from typing import Any
 
 from pipeline_support import emulator, in_process_access, run_time
 from spotlake.errors import SinkError
-from spotlake.pipeline import RunReport, RunStatus, run_cycle
-from spotlake.pipeline._delivery import CATCH_UP, MAX_ATTEMPTS
+from spotlake.pipeline import CycleOptions, RunReport, RunStatus, run_cycle
+from spotlake.pipeline._delivery import MAX_ATTEMPTS
 from spotlake.storage import open_store
 from spotlake.testing.azure import AzureEmulator
+
+#: A small catch-up budget, so the backlog test needs few cycles.
+CATCH_UP = 3
+OPTIONS = CycleOptions(delivery_catch_up=CATCH_UP)
 
 
 class Recording:
@@ -45,6 +49,7 @@ def cycles(emu: AzureEmulator, store: Any, times: list[int], *sinks: Recording) 
                 azure=in_process_access(emu),
                 extra_writers=list(sinks),
                 clock=emu.clock,
+                options=OPTIONS,
             )
         )
     return out
@@ -84,14 +89,13 @@ def test_a_long_backlog_is_worked_off_a_bounded_amount_per_run(tmp_path: Path) -
     store = open_store(str(tmp_path))
     sink = Recording()
     sink.down = True
-    backlog = CATCH_UP + 5
+    backlog = 2 * CATCH_UP + 2
     cycles(emu, store, list(range(backlog)), sink)
     sink.down = False
-    first = cycles(emu, store, [backlog], sink)[0]
-    assert len(sink.got) == CATCH_UP + 1, "the catch-up budget, then this run's own"
-    assert len(first.undelivered) == backlog - CATCH_UP
-    second = cycles(emu, store, [backlog + 1], sink)[0]
-    assert second.undelivered == () and sorted(set(sink.got)) == [run_time(i) for i in range(backlog + 2)]
+    owed = [len(r.undelivered) for r in cycles(emu, store, [backlog, backlog + 1, backlog + 2], sink)]
+    # Each run delivers at most CATCH_UP owed runs, then its own.
+    assert owed == [backlog - CATCH_UP, backlog - 2 * CATCH_UP, 0]
+    assert sorted(sink.got) == [run_time(i) for i in range(backlog + 3)], "each run exactly once"
 
 
 def test_a_store_from_before_outboxes_gets_its_last_run_delivered(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ store's frames:
 * a sink that fails on one run but takes others is up: the failed entry's ``attempts`` grow, and
   after :data:`MAX_ATTEMPTS` the entry is parked (dropped with an error in the log: its frames stay
   in the store for a manual replay), so one run a sink rejects cannot block the queue;
-* at most :data:`CATCH_UP` runs per sink are delivered per cycle, so a long backlog is worked off
-  over several runs instead of delaying collection;
+* at most ``CycleOptions.delivery_catch_up`` runs per sink (36 by default: six hours of backlog)
+  are delivered per cycle, so a long backlog is worked off over several runs instead of delaying
+  collection;
 * at most :data:`MAX_OWED` runs per sink are kept (a week of runs); older ones are dropped with a
   warning.
 
@@ -41,7 +42,6 @@ from spotlake.redact import scrub
 from spotlake.storage.base import FrameKind, SinkReport
 
 __all__ = [
-    "CATCH_UP",
     "MAX_ATTEMPTS",
     "MAX_OWED",
     "Delivery",
@@ -58,9 +58,6 @@ MAX_OWED: Final = 1008
 #: Failed deliveries of one run to a sink that takes other runs, before the run is parked: three
 #: runs (30 minutes) rule out a blip, and a run the sink keeps refusing stops blocking the rest.
 MAX_ATTEMPTS: Final = 3
-#: Owed runs delivered per sink per cycle: six hours of backlog, worked off in a few cycles
-#: without delaying this run's collection much.
-CATCH_UP: Final = 36
 
 #: A data sink: takes one committed run (its changes and snapshot) and may report what it did.
 SinkCall = Callable[[datetime, pd.DataFrame, pd.DataFrame], SinkReport | None]
@@ -207,7 +204,7 @@ def _work_off(env: CycleEnv, name: str, sink: SinkCall, entries: Sequence[Owed])
             unsure.clear()
             continue
         # Two failures in a row: the sink is down for now; the rest wait.
-        if len(unsure) >= 2 or tried >= CATCH_UP:
+        if len(unsure) >= 2 or tried >= env.opts.delivery_catch_up:
             still.append(entry)
             continue
         tried += 1

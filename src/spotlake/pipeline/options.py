@@ -73,6 +73,9 @@ class CycleOptions:
     #: How far a run time may be ahead of the clock. Schedulers fire on time, so this only catches
     #: a mistyped --at or a wrong clock, before a run in the future blocks every later run.
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+    #: Owed runs delivered per sink per cycle (see spotlake.pipeline._delivery): a backlog is
+    #: worked off over several runs instead of delaying one run's collection.
+    delivery_catch_up: int = 36
 
 
 @attrs.frozen(kw_only=True)
