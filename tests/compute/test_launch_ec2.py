@@ -1,0 +1,668 @@
+"""The EC2 launcher against moto, in process and offline.
+
+moto launches what it is asked to, so every failure EC2 can answer with and moto never produces
+(no capacity, spot limits, a price too low, quotas, permissions, a request left open, a fleet's
+partial answer) is injected on the client with a botocore ``before-call`` hook: the hook's answer
+takes the place of the service's, and botocore turns an error answer into the ``ClientError`` the
+real service would cause. Spot requests are polled on a :class:`FakeClock`, so waiting for a
+request that never comes costs no real time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from moto import mock_aws
+
+from spotlake.clock import FakeClock
+from spotlake.compute.launch.base import Launcher, LaunchFailure
+from spotlake.compute.launch.ec2 import LAUNCHED_BY, Ec2Launcher, Ec2Mode, LaunchTemplate, ec2_tags
+from spotlake.compute.values import CapacityType, Cloud, Offer, Pool
+from spotlake.errors import ComputeError, ConfigError
+
+REGION = "us-east-1"
+AMI = "ami-03cf127a"
+OTHER_REGION = "eu-west-1"
+TIMEOUT = timedelta(minutes=10)
+CALLER_TAGS = {"spotlake:request": "nightly-build", "spotlake:reason": "cheapest spot pool"}
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ec2_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy credentials, no endpoint settings, no config files, a fresh boto3 default session."""
+    for var in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_EC2",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_REGION",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+@pytest.fixture
+def ec2_mock(ec2_env: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ec2(ec2_mock: None) -> Any:
+    """A moto EC2 client in :data:`REGION`."""
+    return boto3.client("ec2", region_name=REGION)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 5, 4, 9, 30, tzinfo=UTC))
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def ami(client: Any) -> str:
+    """One of moto's default images (checked: moto does not validate AMIs by default)."""
+    assert client.describe_images(ImageIds=[AMI])["Images"]
+    return AMI
+
+
+def subnet(client: Any, zone: str) -> str:
+    subnets = client.describe_subnets(Filters=[{"Name": "availability-zone", "Values": [zone]}])["Subnets"]
+    return str(subnets[0]["SubnetId"])
+
+
+def offer(
+    capacity_type: CapacityType = CapacityType.SPOT,
+    *,
+    zone: str | None = "us-east-1b",
+    region: str = REGION,
+    instance_type: str = "m5.large",
+    price: float = 0.035,
+) -> Offer:
+    pool = Pool(cloud=Cloud.AWS, region=region, zone=zone, instance_type=instance_type)
+    return Offer(pool=pool, capacity_type=capacity_type, price=price, vcpus=2, memory_gib=8.0)
+
+
+def described(client: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    reservations = client.describe_instances(InstanceIds=ids)["Reservations"]
+    return {i["InstanceId"]: i for r in reservations for i in r["Instances"]}
+
+
+def tags_of(instance: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+def answer(parsed: dict[str, Any], status: int = 200) -> Callable[..., Any]:
+    """A before-call hook answering in the service's place (an error answer when ``status`` >= 300)."""
+
+    def hook(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        meta = {"HTTPStatusCode": status, "RequestId": "injected"}
+        return AWSResponse("https://ec2.injected", status, {}, None), {**parsed, "ResponseMetadata": meta}
+
+    return hook
+
+
+def refuse(code: str, message: str = "injected") -> Callable[..., Any]:
+    return answer({"Error": {"Code": code, "Message": message}}, status=400)
+
+
+def record(client: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every call the client makes, with the parameters the launcher gave it."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, dict(params)))
+
+    client.meta.events.register("provide-client-params.ec2.*", hook)
+    return calls
+
+
+def launch(launcher: Ec2Launcher, the_offer: Offer, count: int = 1, **kwargs: Any) -> Any:
+    kwargs.setdefault("max_price", 0.1)
+    kwargs.setdefault("tags", CALLER_TAGS)
+    kwargs.setdefault("timeout", TIMEOUT)
+    return launcher.launch(the_offer, count, **kwargs)
+
+
+# --- instant mode --------------------------------------------------------------------------------
+
+
+def test_spot_first_launch_starts_spot_instances_in_the_zone_with_the_tags(
+    ec2: Any, clock: FakeClock
+) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    calls = record(ec2)
+    spot = offer()
+
+    result = launch(launcher, spot, 2, max_price=0.1)
+
+    assert isinstance(launcher, Launcher)
+    assert result.error is None
+    assert len(result.instances) == 2
+    for instance in result.instances:
+        assert instance.offer == spot
+        assert instance.capacity_type is CapacityType.SPOT
+        assert instance.price == 0.035
+        assert instance.launched_at == clock.now()
+    live = described(ec2, [i.id for i in result.instances])
+    for instance in live.values():
+        assert instance["InstanceLifecycle"] == "spot"
+        assert instance["Placement"]["AvailabilityZone"] == "us-east-1b"
+        assert instance["InstanceType"] == "m5.large"
+        assert tags_of(instance) == {
+            LAUNCHED_BY: "spotlake",
+            "spotlake:capacity-type": "spot",
+            "spotlake:pool": "aws:us-east-1b:m5.large",
+            **CALLER_TAGS,
+        }
+    params = next(p for n, p in calls if n == "RunInstances")
+    assert (params["MinCount"], params["MaxCount"]) == (2, 2)
+    assert params["InstanceMarketOptions"] == {
+        "MarketType": "spot",
+        "SpotOptions": {
+            "MaxPrice": "0.1",
+            "SpotInstanceType": "one-time",
+            "InstanceInterruptionBehavior": "terminate",
+        },
+    }
+    assert params["ClientToken"]
+    assert {s["ResourceType"] for s in params["TagSpecifications"]} == {"instance", "spot-instances-request"}
+
+
+def test_on_demand_launch_goes_into_the_zones_subnet(ec2: Any, clock: FakeClock) -> None:
+    net = subnet(ec2, "us-east-1c")
+    launcher = Ec2Launcher(image_id=ami(ec2), subnets={"us-east-1c": net}, clients={REGION: ec2}, clock=clock)
+    calls = record(ec2)
+
+    result = launch(launcher, offer(CapacityType.ON_DEMAND, zone="us-east-1c", price=0.096))
+
+    assert result.error is None
+    (instance,) = result.instances
+    assert (instance.capacity_type, instance.price) == (CapacityType.ON_DEMAND, 0.096)
+    live = described(ec2, [instance.id])[instance.id]
+    assert "InstanceLifecycle" not in live
+    assert (live["SubnetId"], live["Placement"]["AvailabilityZone"]) == (net, "us-east-1c")
+    assert tags_of(live)["spotlake:capacity-type"] == "on-demand"
+    params = next(p for n, p in calls if n == "RunInstances")
+    assert "InstanceMarketOptions" not in params and "Placement" not in params
+
+
+def test_a_launch_template_alone_is_enough(ec2: Any, clock: FakeClock) -> None:
+    ec2.create_launch_template(LaunchTemplateName="workers", LaunchTemplateData={"ImageId": ami(ec2)})
+    launcher = Ec2Launcher(launch_template=LaunchTemplate(name="workers"), clients={REGION: ec2}, clock=clock)
+
+    result = launch(launcher, offer())
+
+    assert result.error is None and len(result.instances) == 1
+
+
+def test_tags_keep_to_ec2s_limits_and_spotlakes_own_win() -> None:
+    tags = ec2_tags(
+        offer(),
+        {
+            "spotlake:pool": "a caller cannot move the pool",
+            "aws:reserved": "dropped",
+            "k" * 200: "v" * 400,
+            **{f"extra-{n:02d}": str(n) for n in range(60)},
+        },
+    )
+    assert tags["spotlake:pool"] == "aws:us-east-1b:m5.large"
+    assert "aws:reserved" not in tags
+    assert tags["k" * 128] == "v" * 256
+    assert len(tags) == 50
+    assert all(len(k) <= 128 and len(v) <= 256 for k, v in tags.items())
+
+
+def test_long_caller_tags_are_cut_and_the_launch_still_succeeds(ec2: Any, clock: FakeClock) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    result = launch(launcher, offer(), tags={"spotlake:reason": "x" * 1000})
+    assert result.error is None
+    assert (
+        tags_of(described(ec2, [result.instances[0].id])[result.instances[0].id])["spotlake:reason"]
+        == "x" * 256
+    )
+
+
+# --- errors EC2 answers with ---------------------------------------------------------------------
+
+CODES = [
+    ("InsufficientInstanceCapacity", LaunchFailure.NO_CAPACITY),
+    ("MaxSpotInstanceCountExceeded", LaunchFailure.SPOT_LIMIT),
+    ("SpotMaxPriceTooLow", LaunchFailure.PRICE_TOO_LOW),
+    ("UnfulfillableCapacity", LaunchFailure.NO_CAPACITY),
+    ("InsufficientCapacity", LaunchFailure.NO_CAPACITY),
+    ("VcpuLimitExceeded", LaunchFailure.QUOTA),
+    ("UnauthorizedOperation", LaunchFailure.AUTH),
+    ("SomethingNewFromEc2", LaunchFailure.OTHER),
+]
+
+
+@pytest.mark.parametrize(("code", "kind"), CODES)
+@pytest.mark.parametrize("capacity_type", [CapacityType.SPOT, CapacityType.ON_DEMAND])
+def test_instant_refusals_come_back_in_the_result_as_their_failure_kind(
+    ec2: Any, clock: FakeClock, code: str, kind: LaunchFailure, capacity_type: CapacityType
+) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    ec2.meta.events.register("before-call.ec2.RunInstances", refuse(code, f"{code} in us-east-1b"))
+    the_offer = offer(capacity_type)
+
+    result = launch(launcher, the_offer, 3)
+
+    assert result.instances == ()
+    assert result.error is not None
+    assert (result.error.kind, result.error.code) == (kind, code)
+    assert (result.error.pool, result.error.capacity_type) == (the_offer.pool, capacity_type)
+    assert code in str(result.error) and str(the_offer.pool) in str(result.error)
+    assert ec2.describe_instances()["Reservations"] == []
+
+
+@pytest.mark.parametrize(("code", "kind"), CODES)
+def test_fleet_and_request_calls_refused_outright_map_the_same_way(
+    ec2: Any, clock: FakeClock, code: str, kind: LaunchFailure
+) -> None:
+    """Here the hook raises the ClientError itself, the other way an injected refusal can arrive."""
+
+    def raising(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": code, "Message": "injected"}}, "CreateFleet")
+
+    image = ami(ec2)
+    ec2.create_launch_template(LaunchTemplateName="workers", LaunchTemplateData={"ImageId": image})
+    ec2.meta.events.register("before-call.ec2.CreateFleet", raising)
+    ec2.meta.events.register("before-call.ec2.RequestSpotInstances", raising)
+    fleet = Ec2Launcher(
+        launch_template=LaunchTemplate(name="workers"), mode=Ec2Mode.FLEET, clients={REGION: ec2}, clock=clock
+    )
+    request = Ec2Launcher(image_id=image, mode="request", clients={REGION: ec2}, clock=clock)
+
+    for launcher in (fleet, request):
+        result = launch(launcher, offer())
+        assert result.error is not None and result.instances == ()
+        assert (result.error.kind, result.error.code) == (kind, code)
+    assert clock.slept == []
+
+
+def test_provider_messages_are_scrubbed_and_cut_short(ec2: Any, clock: FakeClock) -> None:
+    secret = "client_secret=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA"
+    message = f"Weird failure ({secret}). Encoded authorization failure message: {'A' * 5000}"
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    ec2.meta.events.register("before-call.ec2.RunInstances", refuse("Weird.Failure", message))
+
+    result = launch(launcher, offer())
+
+    assert result.error is not None and result.error.kind is LaunchFailure.OTHER
+    assert "Zm9vYmFy" not in str(result.error) and "***" in str(result.error)
+    assert len(str(result.error)) < 600
+
+
+def test_network_failures_are_other_and_missing_credentials_are_auth(ec2: Any, clock: FakeClock) -> None:
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
+
+    def no_credentials(**_: Any) -> None:
+        raise NoCredentialsError()
+
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    handler_id = "spotlake-test-transport"
+    ec2.meta.events.register("before-call.ec2.RunInstances", unreachable, unique_id=handler_id)
+    result = launch(launcher, offer())
+    assert result.error is not None
+    assert (result.error.kind, result.error.code) == (LaunchFailure.OTHER, "EndpointConnectionError")
+    assert "could not reach EC2 in us-east-1" in str(result.error)
+
+    ec2.meta.events.unregister("before-call.ec2.RunInstances", unique_id=handler_id)
+    ec2.meta.events.register("before-call.ec2.RunInstances", no_credentials)
+    result = launch(launcher, offer())
+    assert result.error is not None and result.error.kind is LaunchFailure.AUTH
+
+
+def test_bugs_raise(ec2: Any, clock: FakeClock) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    azure = Offer(
+        pool=Pool(cloud=Cloud.AZURE, region="eastus", zone="1", instance_type="Standard_D2s_v5"),
+        capacity_type=CapacityType.SPOT,
+        price=0.02,
+        vcpus=2,
+        memory_gib=8.0,
+    )
+    with pytest.raises(ConfigError, match="AWS offers"):
+        launch(launcher, azure)
+    with pytest.raises(ConfigError, match="at least one"):
+        launch(launcher, offer(), 0)
+    with pytest.raises(ConfigError, match="no EC2 client"):
+        launch(launcher, offer(region=OTHER_REGION, zone=None))
+
+
+def test_each_mode_refuses_settings_it_cannot_use() -> None:
+    template = LaunchTemplate(id="lt-0123456789abcdef0")
+    with pytest.raises(ConfigError, match="launch template or an AMI"):
+        Ec2Launcher()
+    with pytest.raises(ConfigError, match="fleet mode launches from a launch template"):
+        Ec2Launcher(image_id="ami-1", mode=Ec2Mode.FLEET)
+    with pytest.raises(ConfigError, match="security groups and user data"):
+        Ec2Launcher(launch_template=template, mode=Ec2Mode.FLEET, user_data="#!/bin/sh")
+    with pytest.raises(ConfigError, match="request mode needs an AMI"):
+        Ec2Launcher(launch_template=template, mode=Ec2Mode.REQUEST)
+    with pytest.raises(ConfigError, match="exactly one of id or name"):
+        LaunchTemplate(id="lt-1", name="workers")
+
+
+# --- fleet mode ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet_launcher(ec2: Any, clock: FakeClock) -> Ec2Launcher:
+    ec2.create_launch_template(LaunchTemplateName="workers", LaunchTemplateData={"ImageId": ami(ec2)})
+    return Ec2Launcher(
+        launch_template=LaunchTemplate(name="workers"),
+        subnets={"us-east-1d": subnet(ec2, "us-east-1d")},
+        mode=Ec2Mode.FLEET,
+        clients={REGION: ec2},
+        clock=clock,
+    )
+
+
+@pytest.mark.parametrize(
+    ("capacity_type", "lifecycle"), [(CapacityType.SPOT, "spot"), (CapacityType.ON_DEMAND, None)]
+)
+def test_fleet_mode_launches_the_offers_pool(
+    ec2: Any, fleet_launcher: Ec2Launcher, capacity_type: CapacityType, lifecycle: str | None
+) -> None:
+    calls = record(ec2)
+    result = launch(fleet_launcher, offer(capacity_type, zone="us-east-1d"), 2, max_price=0.05)
+
+    assert result.error is None and len(result.instances) == 2
+    for instance in described(ec2, [i.id for i in result.instances]).values():
+        assert instance.get("InstanceLifecycle") == lifecycle
+        assert instance["Placement"]["AvailabilityZone"] == "us-east-1d"
+        assert tags_of(instance)["spotlake:capacity-type"] == str(capacity_type)
+        assert tags_of(instance)["spotlake:request"] == "nightly-build"
+    params = next(p for n, p in calls if n == "CreateFleet")
+    assert params["Type"] == "instant"
+    (config,) = params["LaunchTemplateConfigs"]
+    (override,) = config["Overrides"]
+    assert override["InstanceType"] == "m5.large" and override["SubnetId"].startswith("subnet-")
+    assert ("MaxPrice" in override) is (capacity_type is CapacityType.SPOT)
+    assert params["TargetCapacitySpecification"]["TotalTargetCapacity"] == 2
+    assert params["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == str(capacity_type)
+    if capacity_type is CapacityType.SPOT:
+        assert params["SpotOptions"]["AllocationStrategy"] == "price-capacity-optimized"
+    else:
+        assert "OnDemandOptions" in params
+
+
+def test_fleet_partial_fulfilment_returns_what_it_got_and_why_it_stopped(
+    ec2: Any, fleet_launcher: Ec2Launcher
+) -> None:
+    got = ec2.run_instances(ImageId=ami(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    partial = {
+        "FleetId": "fleet-injected",
+        "Instances": [{"Lifecycle": "spot", "InstanceIds": [got], "InstanceType": "m5.large"}],
+        "Errors": [
+            {
+                "Lifecycle": "spot",
+                "ErrorCode": "InsufficientInstanceCapacity",
+                "ErrorMessage": "We currently do not have sufficient m5.large capacity in us-east-1d.",
+            }
+        ],
+    }
+    ec2.meta.events.register("before-call.ec2.CreateFleet", answer(partial))
+    the_offer = offer(zone="us-east-1d")
+
+    result = launch(fleet_launcher, the_offer, 4)
+
+    assert [i.id for i in result.instances] == [got]
+    assert result.error is not None
+    assert (result.error.kind, result.error.code) == (
+        LaunchFailure.NO_CAPACITY,
+        "InsufficientInstanceCapacity",
+    )
+    assert (result.error.pool, result.error.capacity_type) == (the_offer.pool, CapacityType.SPOT)
+    assert "got 1 of 4" in str(result.error)
+    fleet_launcher.terminate([got])  # remembered: terminated in its region
+    assert described(ec2, [got])[got]["State"]["Name"] in {"shutting-down", "terminated"}
+
+
+# --- request mode --------------------------------------------------------------------------------
+
+
+def test_request_mode_waits_for_spot_requests_and_tags_their_instances(ec2: Any, clock: FakeClock) -> None:
+    """moto fulfils a spot request at once: the first look finds it active, and nothing sleeps."""
+    net = subnet(ec2, "us-east-1e")
+    launcher = Ec2Launcher(
+        image_id=ami(ec2),
+        subnets={"us-east-1e": net},
+        user_data="#!/bin/sh\necho hi",
+        mode=Ec2Mode.REQUEST,
+        clients={REGION: ec2},
+        clock=clock,
+    )
+    calls = record(ec2)
+
+    result = launch(launcher, offer(zone="us-east-1e"), 2, max_price=0.07)
+
+    assert result.error is None and len(result.instances) == 2
+    assert clock.slept == []
+    for instance in described(ec2, [i.id for i in result.instances]).values():
+        assert instance["InstanceLifecycle"] == "spot"
+        assert instance["SubnetId"] == net
+        assert tags_of(instance)[LAUNCHED_BY] == "spotlake"
+    params = next(p for n, p in calls if n == "RequestSpotInstances")
+    assert (params["InstanceCount"], params["Type"], params["SpotPrice"]) == (2, "one-time", "0.07")
+    assert params["LaunchSpecification"]["UserData"] == "IyEvYmluL3NoCmVjaG8gaGk="
+    assert params["TagSpecifications"][0]["ResourceType"] == "spot-instances-request"
+
+
+def test_request_mode_launches_on_demand_offers_with_run_instances(ec2: Any, clock: FakeClock) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), mode=Ec2Mode.REQUEST, clients={REGION: ec2}, clock=clock)
+    calls = record(ec2)
+    result = launch(launcher, offer(CapacityType.ON_DEMAND))
+    assert result.error is None and len(result.instances) == 1
+    assert [n for n, _ in calls] == ["RunInstances"]
+
+
+def test_an_open_spot_request_times_out_on_the_clock_and_is_withdrawn(ec2: Any, clock: FakeClock) -> None:
+    """Two requests: one fulfilled, one left open until the timeout; that one is cancelled, and the
+    instance it got just before the cancel (the race EC2 allows) is terminated."""
+    launcher = Ec2Launcher(
+        image_id=ami(ec2), mode=Ec2Mode.REQUEST, clients={REGION: ec2}, clock=clock, poll_interval=15
+    )
+    made: list[dict[str, Any]] = []
+    cancelled: list[list[str]] = []
+
+    def remember_requests(parsed: dict[str, Any], **_: Any) -> None:
+        made.extend(parsed["SpotInstanceRequests"])
+
+    def remember_cancel(params: dict[str, Any], **_: Any) -> None:
+        cancelled.append(list(params["SpotInstanceRequestIds"]))
+
+    def describe(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        first, second = made
+        late = {
+            "State": "cancelled",
+            "InstanceId": second["InstanceId"],
+            "Status": {"Code": "request-canceled"},
+        }
+        still_open = {"State": "open", "Status": {"Code": "capacity-not-available", "Message": "no capacity"}}
+        listed = [
+            {
+                "SpotInstanceRequestId": first["SpotInstanceRequestId"],
+                "State": "active",
+                "InstanceId": first["InstanceId"],
+            },
+            {"SpotInstanceRequestId": second["SpotInstanceRequestId"], **(late if cancelled else still_open)},
+        ]
+        if cancelled:
+            listed = listed[1:]
+        return answer({"SpotInstanceRequests": listed})()
+
+    ec2.meta.events.register("after-call.ec2.RequestSpotInstances", remember_requests)
+    ec2.meta.events.register("provide-client-params.ec2.CancelSpotInstanceRequests", remember_cancel)
+    ec2.meta.events.register("before-call.ec2.DescribeSpotInstanceRequests", describe)
+    the_offer = offer()
+    started, wall = clock.monotonic(), time.monotonic()
+
+    result = launch(launcher, the_offer, 2, timeout=TIMEOUT)
+
+    assert time.monotonic() - wall < 5  # no real sleep
+    assert clock.monotonic() - started == TIMEOUT.total_seconds()
+    assert max(clock.slept) == 15
+    assert [i.id for i in result.instances] == [made[0]["InstanceId"]]
+    assert result.error is not None
+    assert (result.error.kind, result.error.code) == (LaunchFailure.TIMEOUT, "capacity-not-available")
+    assert (result.error.pool, result.error.capacity_type) == (the_offer.pool, CapacityType.SPOT)
+    assert "1 of 2 spot requests still open after 600 s" in str(result.error)
+    assert cancelled == [[made[1]["SpotInstanceRequestId"]]]
+    states = {i: s["State"]["Name"] for i, s in described(ec2, [m["InstanceId"] for m in made]).items()}
+    assert states[made[0]["InstanceId"]] == "running"
+    assert states[made[1]["InstanceId"]] in {"shutting-down", "terminated"}
+
+
+def test_a_spot_request_closed_for_its_price_is_price_too_low_without_waiting(
+    ec2: Any, clock: FakeClock
+) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), mode=Ec2Mode.REQUEST, clients={REGION: ec2}, clock=clock)
+    made: list[str] = []
+    ec2.meta.events.register(
+        "after-call.ec2.RequestSpotInstances",
+        lambda parsed, **_: made.extend(r["SpotInstanceRequestId"] for r in parsed["SpotInstanceRequests"]),
+    )
+
+    def describe(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        closed = {"State": "closed", "Status": {"Code": "price-too-low", "Message": "Your price is too low"}}
+        return answer({"SpotInstanceRequests": [{"SpotInstanceRequestId": r, **closed} for r in made]})()
+
+    ec2.meta.events.register("before-call.ec2.DescribeSpotInstanceRequests", describe)
+
+    result = launch(launcher, offer(), max_price=0.001)
+
+    assert result.instances == ()
+    assert result.error is not None
+    assert (result.error.kind, result.error.code) == (LaunchFailure.PRICE_TOO_LOW, "price-too-low")
+    assert clock.slept == []
+
+
+def test_a_request_not_listed_yet_is_waited_for_and_a_refused_look_withdraws_it(
+    ec2: Any, clock: FakeClock
+) -> None:
+    """Just after a request EC2 may not list it (NotFound): that is waited out. A look that is
+    refused (here: no permission to describe) ends the wait; the requests are cancelled."""
+    launcher = Ec2Launcher(image_id=ami(ec2), mode=Ec2Mode.REQUEST, clients={REGION: ec2}, clock=clock)
+    answers = [refuse("InvalidSpotInstanceRequestID.NotFound"), refuse("UnauthorizedOperation")]
+    ec2.meta.events.register(
+        "before-call.ec2.DescribeSpotInstanceRequests", lambda **kw: answers.pop(0)(**kw) if answers else None
+    )
+    calls = record(ec2)
+
+    result = launch(launcher, offer())
+
+    assert result.instances == ()
+    assert result.error is not None
+    assert (result.error.kind, result.error.code) == (LaunchFailure.AUTH, "UnauthorizedOperation")
+    assert clock.slept == [5.0]
+    assert "CancelSpotInstanceRequests" in [n for n, _ in calls]
+
+
+# --- terminate -----------------------------------------------------------------------------------
+
+
+def test_terminate_finds_each_instances_region_and_ignores_unknown_ids(ec2: Any, clock: FakeClock) -> None:
+    far = boto3.client("ec2", region_name=OTHER_REGION)
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2, OTHER_REGION: far}, clock=clock)
+    here = launch(launcher, offer()).instances[0].id
+    # Launched by someone else in the other region: this launcher never saw it.
+    stranger = far.run_instances(ImageId=ami(far), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+
+    launcher.terminate([here, stranger, "i-0123456789abcdef0", here])
+    launcher.terminate([here])  # already terminated: fine
+
+    assert described(ec2, [here])[here]["State"]["Name"] in {"shutting-down", "terminated"}
+    assert described(far, [stranger])[stranger]["State"]["Name"] in {"shutting-down", "terminated"}
+
+
+def test_terminate_reports_instances_it_could_not_terminate(ec2: Any, clock: FakeClock) -> None:
+    launcher = Ec2Launcher(image_id=ami(ec2), clients={REGION: ec2}, clock=clock)
+    instance = launch(launcher, offer()).instances[0].id
+    ec2.meta.events.register("before-call.ec2.TerminateInstances", refuse("UnauthorizedOperation"))
+
+    with pytest.raises(ComputeError, match=f"{instance} in us-east-1 \\(UnauthorizedOperation"):
+        launcher.terminate([instance])
+
+
+# --- endpoints: nothing leaves the process ---------------------------------------------------------
+
+
+def test_clients_are_built_per_region_and_every_request_stays_in_process(
+    ec2_mock: None, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """A launcher without injected clients builds its own (make_client, boto3's default session).
+
+    Every request is recorded as it is sent, and the proxy settings name a closed loopback port: a
+    request moto did not answer in process would go to that proxy and fail, so the launch would
+    come back with an error.
+    """
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    sent: list[str] = []
+    boto3.DEFAULT_SESSION.events.register_first("before-send", lambda request, **_: sent.append(request.url))
+    launcher = Ec2Launcher(image_id=AMI, clock=clock)
+
+    result = launch(launcher, offer(region=OTHER_REGION, zone="eu-west-1a"))
+    launcher.terminate([i.id for i in result.instances])
+
+    assert result.error is None and len(result.instances) == 1
+    assert len(sent) == 2  # RunInstances, TerminateInstances
+    assert {urlsplit(u).hostname for u in sent} == {"ec2.eu-west-1.amazonaws.com"}
+
+
+def test_lazily_built_clients_honour_aws_endpoint_url(
+    ec2_env: None, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """With ``AWS_ENDPOINT_URL`` naming a loopback moto server, the launcher's clients go there."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        sent: list[str] = []
+        boto3.DEFAULT_SESSION.events.register("before-send", lambda request, **_: sent.append(request.url))
+        direct = boto3.client("ec2", region_name=OTHER_REGION, endpoint_url=url)
+        launcher = Ec2Launcher(image_id=ami(direct), clock=clock)
+        sent.clear()
+
+        result = launch(launcher, offer(CapacityType.ON_DEMAND, region=OTHER_REGION, zone="eu-west-1b"))
+
+        assert result.error is None
+        assert sent and all(u.startswith(url) for u in sent)
+        instance_id = result.instances[0].id
+        assert described(direct, [instance_id])[instance_id]["Placement"]["AvailabilityZone"] == "eu-west-1b"
+    finally:
+        server.stop()
