@@ -30,8 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
     "compute": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
     "cli": FOUNDATION
-    | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"},
-    "testing": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "progress"},
+    | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"}
+    | {"compute"},
+    "testing": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "progress", "compute"},
     "__init__": FOUNDATION | {"collect", "pipeline", "scoring", "storage"},
 }
 

@@ -1,0 +1,398 @@
+"""Carrying a decision out: spot first, fallback that learns, on-demand when spot fails.
+
+:meth:`Allocator.allocate` decides (:func:`~spotlake.compute.decide.decide`) and launches along
+the decision's ranked candidates with the same whole-instance walk the plan used
+(:mod:`~spotlake.compute.fill`). When a launch gets less than it asked for:
+
+* the health registry records the failure, which blocks the scope it proves (the pool for a
+  capacity error, spot in the region for the spot instance limit, ...) for that failure's TTL and
+  counts it on the capacity type's breaker, so this and later decisions go elsewhere;
+* the policy's :class:`~spotlake.compute.policy.fallback.Fallback` says where the units go now:
+  the next spot pool, on-demand (spot limit, quota, too many spot pools failed, the breaker opened)
+  or nowhere (missing permissions);
+* the :class:`Allocation` records each fallback with its reason, and every instance with the
+  capacity type that was asked for, the one it got, its price and the placement score the
+  decision saw, for the cost ledger.
+
+Candidates blocked since the decision (by a failure in this very allocation) are skipped. With a
+half-open spot breaker the first spot launch is one instance; if another probe is already out,
+spot is left out this time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+import attrs
+import numpy as np
+
+from spotlake.clock import Clock, ensure_utc
+from spotlake.compute.book import OfferBook
+from spotlake.compute.decide import Decision, decide
+from spotlake.compute.fill import EPS, Fill
+from spotlake.compute.health import BreakerState, HealthRegistry
+from spotlake.compute.launch.base import Instance, Launcher, LaunchError, LaunchFailure
+from spotlake.compute.policy.fallback import FallbackAction
+from spotlake.compute.policy.presets import Policy, cost_optimized
+from spotlake.compute.values import CapacityRequest, CapacityType, Offer, PlacementScore, Pool
+
+__all__ = ["TAG_PREFIX", "Allocation", "Allocator", "FallbackEvent", "Placement"]
+
+log = logging.getLogger(__name__)
+
+#: Tags spotlake puts on what it launches start with this.
+TAG_PREFIX = "spotlake:"
+#: EC2 allows 256 characters in a tag value.
+_TAG_VALUE_MAX = 256
+
+
+@attrs.frozen(kw_only=True)
+class FallbackEvent:
+    """A launch that got less than asked, and where its units went."""
+
+    at: datetime
+    pool: Pool
+    capacity_type: CapacityType
+    failure: LaunchFailure
+    detail: str
+    #: Units that launch did not get.
+    units: float
+    action: FallbackAction
+
+
+@attrs.frozen(kw_only=True)
+class Placement:
+    """One launched instance and why it is where it is."""
+
+    instance: Instance
+    #: What the mix asked these units to be (spot units that fell back show SPOT here and
+    #: ON_DEMAND in ``instance.capacity_type``).
+    requested: CapacityType
+    units: float
+    #: The offer's rank among the candidates of its capacity type.
+    rank: int
+    reason: str
+    #: The placement score the decision saw for the pool (spot), for the ledger.
+    score: PlacementScore | None
+    #: The on-demand price of the same instance type in the same region, when known: what the
+    #: same work would have cost on-demand.
+    on_demand_price: float | None
+    #: The failed launches of this allocation before this instance launched.
+    after: tuple[FallbackEvent, ...] = ()
+
+    @property
+    def fell_back(self) -> bool:
+        return self.requested is not self.instance.capacity_type
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Allocation:
+    """What one request got: the instances, every fallback, what is still missing."""
+
+    id: str
+    request: CapacityRequest
+    decision: Decision
+    placements: tuple[Placement, ...]
+    fallbacks: tuple[FallbackEvent, ...]
+    #: Units nothing could launch (0 when complete).
+    unfilled: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        return tuple(p.instance for p in self.placements)
+
+    @property
+    def complete(self) -> bool:
+        return self.unfilled <= EPS
+
+    def units(self, capacity_type: CapacityType) -> float:
+        return sum(p.units for p in self.placements if p.instance.capacity_type is capacity_type)
+
+    @property
+    def spot_share(self) -> float:
+        """Launched spot units over all launched units (0 when nothing launched)."""
+        total = sum(p.units for p in self.placements)
+        return self.units(CapacityType.SPOT) / total if total else 0.0
+
+    @property
+    def hourly_cost(self) -> float:
+        return sum(p.instance.price for p in self.placements)
+
+
+class Allocator:
+    """Decides and launches, sharing one health registry across requests (thread-safe)."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        *,
+        clock: Clock,
+        policy: Policy | None = None,
+        health: HealthRegistry | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.launcher = launcher
+        self.policy = policy or cost_optimized()
+        self.health = health or HealthRegistry(clock=clock)
+        self._clock = clock
+        self._tags = dict(tags or {})
+        self._ids = itertools.count(1)
+
+    def decide(
+        self, offers: OfferBook | Iterable[Offer], request: CapacityRequest, policy: Policy | None = None
+    ) -> Decision:
+        """The decision :meth:`allocate` would carry out now (a dry run)."""
+        return decide(offers, request, policy or self.policy, now=self._clock.now(), health=self.health)
+
+    def allocate(
+        self,
+        offers: OfferBook | Iterable[Offer],
+        request: CapacityRequest,
+        *,
+        policy: Policy | None = None,
+        job: str | None = None,
+        on_demand_fallback: bool = True,
+    ) -> Allocation:
+        """Decide and launch; fall back along the ranked candidates when a launch fails.
+
+        With ``on_demand_fallback=False`` spot units that find no spot stay unfilled (a move
+        back to spot must not end on on-demand again).
+        """
+        decision = self.decide(offers, request, policy)
+        return _Run(self, decision, job=job, on_demand_fallback=on_demand_fallback).carry_out()
+
+    def now(self) -> datetime:
+        return ensure_utc(self._clock.now())
+
+    def next_id(self) -> str:
+        return f"alloc-{ensure_utc(self._clock.now()):%Y%m%dT%H%M%S}-{next(self._ids)}"
+
+    def tags(self, extra: Mapping[str, str]) -> dict[str, str]:
+        merged = {**self._tags, **extra}
+        return {k: v[:_TAG_VALUE_MAX] for k, v in merged.items()}
+
+
+class _Run:
+    """One allocation in progress."""
+
+    def __init__(
+        self, allocator: Allocator, decision: Decision, *, job: str | None, on_demand_fallback: bool
+    ) -> None:
+        self.a = allocator
+        self.on_demand_fallback = on_demand_fallback
+        self.d = decision
+        self.id = allocator.next_id()
+        self.job = job
+        self.placements: list[Placement] = []
+        #: How many failed launches preceded each placement (their final form is known at the end).
+        self.failed_before: list[int] = []
+        self.fallbacks: list[FallbackEvent] = []
+        self.notes: list[str] = []
+        self.weight = decision.book.weight(decision.request.unit)
+
+    def carry_out(self) -> Allocation:
+        d = self.d
+        moved = 0.0
+        spot_units = d.split.spot
+        if spot_units > EPS:
+            moved = self._spot(spot_units)
+        requested_on_demand = d.split.on_demand
+        if self.on_demand_fallback:
+            left = self._on_demand(requested_on_demand + moved, requested_on_demand)
+        else:
+            left = self._on_demand(requested_on_demand, requested_on_demand) + moved
+        if left > EPS:
+            log.warning(
+                "allocation %s: %g of %g %s could not be launched",
+                self.id,
+                left,
+                d.request.amount,
+                d.request.unit,
+            )
+        return Allocation(
+            id=self.id,
+            request=d.request,
+            decision=d,
+            placements=tuple(
+                attrs.evolve(p, after=self._failed_before(p, n))
+                for p, n in zip(self.placements, self.failed_before, strict=True)
+            ),
+            fallbacks=tuple(self.fallbacks),
+            unfilled=left,
+            notes=tuple(self.notes),
+        )
+
+    def _failed_before(self, placement: Placement, count: int) -> tuple[FallbackEvent, ...]:
+        """The failed launches that led to this placement: all earlier ones for units asked as
+        spot, the on-demand ones for units asked as on-demand."""
+        earlier = self.fallbacks[:count]
+        if placement.requested is CapacityType.ON_DEMAND:
+            return tuple(e for e in earlier if e.capacity_type is CapacityType.ON_DEMAND)
+        return tuple(earlier)
+
+    # --- the two walks -------------------------------------------------------------------------
+
+    def _spot(self, units: float) -> float:
+        """Launch the spot part; return the units that move to on-demand."""
+        d, health, policy = self.d, self.a.health, self.d.policy
+        state = health.breaker(CapacityType.SPOT)
+        if state is BreakerState.OPEN:
+            self.notes.append(f"spot breaker open: {units:g} spot {d.request.unit} go to on-demand")
+            return units
+        probe = state is BreakerState.HALF_OPEN
+        if probe and not health.take_probe(CapacityType.SPOT):
+            self.notes.append("spot breaker half-open and its probe is out: spot left out this time")
+            return units
+        fill = Fill(
+            d.spot_order,
+            self.weight,
+            units,
+            spot=True,
+            cap_units=policy.spread_cap(units),
+            max_count=policy.max_count(d.request),
+            probe=probe,
+        )
+        failures = 0
+        while (p := fill.next()) is not None:
+            offer = d.book.offers[p.index]
+            if health.blocked(offer.pool, CapacityType.SPOT) is not None:
+                continue  # blocked by a failure earlier in this allocation
+            got = self._launch(offer, p.count, p.rank, CapacityType.SPOT, role="probe" if p.probe else "spot")
+            fill.took(got * p.weight)
+            if got == p.count:
+                continue
+            failures += 1
+            action = policy.fallback.after(self.fallbacks[-1].failure, CapacityType.SPOT, failures)
+            self.fallbacks[-1] = attrs.evolve(self.fallbacks[-1], action=action)
+            if (
+                action is not FallbackAction.NEXT_POOL
+                or health.breaker(CapacityType.SPOT) is not BreakerState.CLOSED
+            ):
+                break
+        last = self.fallbacks[-1] if self.fallbacks else None
+        if fill.remaining > EPS and last is not None and last.action is FallbackAction.NEXT_POOL:
+            self.fallbacks[-1] = attrs.evolve(last, action=FallbackAction.ON_DEMAND)  # no spot pool left
+        return fill.remaining
+
+    def _on_demand(self, units: float, requested: float) -> float:
+        """Launch the on-demand part (``requested`` of it was asked as on-demand, the rest fell
+        back from spot); return the units nothing could launch."""
+        d, health, policy = self.d, self.a.health, self.d.policy
+        if self.fallbacks and self.fallbacks[-1].action is FallbackAction.GIVE_UP:
+            return units
+        fill = Fill(d.on_demand_order, self.weight, units, spot=False, max_count=policy.max_count(d.request))
+        failures = 0
+        while (p := fill.next()) is not None:
+            offer = d.book.offers[p.index]
+            if health.blocked(offer.pool, CapacityType.ON_DEMAND) is not None:
+                continue
+            got = self._launch(
+                offer, p.count, p.rank, CapacityType.ON_DEMAND, role="on-demand", requested=requested
+            )
+            requested -= got * p.weight
+            fill.took(got * p.weight)
+            if got == p.count:
+                continue
+            failures += 1
+            action = policy.fallback.after(self.fallbacks[-1].failure, CapacityType.ON_DEMAND, failures)
+            self.fallbacks[-1] = attrs.evolve(self.fallbacks[-1], action=action)
+            if action is FallbackAction.GIVE_UP:
+                break
+        return fill.remaining
+
+    # --- one launch ----------------------------------------------------------------------------
+
+    def _launch(
+        self,
+        offer: Offer,
+        count: int,
+        rank: int,
+        capacity_type: CapacityType,
+        *,
+        role: str,
+        requested: float = 0.0,
+    ) -> int:
+        d, health = self.d, self.a.health
+        fallback = bool(self.fallbacks) or (capacity_type is CapacityType.ON_DEMAND and requested <= EPS)
+        reason = (
+            f"{role} rank {rank} by {d.policy.spot_ranker if offer.spot else d.policy.on_demand_ranker!r}"
+            + (f"; after {len(self.fallbacks)} failed launch(es)" if fallback else "")
+        )
+        tags = self.a.tags(
+            {
+                f"{TAG_PREFIX}allocation": self.id,
+                f"{TAG_PREFIX}policy": d.policy.name,
+                f"{TAG_PREFIX}task-class": d.request.task_class.value,
+                f"{TAG_PREFIX}reason": reason,
+                **({f"{TAG_PREFIX}job": self.job} if self.job else {}),
+                **({f"{TAG_PREFIX}request": d.request.name} if d.request.name else {}),
+            }
+        )
+        result = self.a.launcher.launch(
+            offer,
+            count,
+            max_price=d.request.max_price,
+            tags=tags,
+            timeout=d.policy.fallback.spot_timeout,
+        )
+        on_demand_price = self._on_demand_price(offer)
+        w = offer.weight(d.request.unit)
+        for instance in result.instances:
+            asked = (
+                CapacityType.ON_DEMAND
+                if capacity_type is CapacityType.ON_DEMAND and requested > EPS
+                else CapacityType.SPOT
+            )
+            requested -= w
+            self.failed_before.append(len(self.fallbacks))
+            self.placements.append(
+                Placement(
+                    instance=instance,
+                    requested=asked,
+                    units=w,
+                    rank=rank,
+                    reason=reason,
+                    score=offer.score,
+                    on_demand_price=on_demand_price,
+                )
+            )
+        got = len(result.instances)
+        if result.instances:
+            health.record_success(offer.pool, capacity_type)
+        if got < count:
+            error = result.error or LaunchError(
+                f"{capacity_type} in {offer.pool}: got {got} of {count}",
+                kind=LaunchFailure.NO_CAPACITY,
+                pool=offer.pool,
+                capacity_type=capacity_type,
+            )
+            block = health.record_failure(offer.pool, capacity_type, error.kind, error.code or "")
+            self.fallbacks.append(
+                FallbackEvent(
+                    at=self.a.now(),
+                    pool=offer.pool,
+                    capacity_type=capacity_type,
+                    failure=error.kind,
+                    detail=f"{error}; {block.scope} blocked until {block.until:%H:%M:%S}",
+                    units=(count - got) * w,
+                    action=FallbackAction.NEXT_POOL,
+                )
+            )
+            log.info("allocation %s: %s", self.id, self.fallbacks[-1].detail)
+        return got
+
+    def _on_demand_price(self, offer: Offer) -> float | None:
+        if not offer.spot:
+            return offer.price
+        b = self.d.book
+        match = np.flatnonzero(
+            ~b.spot
+            & (b.instance_type == offer.pool.instance_type)
+            & (b.region == offer.pool.region)
+            & (b.cloud == offer.pool.cloud.value)
+        )
+        return float(b.price[match].min()) if len(match) else None
