@@ -298,6 +298,18 @@ class SnapshotStore(Protocol):
         """Whether :meth:`mark_delivered` was called for the run and sink."""
         ...
 
+    # --- tables ------------------------------------------------------------------------------
+
+    def append_table(self, name: str, frame: pd.DataFrame, *, at: datetime) -> str:
+        """Append ``frame`` to the append-only table ``name`` (one Parquet file per append,
+        never rewritten); returns the key written. Tables sit beside the collected data and
+        outside its generations (e.g. the compute cost ledger)."""
+        ...
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        """Every append to table ``name``, oldest first (an empty frame when there is none)."""
+        ...
+
     # --- shard parts -------------------------------------------------------------------------
 
     def put_part(

@@ -38,7 +38,16 @@ from spotlake.storage.base import (
     StateSnapshot,
     SweepReport,
 )
-from spotlake.storage.layout import ROLLBACK_KEY, decode_doc, delivered_key, encode_doc
+from spotlake.storage.layout import (
+    ROLLBACK_KEY,
+    decode_doc,
+    decode_frame,
+    delivered_key,
+    encode_doc,
+    encode_frame,
+    table_key,
+    table_prefix,
+)
 
 __all__ = ["DEFAULT_KEEP_GENERATIONS", "Backend", "ObjectStore"]
 
@@ -281,6 +290,20 @@ class ObjectStore:
         return self._backend.get(delivered_key(run, sink)) is not None
 
     # --- shard parts ---------------------------------------------------------------------------
+
+    def append_table(self, name: str, frame: pd.DataFrame, *, at: datetime) -> str:
+        key = table_key(name, at)
+        self._backend.put(key, encode_frame(frame.reset_index(drop=True), what=f"table {name!r}"))
+        return key
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        keys = sorted(k for k in self._backend.list_tree(table_prefix(name)) if k.endswith(".parquet"))
+        frames = []
+        for key in keys:
+            data = self._backend.get(key)
+            if data is not None:  # removed since the listing
+                frames.append(decode_frame(data, where=f"{self.url}/{key}"))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def put_part(
         self, at: datetime, *, index: int, count: int, doc: Mapping[str, Any], frame: pd.DataFrame

@@ -114,6 +114,9 @@ ROLLED_BACK_PREFIX: Final = ".rolled-back/"
 ROLLBACK_KEY: Final = "state/ROLLBACK"
 PARTS_PREFIX: Final = "shards/"
 DELIVERED_PREFIX: Final = "delivered/"
+#: Append-only tables of other parts of spotlake (e.g. the compute cost ledger):
+#: ``tables/{name}/{YYYY-MM-DDTHHMMSS}-{token}.parquet``, one file per append.
+TABLES_PREFIX: Final = "tables/"
 
 # zstd: smaller than snappy at similar speed, and read by pandas/pyarrow, DuckDB, Athena and Spark.
 PARQUET_COMPRESSION: Final = "zstd"
@@ -254,6 +257,16 @@ def parse_part_name(name: str) -> tuple[int, int, str] | None:
     """``(index, count, ext)`` of a part file name, ``None`` if it is not one."""
     match = _PART_RE.fullmatch(name)
     return (int(match.group(1)), int(match.group(2)), match.group(3)) if match else None
+
+
+def table_prefix(name: str) -> str:
+    """Where the appends of table ``name`` live."""
+    return f"{TABLES_PREFIX}{check_name('table', name)}/"
+
+
+def table_key(name: str, at: datetime) -> str:
+    """A new file for one append to table ``name`` at ``at`` (names sort by time)."""
+    return f"{table_prefix(name)}{ensure_utc(at):%Y-%m-%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
 
 
 def delivered_key(run: str, sink: str) -> str:

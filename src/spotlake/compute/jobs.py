@@ -1,0 +1,418 @@
+"""Jobs on the allocated capacity: their lifecycle, interruptions, hangs and waiting for capacity.
+
+The :class:`JobManager` keeps the design's job API (submit, terminate, get, list, allocate, the spot
+request with its fallback, health) over an :class:`~spotlake.compute.allocator.Allocator`::
+
+    Pending -> Running -> Completed | Failed | Terminated
+    Running -> Hanging -> (terminated and rescheduled) -> Pending -> Running ...
+    Running --interruption notice--> checkpoint hook -> replacement -> Running (restarted)
+    Pending (no capacity) --alert once, wait--> retried when a block or breaker lets capacity through
+
+* **Interruptions** come as typed events (:mod:`spotlake.compute.events`: from an SQS queue fed
+  by EventBridge, or pushed with :meth:`JobManager.handle`). The job's checkpoint hook is called
+  with the notice's deadline; the instance's end is recorded (ledger, health registry: early
+  interruptions count against the pool); the replacement is chosen by the policy like any
+  allocation; the job's restart hook is called on the new placements.
+* **Hanging**: a job running longer than ``hang_factor`` (2.5, the design's "2-3x") times its
+  usual runtime (the request's ``expected_runtime``) is Hanging: its instances are terminated
+  and it is rescheduled, up to ``max_attempts`` runs, after which it Failed.
+* **No capacity**: a job the allocator cannot place waits (Pending) with what it could get; one
+  alert goes to the notifier per wait; :meth:`JobManager.tick` retries it once the health
+  registry says something changed (a block ended, a breaker half-opened).
+* **Revert**: :meth:`JobManager.tick` also moves fallen-back on-demand instances back to spot,
+  one at a time after the cooldown (:mod:`spotlake.compute.revert`).
+
+Everything runs on the injected clock; call :meth:`JobManager.tick` (and :meth:`JobManager.poll`
+with an event source) from the service's loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+import attrs
+
+from spotlake.clock import Clock, ensure_utc
+from spotlake.compute.allocator import Allocation, Allocator, Placement
+from spotlake.compute.events import (
+    Event,
+    EventBatch,
+    InstanceState,
+    InterruptionWarning,
+    RebalanceRecommendation,
+    StateChange,
+)
+from spotlake.compute.fill import EPS
+from spotlake.compute.health import Block, BreakerState
+from spotlake.compute.ledger import CostLedger, EndReason
+from spotlake.compute.offers.base import OfferSource
+from spotlake.compute.revert import Reverter
+from spotlake.compute.values import CapacityRequest, CapacityType
+from spotlake.errors import ConfigError
+from spotlake.notify import Notifier
+
+__all__ = ["HealthReport", "Job", "JobManager", "JobState", "Transition"]
+
+log = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    HANGING = "hanging"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+
+
+_FINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TERMINATED})
+#: Instance states that mean the capacity is gone (a stop is not: the instance may start again).
+_GONE = frozenset({InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED})
+
+
+@attrs.frozen(kw_only=True)
+class Transition:
+    at: datetime
+    state: JobState
+    reason: str
+
+
+class CheckpointHook(Protocol):
+    def __call__(self, job: Job, deadline: datetime) -> None: ...
+
+
+@attrs.define(kw_only=True, eq=False)
+class Job:
+    """A job and its capacity (mutable: the manager updates it; read it through the manager)."""
+
+    id: str
+    name: str
+    request: CapacityRequest
+    state: JobState = JobState.PENDING
+    placements: list[Placement] = attrs.field(factory=list)
+    #: Runs so far (a hang or a restart after rescheduling starts another).
+    attempts: int = 0
+    #: Interruptions survived.
+    restarts: int = 0
+    submitted_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    history: list[Transition] = attrs.field(factory=list)
+    #: Whether the current wait for capacity was alerted (one alert per wait).
+    alerted: bool = False
+    #: When to retry a waiting job next (``None``: at the next tick).
+    retry_at: datetime | None = None
+
+    @property
+    def units(self) -> float:
+        return sum(p.units for p in self.placements)
+
+    @property
+    def missing(self) -> float:
+        """Units the job still waits for."""
+        return max(self.request.amount - self.units, 0.0)
+
+    @property
+    def instance_ids(self) -> tuple[str, ...]:
+        return tuple(p.instance.id for p in self.placements)
+
+
+@attrs.frozen(kw_only=True)
+class HealthReport:
+    """What the allocator's health registry holds now."""
+
+    breakers: dict[CapacityType, BreakerState]
+    blocks: tuple[Block, ...]
+    next_change: datetime | None
+
+
+class JobManager:
+    """Jobs over an allocator (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        allocator: Allocator,
+        offers: OfferSource,
+        *,
+        clock: Clock,
+        ledger: CostLedger | None = None,
+        notifier: Notifier | None = None,
+        checkpoint: CheckpointHook | None = None,
+        restart: Callable[[Job], None] | None = None,
+        hang_factor: float = 2.5,
+        max_attempts: int = 3,
+        revert: bool = True,
+    ) -> None:
+        if hang_factor <= 1:
+            raise ConfigError(
+                f"hang_factor must be above 1 (a multiple of the usual runtime), got {hang_factor}"
+            )
+        self.allocator = allocator
+        self.offers = offers
+        self.ledger = ledger or CostLedger(clock=clock)
+        self._clock = clock
+        self._notifier = notifier
+        self._checkpoint = checkpoint
+        self._restart = restart
+        self.hang_factor = hang_factor
+        self.max_attempts = max_attempts
+        self._reverter = Reverter(allocator) if revert else None
+        self._jobs: dict[str, Job] = {}
+        self._by_instance: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+
+    # --- the job API -----------------------------------------------------------------------------
+
+    def submit(self, request: CapacityRequest, *, name: str = "") -> Job:
+        """A new job; it is allocated at once, or waits for capacity."""
+        with self._lock:
+            job = Job(
+                id=f"job-{next(self._ids)}",
+                name=name or request.name,
+                request=request,
+                submitted_at=self._now(),
+            )
+            self._jobs[job.id] = job
+            self._move(job, JobState.PENDING, "submitted")
+            self._place(job)
+            return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            try:
+                return self._jobs[job_id]
+            except KeyError:
+                raise ConfigError(f"no job {job_id!r}; the manager knows {len(self._jobs)} job(s)") from None
+
+    def list(self, state: JobState | None = None) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if state is None or j.state is state]
+
+    def terminate(self, job_id: str, reason: str = "terminated by the caller") -> Job:
+        return self._finish(job_id, JobState.TERMINATED, EndReason.TERMINATED, reason)
+
+    def complete(self, job_id: str) -> Job:
+        return self._finish(job_id, JobState.COMPLETED, EndReason.COMPLETED, "completed")
+
+    def fail(self, job_id: str, reason: str) -> Job:
+        return self._finish(job_id, JobState.FAILED, EndReason.FAILED, reason)
+
+    def health(self) -> HealthReport:
+        h = self.allocator.health
+        return HealthReport(
+            breakers={t: h.breaker(t) for t in CapacityType}, blocks=h.blocks(), next_change=h.next_change()
+        )
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def poll(self, source: _EventSource) -> EventBatch:
+        """Handle what an event source (e.g. :class:`~spotlake.compute.events.SqsEvents`) has now."""
+        batch = source.poll()
+        for event in batch.events:
+            self.handle(event)
+        return batch
+
+    def handle(self, event: Event) -> None:
+        """React to one instance event (interruption warning, rebalance hint, state change)."""
+        with self._lock:
+            job_id = self._by_instance.get(event.instance_id)
+            if job_id is None:
+                return  # not ours
+            job = self._jobs[job_id]
+            placement = next((p for p in job.placements if p.instance.id == event.instance_id), None)
+            if placement is None or job.state in _FINAL:
+                return
+            if isinstance(event, InterruptionWarning):
+                self._interrupted(job, placement, deadline=event.deadline, why="interruption notice")
+            elif isinstance(event, StateChange) and event.state in _GONE:
+                self._interrupted(
+                    job, placement, deadline=ensure_utc(event.at), why=f"instance {event.state}"
+                )
+            elif isinstance(event, RebalanceRecommendation):
+                job.history.append(
+                    Transition(
+                        at=self._now(),
+                        state=job.state,
+                        reason=f"rebalance recommendation for {event.instance_id}",
+                    )
+                )
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Detect hangs, retry jobs waiting for capacity, move one instance back to spot."""
+        with self._lock:
+            now = self._now()
+            for job in list(self._jobs.values()):
+                if job.state is JobState.RUNNING and self._hanging(job, now):
+                    self._hang(job, now)
+            for job in self.list(JobState.PENDING):
+                if job.retry_at is None or now >= job.retry_at:
+                    self._place(job)
+            if self._reverter is not None:
+                for job in self.list(JobState.RUNNING):
+                    if self._revert(job):
+                        break  # one instance at a time across the fleet
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return ensure_utc(self._clock.now())
+
+    def _move(self, job: Job, state: JobState, reason: str) -> None:
+        job.state = state
+        job.history.append(Transition(at=self._now(), state=state, reason=reason))
+        log.info("%s -> %s: %s", job.id, state, reason)
+
+    def _allocate(self, job: Job, units: float) -> Allocation:
+        offers = self.offers.offers()
+        for warning in offers.warnings:
+            log.warning("%s: %s", offers.source, warning)
+        request = job.request if units >= job.request.amount - EPS else job.request.with_amount(units)
+        allocation = self.allocator.allocate(offers.offers, request, job=job.id)
+        self.ledger.record(allocation, job=job.id)
+        for p in allocation.placements:
+            job.placements.append(p)
+            self._by_instance[p.instance.id] = job.id
+        return allocation
+
+    def _place(self, job: Job) -> None:
+        """Allocate what the job misses; run it when whole, else let it wait (one alert)."""
+        allocation = self._allocate(job, job.missing)
+        if job.missing <= EPS:
+            job.alerted = False
+            job.retry_at = None
+            job.attempts += 1
+            job.started_at = self._now()
+            self._move(
+                job, JobState.RUNNING, f"placed on {len(job.placements)} instance(s) ({allocation.id})"
+            )
+            if self._restart is not None and job.attempts + job.restarts > 1:
+                self._restart(job)
+            return
+        problem = allocation.decision.problem() or "; ".join(
+            f"{e.failure} in {e.pool}" for e in allocation.fallbacks
+        )
+        job.retry_at = self.allocator.health.next_change()
+        if not job.alerted:
+            job.alerted = True
+            self._alert(
+                f"spotlake: job {job.id} waits for capacity",
+                f"{job.name or job.id} needs {job.missing:g} more {job.request.unit}: "
+                f"{problem or 'no capacity'}. "
+                "It waits in the queue and is retried when capacity may be back"
+                + (f" (from {job.retry_at:%H:%M:%S} UTC)." if job.retry_at else "."),
+            )
+        job.history.append(Transition(at=self._now(), state=job.state, reason=f"waiting: {problem}"))
+
+    def _alert(self, title: str, text: str) -> None:
+        log.warning("%s: %s", title, text)
+        if self._notifier is not None:
+            self._notifier.notify(title, text)
+
+    def _release(self, job: Job, placements: Sequence[Placement], end: EndReason, *, terminate: bool) -> None:
+        ids = [p.instance.id for p in placements]
+        if terminate and ids:
+            self.allocator.launcher.terminate(ids)
+        for instance_id in ids:
+            self.ledger.record_end(instance_id, end)
+            self._by_instance.pop(instance_id, None)
+        gone = set(ids)
+        job.placements = [p for p in job.placements if p.instance.id not in gone]
+
+    def _finish(self, job_id: str, state: JobState, end: EndReason, reason: str) -> Job:
+        with self._lock:
+            job = self.get(job_id)
+            if job.state in _FINAL:
+                raise ConfigError(f"job {job_id} is already {job.state}")
+            self._release(job, list(job.placements), end, terminate=True)
+            job.ended_at = self._now()
+            self._move(job, state, reason)
+            return job
+
+    def _interrupted(self, job: Job, placement: Placement, *, deadline: datetime, why: str) -> None:
+        now = self._now()
+        if self._checkpoint is not None:
+            try:
+                self._checkpoint(job, deadline)
+            except Exception as exc:  # a failing hook must not stop the replacement
+                log.warning("%s: the checkpoint hook failed: %s", job.id, type(exc).__name__)
+            if self._now() > deadline:
+                log.warning(
+                    "%s: the checkpoint finished after the interruption deadline %s", job.id, deadline
+                )
+        self.allocator.health.record_interruption(
+            placement.instance.offer.pool, launched_at=placement.instance.launched_at
+        )
+        self._release(job, [placement], EndReason.INTERRUPTED, terminate=False)
+        job.restarts += 1
+        job.history.append(Transition(at=now, state=job.state, reason=f"{why} for {placement.instance.id}"))
+        allocation = self._allocate(job, job.missing)
+        if job.missing <= EPS:
+            new = ", ".join(f"{p.instance.id} ({p.instance.capacity_type})" for p in allocation.placements)
+            job.history.append(Transition(at=self._now(), state=job.state, reason=f"replaced by {new}"))
+            if self._restart is not None:
+                self._restart(job)
+            return
+        self._move(job, JobState.PENDING, f"lost {placement.instance.id} and no replacement yet")
+        self._place(job)
+
+    def _hanging(self, job: Job, now: datetime) -> bool:
+        usual = job.request.expected_runtime
+        return (
+            usual is not None
+            and job.started_at is not None
+            and now - job.started_at > usual * self.hang_factor
+        )
+
+    def _hang(self, job: Job, now: datetime) -> None:
+        assert job.started_at is not None and job.request.expected_runtime is not None
+        ran = now - job.started_at
+        self._move(
+            job,
+            JobState.HANGING,
+            f"ran {_minutes(ran)}, over {self.hang_factor:g}x its usual "
+            f"{_minutes(job.request.expected_runtime)}",
+        )
+        self._release(job, list(job.placements), EndReason.HANGING, terminate=True)
+        if job.attempts >= self.max_attempts:
+            job.ended_at = now
+            self._move(job, JobState.FAILED, f"hung on each of {job.attempts} attempts")
+            return
+        self._move(job, JobState.TERMINATED, "terminated for hanging")
+        self._move(job, JobState.PENDING, f"rescheduled (attempt {job.attempts + 1})")
+        self._place(job)
+
+    def _revert(self, job: Job) -> bool:
+        assert self._reverter is not None
+        if not any(p.fell_back for p in job.placements):
+            return False
+        offers = self.offers.offers()
+        move = self._reverter.step(offers.offers, job.placements, job.request, job=job.id)
+        if move is None:
+            return False
+        self.ledger.record_end(move.old.instance.id, EndReason.REPLACED)
+        self.ledger.record(move.allocation, job=job.id)
+        self._by_instance.pop(move.old.instance.id, None)
+        job.placements = [p for p in job.placements if p is not move.old] + list(move.new)
+        for p in move.new:
+            self._by_instance[p.instance.id] = job.id
+        job.history.append(
+            Transition(at=self._now(), state=job.state, reason=f"moved {move.old.instance.id} back to spot")
+        )
+        return True
+
+
+class _EventSource(Protocol):
+    def poll(self) -> EventBatch: ...
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 60:.0f} min"
