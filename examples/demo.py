@@ -175,6 +175,8 @@ def print_summary(reports: list[RunReport], store: Path, *, seconds: float) -> N
             print(f"  {col.upper()} distribution (latest snapshot): {shown}")
     print(f"  Parquet files under {store.resolve()}/ (raw/, merged/, changes/, state/)")
     print("  try: .venv/bin/spotlake status; .venv/bin/spotlake show --changes --limit 5")
+    at = f"{last.at + timedelta(minutes=5):%Y-%m-%dT%H:%M}"
+    print(f"       .venv/bin/spotlake allocate --store {store} --vcpus 16 --at {at}  (spot-first decision)")
     print(f"  done in {seconds:.1f} s")
 
 

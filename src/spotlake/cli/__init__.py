@@ -8,6 +8,8 @@
     spotlake status [--store ...]
     spotlake show [--store ...] [--changes] [--at T] [--limit N]
     spotlake rollback [--store ...] [--to VERSION]
+    spotlake allocate (--store ... | --offers CSV) (--vcpus N | --count N | --memory GIB) [--preset ...]
+                      [--max-price USD] [--launch ...]   (spotlake.cli.allocate)
 
 Every command takes ``--json`` (machine-readable stdout) and ``--quiet`` (no progress on stderr,
 for cron). Exit codes: 0 done (or already done), 1 the run failed, 2 bad usage or configuration,
@@ -492,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--where", action="append", help="filter COLUMN=VALUE (repeatable)")
     show.add_argument("--limit", type=int, default=20)
     show.set_defaults(func=_cmd_show)
+
+    from spotlake.cli.allocate import add_allocate_parser
+
+    add_allocate_parser(sub, common, DEFAULT_STORE)
     return parser
 
 
@@ -533,7 +539,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_FAILED
     return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
