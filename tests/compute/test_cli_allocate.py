@@ -98,7 +98,10 @@ def test_on_the_shared_aws_catalog(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--count", "1", "--min-vcpus", "1000"], "cannot serve the request: no offer is left: 9 does not fit the request"),
+        (
+            ["--count", "1", "--min-vcpus", "1000"],
+            "cannot serve the request: no offer is left: 9 does not fit the request",
+        ),
         (["--count", "1", "--max-price", "0.001"], "above the maximum price 0.001 $/h"),
         (["--count", "1", "--preset", "cheapest"], "unknown preset 'cheapest'; use one of cost_optimized"),
     ],

@@ -11,9 +11,6 @@ request that never comes costs no real time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,128 +18,28 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-from moto import mock_aws
+from ec2_support import (
+    AMI,
+    CALLER_TAGS,
+    OTHER_REGION,
+    REGION,
+    TIMEOUT,
+    ami,
+    answer,
+    described,
+    launch,
+    offer,
+    record,
+    refuse,
+    subnet,
+    tags_of,
+)
 
 from spotlake.clock import FakeClock
 from spotlake.compute.launch.base import Launcher, LaunchFailure
 from spotlake.compute.launch.ec2 import LAUNCHED_BY, Ec2Launcher, Ec2Mode, LaunchTemplate, ec2_tags
 from spotlake.compute.values import CapacityType, Cloud, Offer, Pool
 from spotlake.errors import ComputeError, ConfigError
-
-REGION = "us-east-1"
-AMI = "ami-03cf127a"
-OTHER_REGION = "eu-west-1"
-TIMEOUT = timedelta(minutes=10)
-CALLER_TAGS = {"spotlake:request": "nightly-build", "spotlake:reason": "cheapest spot pool"}
-
-
-# --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ec2_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Dummy credentials, no endpoint settings, no config files, a fresh boto3 default session."""
-    for var in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_REGION",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-
-
-@pytest.fixture
-def ec2_mock(ec2_env: None) -> Iterator[None]:
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def ec2(ec2_mock: None) -> Any:
-    """A moto EC2 client in :data:`REGION`."""
-    return boto3.client("ec2", region_name=REGION)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2026, 5, 4, 9, 30, tzinfo=UTC))
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def ami(client: Any) -> str:
-    """One of moto's default images (checked: moto does not validate AMIs by default)."""
-    assert client.describe_images(ImageIds=[AMI])["Images"]
-    return AMI
-
-
-def subnet(client: Any, zone: str) -> str:
-    subnets = client.describe_subnets(Filters=[{"Name": "availability-zone", "Values": [zone]}])["Subnets"]
-    return str(subnets[0]["SubnetId"])
-
-
-def offer(
-    capacity_type: CapacityType = CapacityType.SPOT,
-    *,
-    zone: str | None = "us-east-1b",
-    region: str = REGION,
-    instance_type: str = "m5.large",
-    price: float = 0.035,
-) -> Offer:
-    pool = Pool(cloud=Cloud.AWS, region=region, zone=zone, instance_type=instance_type)
-    return Offer(pool=pool, capacity_type=capacity_type, price=price, vcpus=2, memory_gib=8.0)
-
-
-def described(client: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
-    reservations = client.describe_instances(InstanceIds=ids)["Reservations"]
-    return {i["InstanceId"]: i for r in reservations for i in r["Instances"]}
-
-
-def tags_of(instance: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-
-
-def answer(parsed: dict[str, Any], status: int = 200) -> Callable[..., Any]:
-    """A before-call hook answering in the service's place (an error answer when ``status`` >= 300)."""
-
-    def hook(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-        meta = {"HTTPStatusCode": status, "RequestId": "injected"}
-        return AWSResponse("https://ec2.injected", status, {}, None), {**parsed, "ResponseMetadata": meta}
-
-    return hook
-
-
-def refuse(code: str, message: str = "injected") -> Callable[..., Any]:
-    return answer({"Error": {"Code": code, "Message": message}}, status=400)
-
-
-def record(client: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Every call the client makes, with the parameters the launcher gave it."""
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls.append((model.name, dict(params)))
-
-    client.meta.events.register("provide-client-params.ec2.*", hook)
-    return calls
-
-
-def launch(launcher: Ec2Launcher, the_offer: Offer, count: int = 1, **kwargs: Any) -> Any:
-    kwargs.setdefault("max_price", 0.1)
-    kwargs.setdefault("tags", CALLER_TAGS)
-    kwargs.setdefault("timeout", TIMEOUT)
-    return launcher.launch(the_offer, count, **kwargs)
-
 
 # --- instant mode --------------------------------------------------------------------------------
 
@@ -639,7 +536,7 @@ def test_clients_are_built_per_region_and_every_request_stays_in_process(
 
 
 def test_lazily_built_clients_honour_aws_endpoint_url(
-    ec2_env: None, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     """With ``AWS_ENDPOINT_URL`` naming a loopback moto server, the launcher's clients go there."""
     from moto.server import ThreadedMotoServer
