@@ -625,3 +625,28 @@ def test_unknown_counts_only_the_keys_of_failed_calls():
     zonal = Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=True)
     second = run(first.state, 1, BASE[:2], at=T0 + timedelta(minutes=110), covered=zonal)
     assert second.report.unknown == 0 and second.report.stale_rows == 0
+
+
+def test_a_zonal_run_whose_call_failed_does_not_count_the_regional_keys_unknown():
+    """Before: the other zone mode's keys of a pair whose call failed were counted unknown and
+    served stale in the snapshot (the failed-call mask was not limited to the run's zone mode)."""
+    regional = [(D2, "eastus", None, "High"), (DC2, "eastus", None, "Low")]
+    first = run(
+        None, 1, regional, at=T0, covered=Coverage(sps_pairs=PAIRS, prices_complete=True, zonal=False)
+    )
+    # A zonal run of count 1 whose call for (eastus, D2) failed: only zonal keys were asked for.
+    zonal = Coverage(
+        sps_pairs=[("eastus", DC2)], failed_pairs=[("eastus", D2)], prices_complete=True, zonal=True
+    )
+    later = T0 + timedelta(minutes=110)
+    second = run(first.state, 1, [(DC2, "eastus", "1", "High")], at=later, covered=zonal)
+    assert second.report.unknown == 0 and second.report.stale_rows == 0
+    served = second.snapshot[second.snapshot["desired_count"].notna()]
+    assert served["zone"].notna().all(), "a zonal snapshot serves no regional key"
+    assert "ceased" not in kinds(second), "the regional keys are not this run's to cease either"
+    # And the same failure in a regional run: its regional keys are unknown (kept, served stale).
+    regional_failed = Coverage(
+        sps_pairs=[("eastus", DC2)], failed_pairs=[("eastus", D2)], prices_complete=True, zonal=False
+    )
+    third = run(first.state, 1, regional[1:], at=T0 + timedelta(minutes=120), covered=regional_failed)
+    assert third.report.unknown == 1 and third.report.stale_rows == 1

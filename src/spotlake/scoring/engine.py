@@ -337,20 +337,28 @@ def _ceased(
     n = len(cells)
     observed = np.zeros(n, dtype=bool)
     observed[ids] = True
-    covered_cell = _pair_isin(cells, covered.sps_pairs)
-    failed_cell = _pair_isin(cells, covered.failed_pairs) & ~covered_cell
+    covered_pair = _pair_isin(cells, covered.sps_pairs)
+    # A failed pair's keys are never ceased by the support set (the failed call may be why the
+    # pair has no row), whatever their zone mode.
+    failed_pair = _pair_isin(cells, covered.failed_pairs) & ~covered_pair
+    # What the run asked for: only the keys of its zone mode (a zonal call says nothing about the
+    # regional keys of its pairs, nor a regional call about the zonal ones).
     zone_na = cells["zone"].isna().to_numpy(dtype=bool)
     if covered.zonal is True:
-        covered_cell &= ~zone_na
+        mode = ~zone_na
     elif covered.zonal is False:
-        covered_cell &= zone_na
+        mode = zone_na
+    else:
+        mode = np.ones(n, dtype=bool)
+    covered_cell = covered_pair & mode
+    failed_cell = failed_pair & mode
     gone = np.zeros(n, dtype=bool)
     if covered.prices_complete:
         priced = conformed(prices, PRICES_SCHEMA, source="prices")
         # The support set is the pairs with a Linux *spot* price: a pair left with only an
         # on-demand price has no spot offer any more.
         spot = priced[priced["spot_price"].notna().to_numpy(dtype=bool)]
-        gone = ~_pair_isin(cells, spot) & ~_pair_isin(cells, cur) & ~failed_cell
+        gone = ~_pair_isin(cells, spot) & ~_pair_isin(cells, cur) & ~failed_pair
     masks = []
     unknown = np.zeros(n, dtype=bool)
     for i, slot in enumerate(slots):
