@@ -18,6 +18,7 @@ from spotlake.model import SNAPSHOT_SCHEMA, empty_frame
 from spotlake.storage import LocalStore, ObjectStore
 from spotlake.storage._s3_lock import S3RunLock
 from spotlake.storage.local import LocalBackend
+from spotlake.testing.backends import FaultyBackend
 
 AT = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 
@@ -61,6 +62,65 @@ def test_an_unknown_commit_outcome_keeps_the_runs_frames(tmp_path: Path) -> None
     assert store.version is not None  # it did land
     assert store.publish_pending() == 1, "the next run finishes the publication"
     assert store.read_frame(kind="merged", at=AT) is not None
+
+
+class LateLanding(FaultyBackend):
+    """A pointer write that times out for the writer, and that the service applies afterwards
+    (after the writer has read the pointer back and seen the old one)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.armed = False
+        self.pending: tuple[str, bytes, str | None] | None = None
+
+    def swap_pointer(self, key: str, data: bytes, *, token: str | None) -> None:
+        if self.armed:
+            self.armed, self.pending = False, (key, data, token)
+            raise StorageError(f"update {key}: Read timeout on endpoint URL (injected)")
+        super().swap_pointer(key, data, token=token)
+
+    def land(self) -> None:
+        assert self.pending is not None
+        key, data, token = self.pending
+        self.inner.swap_pointer(key, data, token=token)
+
+
+def _commit_with_a_timed_out_pointer_write(tmp_path: Path) -> tuple[LateLanding, ObjectStore, str]:
+    backend = LateLanding(LocalBackend(tmp_path, fsync=False))
+    store = ObjectStore(backend)
+    first = store.commit_state(expected_version=None, frames={}, docs={"d": {"n": 0}}, run_id="r0")
+    stage = store.stage(AT)
+    stage.put_frame(kind="merged", frame=empty_frame(SNAPSHOT_SCHEMA))
+    backend.armed = True
+    with pytest.raises(StorageError, match="Read timeout") as raised:
+        store.commit_state(
+            expected_version=first, frames={}, docs={"d": {"n": 1}}, run_id="r1", publish=stage
+        )
+    assert not isinstance(raised.value, ConflictError)
+    assert store.version == first, "the read-back still sees the old pointer"
+    return backend, store, first
+
+
+def test_a_pointer_write_that_lands_after_its_timeout_names_a_complete_generation(tmp_path: Path) -> None:
+    """Before: a pointer write failing with an ordinary error (not a conflict) deleted the new
+    generation; S3 then applied the timed-out PUT and every later run failed with CorruptStoreError."""
+    backend, store, first = _commit_with_a_timed_out_pointer_write(tmp_path)
+    backend.land()  # the timed-out request is applied afterwards
+    state = store.read_state()
+    assert state.version != first and state.run_id == "r1" and state.docs["d"] == {"n": 1}
+    assert store.publish_pending() == 1, "the run's stage was kept too: its frames are published"
+    assert store.read_frame(kind="merged", at=AT) is not None
+
+
+def test_a_generation_whose_pointer_write_timed_out_is_collected_by_the_next_commit(tmp_path: Path) -> None:
+    backend, store, first = _commit_with_a_timed_out_pointer_write(tmp_path)
+    orphan = [v for v in store.generations() if v != first]
+    assert len(orphan) == 1, "the unclear generation is left for garbage collection"
+    second = store.commit_state(expected_version=first, frames={}, docs={"d": {"n": 2}}, run_id="r2")
+    assert orphan[0] not in store.generations(), "same seq as the next commit: collected by it"
+    with pytest.raises(ConflictError):
+        backend.land()  # the next commit's compare-and-swap stops the late write
+    assert store.read_state().version == second
 
 
 def test_a_run_frozen_past_the_sweep_cannot_commit_a_generation_without_its_frames(tmp_path: Path) -> None:

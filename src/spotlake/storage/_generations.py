@@ -7,6 +7,8 @@ Commit protocol (crash-safe at every step)::
     3. write state/generations/{new}/manifest.json (a generation without one is incomplete); it
        names the run stage the commit publishes, if any
     4. swap CURRENT to {new} if the token still matches -> else ConflictError, delete {new}
+       (any other failure keeps {new}: the write may still be applied; garbage collection or a
+       late landing settles it)
     5. garbage-collect generations older than the ones kept (best effort; never the current one)
 
 A crash before step 4 leaves an unreferenced generation (collected by a later commit) and the old
@@ -220,10 +222,14 @@ class Generations:
                     "%s: the state pointer write reported %r but did land; commit kept", self.url, exc
                 )
             else:
-                if landed is None or landed.version != version:
-                    self._discard(written)  # definitely unpublished: remove it now
                 if isinstance(exc, ConflictError):
+                    # Refused by the compare-and-swap: definitely unpublished, remove it now.
+                    self._discard(written)
                     raise ConflictError(self._conflict_message(expected_version, landed)) from None
+                # Any other failure (a timeout, say) may still be applied after this read-back:
+                # keep the generation, so a late landing names complete files. Unless it lands, it
+                # is an orphan with the seq of the next commit, whose garbage collection removes it
+                # and whose compare-and-swap stops a late write from landing afterwards.
                 raise
         self._collect_garbage(pointer)
         return version
