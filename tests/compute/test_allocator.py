@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import attrs
+import pytest
 from compute_support import clock, market, pool
 
 from spotlake.compute.allocator import TAG_PREFIX, Allocator
@@ -11,6 +13,7 @@ from spotlake.compute.launch.fake import FakeLauncher
 from spotlake.compute.policy.fallback import FallbackAction
 from spotlake.compute.policy.presets import cost_optimized
 from spotlake.compute.values import CapacityRequest, CapacityType
+from spotlake.errors import ConfigError
 
 SPOT, OD = CapacityType.SPOT, CapacityType.ON_DEMAND
 
@@ -135,3 +138,29 @@ def test_max_price_is_passed_to_spot_launches() -> None:
     alloc, launcher = setup()
     alloc.allocate(market(), CapacityRequest(count=1, max_price=0.5))
     assert launcher.calls[0][2] == 0.5
+
+
+def test_pools_per_launch_offers_the_next_ranked_pools_in_one_launch() -> None:
+    c = clock()
+    launcher = FakeLauncher(clock=c)
+    policy = attrs.evolve(cost_optimized(), pools_per_launch=3)
+    alloc = Allocator(launcher, clock=c, policy=policy)
+    launcher.set_capacity(pool("us-east-1b"), SPOT, 2)
+    launcher.fail_next(pool("us-east-1c"), SPOT, LaunchFailure.NO_CAPACITY)
+    a = alloc.allocate(market(), CapacityRequest(count=10))
+    assert [[o.pool.zone for o in call] for call in launcher.pool_calls] == [
+        ["us-east-1b", "us-east-1c", "us-east-1a"]
+    ]
+    by_zone = {
+        z: sum(1 for p in a.placements if p.instance.offer.pool.zone == z)
+        for z in ("us-east-1a", "us-east-1b")
+    }
+    assert by_zone == {"us-east-1b": 2, "us-east-1a": 5} and a.units(SPOT) == 7 and a.complete
+    assert [(e.pool.zone, e.failure) for e in a.fallbacks] == [
+        ("us-east-1b", LaunchFailure.NO_CAPACITY),
+        ("us-east-1c", LaunchFailure.NO_CAPACITY),
+    ]
+    ranks = {p.instance.offer.pool.zone: p.rank for p in a.placements if p.instance.capacity_type is SPOT}
+    assert ranks == {"us-east-1b": 1, "us-east-1a": 3}
+    with pytest.raises(ConfigError):
+        attrs.evolve(cost_optimized(), pools_per_launch=0)

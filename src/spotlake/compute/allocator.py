@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 import attrs
@@ -34,7 +34,7 @@ from spotlake.compute.book import OfferBook
 from spotlake.compute.decide import Decision, decide
 from spotlake.compute.fill import EPS, Fill
 from spotlake.compute.health import BreakerState, HealthRegistry
-from spotlake.compute.launch.base import Instance, Launcher, LaunchError, LaunchFailure
+from spotlake.compute.launch.base import Instance, Launcher, LaunchError, LaunchFailure, PoolSetLauncher
 from spotlake.compute.policy.fallback import FallbackAction
 from spotlake.compute.policy.presets import Policy, cost_optimized
 from spotlake.compute.values import CapacityRequest, CapacityType, Offer, PlacementScore, Pool
@@ -261,7 +261,15 @@ class _Run:
             offer = d.book.offers[p.index]
             if health.blocked(offer.pool, CapacityType.SPOT) is not None:
                 continue  # blocked by a failure earlier in this allocation
-            got = self._launch(offer, p.count, p.rank, CapacityType.SPOT, role="probe" if p.probe else "spot")
+            group = [] if p.probe else self._pool_set(p.rank, p.index)
+            if len(group) > 1:
+                fill.skip(i for _, i in group)
+                before = len(self.fallbacks)
+                got = self._launch_set([(r, d.book.offers[i]) for r, i in group], p.count)
+                failures += len(self.fallbacks) - before - 1
+            else:
+                role = "probe" if p.probe else "spot"
+                got = self._launch(offer, p.count, p.rank, CapacityType.SPOT, role=role)
             fill.took(got * p.weight)
             if got == p.count:
                 continue
@@ -277,6 +285,35 @@ class _Run:
         if fill.remaining > EPS and last is not None and last.action is FallbackAction.NEXT_POOL:
             self.fallbacks[-1] = attrs.evolve(last, action=FallbackAction.ON_DEMAND)  # no spot pool left
         return fill.remaining
+
+    def _pool_set(self, rank: int, index: int) -> list[tuple[int, int]]:
+        """The pools (rank, book index) one spot launch may offer the cloud, starting with the
+        proposal's: the next ranked spot pools of the same region and size that are not blocked,
+        up to the policy's ``pools_per_launch``; just the proposal's when the launcher cannot or
+        the policy caps pools itself."""
+        d, k = self.d, self.d.policy.pools_per_launch
+        offer = d.book.offers[index]
+        if (
+            k <= 1
+            or not isinstance(self.a.launcher, PoolSetLauncher)
+            or d.policy.spread > 1
+            or d.policy.max_count(d.request) is not None
+        ):
+            return [(rank, index)]
+        group = [(rank, index)]
+        weight = offer.weight(d.request.unit)
+        for r, i in enumerate(d.spot_order.tolist()[rank:], start=rank + 1):
+            if len(group) >= k:
+                break
+            other = d.book.offers[i]
+            if (
+                other.pool.region == offer.pool.region
+                and other.pool.cloud is offer.pool.cloud
+                and other.weight(d.request.unit) == weight
+                and self.a.health.blocked(other.pool, CapacityType.SPOT) is None
+            ):
+                group.append((r, i))
+        return group
 
     def _on_demand(self, units: float, requested: float) -> float:
         """Launch the on-demand part (``requested`` of it was asked as on-demand, the rest fell
@@ -316,13 +353,95 @@ class _Run:
         role: str,
         requested: float = 0.0,
     ) -> int:
-        d, health = self.d, self.a.health
-        fallback = bool(self.fallbacks) or (capacity_type is CapacityType.ON_DEMAND and requested <= EPS)
-        reason = (
-            f"{role} rank {rank} by {d.policy.spot_ranker if offer.spot else d.policy.on_demand_ranker!r}"
-            + (f"; after {len(self.fallbacks)} failed launch(es)" if fallback else "")
+        """Launch in one pool; record what it got and, when short, the failure. Returns the count."""
+        reason = self._reason(role, rank, offer, capacity_type, requested)
+        result = self.a.launcher.launch(
+            offer,
+            count,
+            max_price=self.d.request.max_price,
+            tags=self._tags(reason),
+            timeout=self.d.policy.fallback.spot_timeout,
         )
-        tags = self.a.tags(
+        self._place(
+            offer,
+            result.instances,
+            rank=rank,
+            reason=reason,
+            capacity_type=capacity_type,
+            requested=requested,
+        )
+        got = len(result.instances)
+        if got < count:
+            error = result.error or LaunchError(
+                f"{capacity_type} in {offer.pool}: got {got} of {count}",
+                kind=LaunchFailure.NO_CAPACITY,
+                pool=offer.pool,
+                capacity_type=capacity_type,
+            )
+            self._refused(error, offer.pool, capacity_type, (count - got) * offer.weight(self.d.request.unit))
+        if result.instances:
+            self.a.health.record_success(offer.pool, capacity_type)
+        return got
+
+    def _launch_set(self, group: list[tuple[int, Offer]], count: int) -> int:
+        """One spot launch over several ranked pools (the launcher is a PoolSetLauncher): each
+        instance is placed in the pool it landed in, each refusal recorded on its pool."""
+        launcher = self.a.launcher
+        assert isinstance(launcher, PoolSetLauncher)
+        rank_of = {o.pool: r for r, o in group}
+        first_rank, first = group[0]
+        reason = self._reason(f"spot over {len(group)} pools", first_rank, first, CapacityType.SPOT, 0.0)
+        result = launcher.launch_pools(
+            [o for _, o in group],
+            count,
+            max_price=self.d.request.max_price,
+            tags=self._tags(reason),
+            timeout=self.d.policy.fallback.spot_timeout,
+        )
+        offers = {o.pool: o for _, o in group}
+        for pool in dict.fromkeys(i.offer.pool for i in result.instances):
+            landed = tuple(i for i in result.instances if i.offer.pool == pool)
+            self._place(
+                offers[pool],
+                landed,
+                rank=rank_of[pool],
+                reason=reason,
+                capacity_type=CapacityType.SPOT,
+                requested=0.0,
+            )
+        got = len(result.instances)
+        short = (count - got) * first.weight(self.d.request.unit)
+        errors = result.errors or (
+            ()
+            if got == count
+            else (
+                LaunchError(
+                    f"spot over {len(group)} pools: got {got} of {count}",
+                    kind=LaunchFailure.NO_CAPACITY,
+                    pool=first.pool,
+                    capacity_type=CapacityType.SPOT,
+                ),
+            )
+        )
+        for n, error in enumerate(errors):  # the set's shortfall is told on its first refusal
+            self._refused(error, error.pool, CapacityType.SPOT, short if n == 0 else 0.0)
+        if result.instances:
+            self.a.health.record_success(first.pool, CapacityType.SPOT)
+        return got
+
+    def _reason(
+        self, role: str, rank: int, offer: Offer, capacity_type: CapacityType, requested: float
+    ) -> str:
+        d = self.d
+        fallback = bool(self.fallbacks) or (capacity_type is CapacityType.ON_DEMAND and requested <= EPS)
+        ranker = d.policy.spot_ranker if offer.spot else d.policy.on_demand_ranker
+        return f"{role} rank {rank} by {ranker!r}" + (
+            f"; after {len(self.fallbacks)} failed launch(es)" if fallback else ""
+        )
+
+    def _tags(self, reason: str) -> dict[str, str]:
+        d = self.d
+        return self.a.tags(
             {
                 f"{TAG_PREFIX}allocation": self.id,
                 f"{TAG_PREFIX}policy": d.policy.name,
@@ -332,16 +451,22 @@ class _Run:
                 **({f"{TAG_PREFIX}request": d.request.name} if d.request.name else {}),
             }
         )
-        result = self.a.launcher.launch(
-            offer,
-            count,
-            max_price=d.request.max_price,
-            tags=tags,
-            timeout=d.policy.fallback.spot_timeout,
-        )
+
+    def _place(
+        self,
+        offer: Offer,
+        instances: Sequence[Instance],
+        *,
+        rank: int,
+        reason: str,
+        capacity_type: CapacityType,
+        requested: float,
+    ) -> None:
+        """Record launched instances; on-demand ones cover ``requested`` on-demand units first,
+        the rest were asked as spot (they fell back)."""
         on_demand_price = self._on_demand_price(offer)
-        w = offer.weight(d.request.unit)
-        for instance in result.instances:
+        w = offer.weight(self.d.request.unit)
+        for instance in instances:
             asked = (
                 CapacityType.ON_DEMAND
                 if capacity_type is CapacityType.ON_DEMAND and requested > EPS
@@ -360,30 +485,21 @@ class _Run:
                     on_demand_price=on_demand_price,
                 )
             )
-        got = len(result.instances)
-        if result.instances:
-            health.record_success(offer.pool, capacity_type)
-        if got < count:
-            error = result.error or LaunchError(
-                f"{capacity_type} in {offer.pool}: got {got} of {count}",
-                kind=LaunchFailure.NO_CAPACITY,
-                pool=offer.pool,
+
+    def _refused(self, error: LaunchError, pool: Pool, capacity_type: CapacityType, units: float) -> None:
+        block = self.a.health.record_failure(pool, capacity_type, error.kind, error.code or "")
+        self.fallbacks.append(
+            FallbackEvent(
+                at=self.a.now(),
+                pool=pool,
                 capacity_type=capacity_type,
+                failure=error.kind,
+                detail=f"{error}; {block.scope} blocked until {block.until:%H:%M:%S}",
+                units=units,
+                action=FallbackAction.NEXT_POOL,
             )
-            block = health.record_failure(offer.pool, capacity_type, error.kind, error.code or "")
-            self.fallbacks.append(
-                FallbackEvent(
-                    at=self.a.now(),
-                    pool=offer.pool,
-                    capacity_type=capacity_type,
-                    failure=error.kind,
-                    detail=f"{error}; {block.scope} blocked until {block.until:%H:%M:%S}",
-                    units=(count - got) * w,
-                    action=FallbackAction.NEXT_POOL,
-                )
-            )
-            log.info("allocation %s: %s", self.id, self.fallbacks[-1].detail)
-        return got
+        )
+        log.info("allocation %s: %s", self.id, self.fallbacks[-1].detail)
 
     def _on_demand_price(self, offer: Offer) -> float | None:
         if not offer.spot:

@@ -17,7 +17,7 @@ nothing and the walk goes on to the next pool.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 import numpy as np
@@ -75,6 +75,11 @@ class Fill:
         self._cap = cap_units
         self._max_count = max_count
         self._probe = probe
+        self._skip: set[int] = set()
+
+    def skip(self, indices: Iterable[int]) -> None:
+        """Leave these candidates out of later proposals (a multi-pool launch already used them)."""
+        self._skip.update(indices)
 
     def next(self) -> Proposal | None:
         """The next pool to launch in and how many, or ``None`` when the share is covered or
@@ -82,6 +87,8 @@ class Fill:
         if self.left <= EPS:
             return None
         for rank, index in self._candidates:
+            if index in self._skip:
+                continue
             weight = float(self._weight[index])
             count = whole_instances(
                 self.left,

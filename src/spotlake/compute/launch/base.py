@@ -27,6 +27,8 @@ __all__ = [
     "LaunchFailure",
     "LaunchResult",
     "Launcher",
+    "PoolSetLauncher",
+    "PoolSetResult",
 ]
 
 
@@ -129,3 +131,37 @@ class Launcher(Protocol):
     def terminate(self, ids: Sequence[str]) -> None:
         """Terminate instances (already gone ones are ignored)."""
         ...
+
+
+@runtime_checkable
+class PoolSetLauncher(Launcher, Protocol):
+    """A launcher that can let the cloud choose among several pools in one call (EC2 Fleet).
+
+    The allocator uses it when the policy asks for ``pools_per_launch`` > 1: the next ranked
+    pools of one capacity type and one instance size go in one request, and the cloud's own
+    allocation strategy (price-capacity-optimized for spot) picks where capacity is deepest.
+    """
+
+    def launch_pools(
+        self,
+        offers: Sequence[Offer],
+        count: int,
+        *,
+        max_price: float | None,
+        tags: Mapping[str, str],
+        timeout: timedelta,
+    ) -> PoolSetResult:
+        """Launch ``count`` instances over ``offers`` (ranked best first, one capacity type).
+
+        Each instance carries the offer it landed in; ``errors`` says, per pool, why the cloud
+        gave fewer than asked (a pool not named there was not refused).
+        """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class PoolSetResult:
+    """What a multi-pool launch got, and each refusal with its pool."""
+
+    instances: tuple[Instance, ...] = ()
+    errors: tuple[LaunchError, ...] = ()

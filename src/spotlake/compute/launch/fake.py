@@ -18,14 +18,15 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from spotlake.clock import Clock, ensure_utc
-from spotlake.compute.launch.base import Instance, LaunchError, LaunchFailure, LaunchResult
+from spotlake.compute.launch.base import Instance, LaunchError, LaunchFailure, LaunchResult, PoolSetResult
 from spotlake.compute.values import CapacityType, Offer, Pool
 
 __all__ = ["FakeLauncher"]
 
 
 class FakeLauncher:
-    """A :class:`~spotlake.compute.launch.base.Launcher` that never leaves the process."""
+    """A :class:`~spotlake.compute.launch.base.Launcher` (and ``PoolSetLauncher``) that never
+    leaves the process."""
 
     def __init__(self, *, clock: Clock) -> None:
         self._clock = clock
@@ -37,6 +38,8 @@ class FakeLauncher:
         self.running: dict[str, Instance] = {}
         #: Every launch call: (offer, count, max_price).
         self.calls: list[tuple[Offer, int, float | None]] = []
+        #: Every multi-pool launch: its offers, in the order given (each pool's launch is in ``calls`` too).
+        self.pool_calls: list[tuple[Offer, ...]] = []
 
     # --- scripting -----------------------------------------------------------------------------
 
@@ -103,6 +106,30 @@ class FakeLauncher:
             self.running[instance.id] = instance
         error = None if got == count else self._error(offer, LaunchFailure.NO_CAPACITY)
         return LaunchResult(instances=instances, error=error)
+
+    def launch_pools(
+        self,
+        offers: Sequence[Offer],
+        count: int,
+        *,
+        max_price: float | None,
+        tags: Mapping[str, str],
+        timeout: timedelta,
+    ) -> PoolSetResult:
+        """Like EC2 Fleet over several pools: the pools are filled in the given order, each as
+        far as its scripted capacity goes; each pool that refuses says why."""
+        self.pool_calls.append(tuple(offers))
+        instances: list[Instance] = []
+        errors: list[LaunchError] = []
+        for offer in offers:
+            left = count - len(instances)
+            if left <= 0:
+                break
+            result = self.launch(offer, left, max_price=max_price, tags=tags, timeout=timedelta(0))
+            instances.extend(result.instances)
+            if result.error is not None:
+                errors.append(result.error)
+        return PoolSetResult(instances=tuple(instances), errors=tuple(errors))
 
     def terminate(self, ids: Sequence[str]) -> None:
         for instance_id in ids:

@@ -79,6 +79,12 @@ class Policy:
     spread: int = 1
     max_per_pool: int | None = None
     fallback: Fallback = attrs.field(factory=Fallback)
+    #: Spot pools one launch may offer the cloud at once, when the launcher can (EC2 Fleet,
+    #: :class:`~spotlake.compute.launch.base.PoolSetLauncher`): the next ranked pools of one
+    #: size and region go in one request and the cloud's price-capacity-optimized strategy picks
+    #: where capacity is deepest. 1 = one pool per launch. Not combined with ``spread`` or
+    #: ``max_per_pool`` (the cloud, not the policy, would choose each pool's share).
+    pools_per_launch: int = 1
     task_mixes: Mapping[TaskClass, CapacityMix] = attrs.field(factory=_task_mixes)
 
     def __attrs_post_init__(self) -> None:
@@ -86,6 +92,8 @@ class Policy:
             raise ConfigError(f"policy {self.name!r}: spread must be at least 1, got {self.spread}")
         if self.max_per_pool is not None and self.max_per_pool < 1:
             raise ConfigError(f"policy {self.name!r}: max_per_pool must be at least 1")
+        if self.pools_per_launch < 1:
+            raise ConfigError(f"policy {self.name!r}: pools_per_launch must be at least 1")
 
     def mix_for(self, task_class: TaskClass) -> CapacityMix:
         """The mix for a task class (the class's override, else the policy's)."""
