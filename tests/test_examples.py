@@ -98,7 +98,12 @@ def check_cli(argv: list[str], where: str) -> argparse.Namespace:
     return args
 
 
-SPOTLAKE_COMMAND = re.compile(r"(?<![\w/.-])spotlake\s+(?=(?:collect|status|show|plan)(?:\s|$))")
+#: ``spotlake <subcommand>`` for every subcommand the real parser has.
+SPOTLAKE_COMMAND = re.compile(
+    r"(?<![\w/.-])spotlake\s+(?=(?:"
+    + "|".join(sorted(_subparsers(build_parser())))
+    + r")(?:\s|$))"
+)
 
 
 def commands_in_text(text: str) -> Iterator[list[str]]:
@@ -800,7 +805,7 @@ def test_dockerfile_installs_this_repository_and_runs_the_console_script() -> No
             assert f"!{source.rstrip('/')}" in ignore or f"!{source.rstrip('/')}/" in ignore, source
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/operations.md", "docs/planner.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/operations.md", "docs/planner.md", "docs/allocator.md"])
 def test_project_docs_commands_parse(doc: str) -> None:
     """The top-level README and the docs show only command lines the CLI accepts."""
     found = list(commands_in_text((EXAMPLES.parent / doc).read_text()))
