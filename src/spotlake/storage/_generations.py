@@ -301,17 +301,27 @@ class Generations:
             log.warning("could not remove unpublished state files under %s: %s", self.url, exc)
 
     def _collect_garbage(self, pointer: Pointer) -> None:
-        """Delete generations that are neither kept nor possibly still being written."""
+        """Delete generations that are neither kept nor possibly still being written.
+
+        The manifest of a collected generation stays while it is in the history of a kept one
+        (above their common ancestor): a rollback between kept generations compares their
+        histories, and a history cut short in one branch but not in the other would hide runs
+        the target still has (see :meth:`ancestry`).
+        """
         keep = {pointer.version, *pointer.previous}
         try:
+            lineage = self._lineage(keep)
             doomed: list[str] = []
             for key in self._backend.list_tree(GENERATIONS_PREFIX):
-                version = key[len(GENERATIONS_PREFIX) :].split("/", 1)[0]
+                version, _, rest = key[len(GENERATIONS_PREFIX) :].partition("/")
                 seq = version_seq(version)
                 # A generation with a higher seq may belong to a run still committing on top of
                 # this one: never touch it. Same or lower seq and not kept: superseded or orphaned.
-                if seq is not None and seq <= pointer.seq and version not in keep:
-                    doomed.append(key)
+                if seq is None or seq > pointer.seq or version in keep:
+                    continue
+                if version in lineage and rest == "manifest.json":
+                    continue
+                doomed.append(key)
             if doomed:
                 self._backend.delete(doomed)
         except Exception as exc:  # the commit itself succeeded; the next commit retries the cleanup
@@ -362,17 +372,55 @@ class Generations:
             return None
         return str(body["stage"]), tuple(str(k) for k in body.get("frames", ()))
 
-    def ancestry(self, version: str) -> list[str]:
-        """``version`` and its parents, newest first, as far as their manifests are kept."""
+    def ancestry(self, version: str, *, parents: dict[str, str | None] | None = None) -> list[str]:
+        """``version`` and its parents, newest first, as far as their manifests are kept.
+
+        Garbage collection keeps the manifests of every kept generation's history down to the
+        kept generations' common ancestor, so the histories of two kept generations are both
+        complete down to where they meet: what one has and the other lacks is exact. (Below the
+        common ancestor they are the same history, cut at the same generation.) ``parents``
+        caches the manifests read, across calls.
+        """
+        known = {} if parents is None else parents
         out: list[str] = []
         current: str | None = version
         while current is not None and current not in out:
-            manifest = self._manifest(current)
-            if manifest is None:
-                break
+            if current not in known:
+                manifest = self._manifest(current)
+                if manifest is None:
+                    break
+                parent = manifest.get("parent")
+                known[current] = str(parent) if parent else None
             out.append(current)
+            current = known[current]
+        return out
+
+    def _lineage(self, kept: set[str]) -> set[str]:
+        """The generations in the history of some kept generation but not of all of them (what
+        a rollback between kept generations may hide or bring back)."""
+        parents: dict[str, str | None] = {}
+        histories = [set(self.ancestry(version, parents=parents)) for version in sorted(kept)]
+        histories = [h for h in histories if h]
+        if not histories:
+            return set()
+        common = set(histories[0])
+        everything: set[str] = set()
+        for history in histories:
+            common &= history
+            everything |= history
+        return everything - common
+
+    def named(self) -> set[str]:
+        """The generations present in the store and those their manifests name as parents."""
+        out: set[str] = set()
+        for version in self.generations():
+            manifest = self._manifest(version)
+            if manifest is None:
+                continue
+            out.add(version)
             parent = manifest.get("parent")
-            current = str(parent) if parent else None
+            if parent:
+                out.add(str(parent))
         return out
 
     def _manifest(self, version: str) -> dict[str, Any] | None:

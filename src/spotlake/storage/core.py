@@ -165,11 +165,12 @@ class ObjectStore:
         """
 
         def record_intent(current: str) -> None:
-            target = set(self._state.ancestry(version))
-            hide = [g for g in self._state.ancestry(current) if g not in target]
-            restore = [
-                g for g in reversed(self._state.ancestry(version)) if g in self._frames.hidden_versions()
-            ]
+            parents: dict[str, str | None] = {}
+            history = self._state.ancestry(version, parents=parents)
+            target = set(history)
+            hide = [g for g in self._state.ancestry(current, parents=parents) if g not in target]
+            hidden = set(self._frames.hidden_versions())
+            restore = [g for g in reversed(history) if g in hidden]
             intent = {"format": 1, "target": version, "hide": hide, "restore": restore}
             self._backend.put(ROLLBACK_KEY, encode_doc(intent, name="rollback"))
 
@@ -184,7 +185,8 @@ class ObjectStore:
         if data is None:
             return
         intent = decode_doc(data, where=f"{self.url}/{ROLLBACK_KEY}")
-        if self._state.version == intent.get("target"):
+        now = self._state.version
+        if now == intent.get("target"):
             for version in intent.get("hide", []):  # first: a restored run may reuse their keys
                 publication = self._state.publication_of(str(version))
                 if publication is not None:
@@ -217,9 +219,13 @@ class ObjectStore:
     def sweep(self, *, older_than: timedelta, temporaries: bool = True) -> SweepReport:
         """Remove stages no kept generation names and, with ``temporaries``, temporary files older
         than ``older_than``; and the hidden frames of rolled-back generations that are gone."""
-        present = set(self._state.generations())
-        for version in self._frames.hidden_versions():
-            if version not in present:
+        # Hidden frames are forgotten once no generation in the store names theirs: garbage
+        # collection keeps a generation's manifest while a kept generation's history has it, so
+        # until then a rollback may bring them back.
+        hidden = self._frames.hidden_versions()
+        named = self._state.named() if hidden else set()
+        for version in hidden:
+            if version not in named:
                 self._frames.forget_hidden(version)
         return self._frames.sweep(
             older_than=older_than, keep=self._state.kept_publications(), temporaries=temporaries
