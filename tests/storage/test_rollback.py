@@ -8,10 +8,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from spotlake.clock import FakeClock
+from spotlake.errors import StorageError
 from spotlake.model import SNAPSHOT_SCHEMA, empty_frame
 from spotlake.storage import LocalStore, ObjectStore
-from spotlake.storage.layout import ROLLED_BACK_PREFIX
+from spotlake.storage.layout import CURRENT_KEY, ROLLBACK_KEY, ROLLED_BACK_PREFIX
+from spotlake.storage.local import LocalBackend
+from spotlake.testing.backends import FaultyBackend
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -94,3 +99,102 @@ def test_what_rollbacks_keep_is_forgotten_once_no_kept_generation_needs_it(tmp_p
     assert hidden_generations(store) == []
     assert len(store.generations()) == 5, "only the kept generations remain"
     assert runs.visible() == [*(minute(i) for i in range(1, 8)), *(minute(i) for i in range(11, 20))]
+
+
+class LandsThenFails(FaultyBackend):
+    """The pointer swap lands, but its answer is lost: the caller sees a StorageError."""
+
+    armed = False
+
+    def swap_pointer(self, key: str, data: bytes, *, token: str | None) -> None:
+        super().swap_pointer(key, data, token=token)
+        if self.armed:
+            self.armed = False
+            raise StorageError(f"could not update {key}: read timeout (injected; it landed)")
+
+
+def test_a_rollback_retried_after_a_lost_answer_still_takes_its_runs_back(tmp_path: Path) -> None:
+    """Before: the retry overwrote the unfinished rollback record, so the runs the first rollback
+    took back stayed visible for good."""
+    clock = FakeClock(T0)
+    backend = LandsThenFails(LocalBackend(tmp_path, fsync=False))
+    store = ObjectStore(backend, clock=clock)
+    runs = Runs(store, clock)
+    for i in range(1, 5):
+        runs.commit(i)
+    backend.armed = True
+    with pytest.raises(StorageError, match="read timeout"):
+        store.rollback(runs.gen[2], expected_version=runs.gen[4])
+    assert store.version == runs.gen[2], "it landed"
+    # The operator runs `spotlake rollback --to` the same version again.
+    store.rollback(runs.gen[2], expected_version=store.version)
+    store.publish_pending()  # what the next run does first
+    assert runs.visible() == [minute(1), minute(2)]
+    assert store.backend.get(ROLLBACK_KEY) is None, "the record is settled"
+
+
+def test_a_rollback_to_the_current_version_lists_each_kept_generation_once(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    store = LocalStore(tmp_path, clock=clock, fsync=False)
+    runs = Runs(store, clock)
+    for i in range(1, 5):
+        runs.commit(i)
+    store.rollback(runs.gen[4], expected_version=runs.gen[4])
+    kept = [g.version for g in store.kept_generations()]
+    assert kept == [runs.gen[i] for i in (4, 3, 2, 1)]
+    assert runs.visible() == [minute(i) for i in range(1, 5)]
+
+
+def test_a_run_committing_during_a_rollback_does_not_drop_the_rollbacks_record(tmp_path: Path) -> None:
+    """Before: a run (whose lock was lost while it was frozen) finishing pending work between the
+    rollback's record and its pointer swap deleted the record as stale; the rollback then landed
+    and hid nothing."""
+    clock = FakeClock(T0)
+    frozen_run = LocalStore(tmp_path, clock=clock, fsync=False)
+    armed = False
+
+    def wake_the_frozen_run(op: str, key: str) -> bool:
+        nonlocal armed
+        if armed and op == "swap_pointer" and key == CURRENT_KEY:
+            armed = False
+            frozen_run.publish_pending()  # the first thing its commit does
+        return False  # never fails: this only orders the two
+
+    store = ObjectStore(
+        FaultyBackend(LocalBackend(tmp_path, fsync=False), fail_when=wake_the_frozen_run), clock=clock
+    )
+    runs = Runs(store, clock)
+    for i in range(1, 5):
+        runs.commit(i)
+    armed = True
+    store.rollback(runs.gen[2], expected_version=runs.gen[4])
+    assert not armed, "the frozen run did wake up in between"
+    assert store.version == runs.gen[2]
+    assert runs.visible() == [minute(1), minute(2)]
+
+
+def test_a_rollback_record_of_a_swap_that_never_landed_goes_once_the_pointer_moves_on(
+    tmp_path: Path,
+) -> None:
+    """A rollback that died before its pointer swap leaves its record; it hides nothing, and once a
+    commit moved the pointer on (neither the rollback's target nor where it started) it goes."""
+    clock = FakeClock(T0)
+    store = LocalStore(tmp_path, clock=clock, fsync=False)
+    runs = Runs(store, clock)
+    for i in range(1, 4):
+        runs.commit(i)
+    dying = ObjectStore(
+        FaultyBackend(
+            LocalBackend(tmp_path, fsync=False), fail_when=lambda op, key: op == "swap_pointer", fail_at=1
+        ),
+        clock=clock,
+    )
+    with pytest.raises(StorageError):
+        dying.rollback(runs.gen[1], expected_version=runs.gen[3])
+    assert store.version == runs.gen[3]
+    store.publish_pending()
+    assert runs.visible() == [minute(i) for i in range(1, 4)], "nothing hidden: it never landed"
+    runs.commit(4)
+    store.publish_pending()  # the next run's start
+    assert store.backend.get(ROLLBACK_KEY) is None
+    assert runs.visible() == [minute(i) for i in range(1, 5)]

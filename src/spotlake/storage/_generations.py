@@ -265,7 +265,8 @@ class Generations:
         if before_swap is not None:
             before_swap(current.version)
         # seq keeps growing so versions written after the rollback still sort after everything.
-        previous = (current.version, *(v for v in current.previous if v != version))
+        # The target leaves the previous ones (a rollback to the current version changes nothing).
+        previous = tuple(v for v in (current.version, *current.previous) if v != version)
         pointer = Pointer(
             version=version,
             seq=current.seq + 1,

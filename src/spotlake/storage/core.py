@@ -164,6 +164,10 @@ class ObjectStore:
         recorded before the pointer moves, so an interrupted rollback is finished by the next run.
         """
 
+        # An earlier rollback whose pointer moved but whose moves did not (its answer was lost, and
+        # this may be its retry): finish it first, or our record would replace its record.
+        self._finish_rollback()
+
         def record_intent(current: str) -> None:
             parents: dict[str, str | None] = {}
             history = self._state.ancestry(version, parents=parents)
@@ -171,7 +175,7 @@ class ObjectStore:
             hide = [g for g in self._state.ancestry(current, parents=parents) if g not in target]
             hidden = set(self._frames.hidden_versions())
             restore = [g for g in reversed(history) if g in hidden]
-            intent = {"format": 1, "target": version, "hide": hide, "restore": restore}
+            intent = {"format": 2, "target": version, "from": current, "hide": hide, "restore": restore}
             self._backend.put(ROLLBACK_KEY, encode_doc(intent, name="rollback"))
 
         self._state.rollback(
@@ -180,7 +184,13 @@ class ObjectStore:
         self._finish_rollback()
 
     def _finish_rollback(self) -> None:
-        """Carry out a recorded rollback's frame moves (idempotent), if its pointer move happened."""
+        """Carry out a recorded rollback's frame moves (idempotent), if its pointer move happened.
+
+        The record goes once the moves are done, or once the pointer names neither the
+        rollback's target nor the version it started from (its swap never landed, and a commit
+        moved on). While the pointer is still where the rollback started, its swap may be in
+        flight: the record stays.
+        """
         data = self._backend.get(ROLLBACK_KEY)
         if data is None:
             return
@@ -195,6 +205,8 @@ class ObjectStore:
                 publication = self._state.publication_of(str(version))
                 if publication is not None:
                     self._frames.restore(str(version), publication[1])
+        elif now == intent.get("from"):
+            return  # not landed (yet): the rollback itself, or the one that replaces it, settles it
         self._backend.delete([ROLLBACK_KEY])
 
     def generations(self) -> list[str]:
