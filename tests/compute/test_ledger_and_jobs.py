@@ -127,3 +127,23 @@ def test_hanging_on_every_attempt_fails_the_job() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ConfigError, match="hang_factor"):
         manager(hang_factor=1.0)
+
+
+def test_allocate_request_spot_and_fallback_as_the_seed_api_has_them() -> None:
+    jobs, launcher = manager()
+    direct = jobs.allocate(CapacityRequest(count=2))
+    assert direct.complete and all(jobs.ledger.get(i.id) is not None for i in direct.instances)
+    job = jobs.submit(CapacityRequest(count=10))
+    spot_ids = [p.instance.id for p in job.placements if p.instance.capacity_type is SPOT]
+    assert len(spot_ids) == 7
+    jobs.fallback(job.id, "spot keeps failing in this region")
+    assert all(p.instance.capacity_type is OD for p in job.placements) and len(job.placements) == 10
+    assert not set(spot_ids) & set(launcher.running)
+    assert {jobs.ledger.get(i).end for i in spot_ids} == {EndReason.REPLACED}  # type: ignore[union-attr]
+    assert job.history[-1].reason == "spot keeps failing in this region: 7 moved"
+    jobs.complete(job.id)
+    with pytest.raises(ConfigError, match="only a running job"):
+        jobs.fallback(job.id)
+    launcher.fail_next(pool("us-east-1b"), SPOT, LaunchFailure.SPOT_LIMIT)
+    spot = jobs.request_spot(CapacityRequest(count=3))
+    assert spot.units(OD) == 0 and spot.unfilled == 3  # spot only: no fallback

@@ -1,7 +1,8 @@
 """Jobs on the allocated capacity: their lifecycle, interruptions, hangs and waiting for capacity.
 
-The :class:`JobManager` keeps the design's job API (submit, terminate, get, list, allocate, the spot
-request with its fallback, health) over an :class:`~spotlake.compute.allocator.Allocator`::
+The :class:`JobManager` keeps the design's job API (``submit``, ``terminate``, ``get``, ``list``,
+``allocate``, ``request_spot``, ``fallback``, ``health``) over an
+:class:`~spotlake.compute.allocator.Allocator`::
 
     Pending -> Running -> Completed | Failed | Terminated
     Running -> Hanging -> (terminated and rescheduled) -> Pending -> Running ...
@@ -52,8 +53,10 @@ from spotlake.compute.fill import EPS
 from spotlake.compute.health import Block, BreakerState
 from spotlake.compute.ledger import CostLedger, EndReason
 from spotlake.compute.offers.base import OfferSource
+from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST
+from spotlake.compute.policy.presets import Policy
 from spotlake.compute.revert import Reverter
-from spotlake.compute.values import CapacityRequest, CapacityType
+from spotlake.compute.values import CapacityRequest, CapacityType, Offer
 from spotlake.errors import ConfigError
 from spotlake.notify import Notifier
 
@@ -204,6 +207,52 @@ class JobManager:
     def fail(self, job_id: str, reason: str) -> Job:
         return self._finish(job_id, JobState.FAILED, EndReason.FAILED, reason)
 
+    def allocate(self, request: CapacityRequest, *, policy: Policy | None = None) -> Allocation:
+        """Capacity without a job (the seed's ``resources/allocate``): spot first with fallback,
+        recorded in the ledger; the caller terminates it through the allocator's launcher."""
+        with self._lock:
+            offers = self._offers()
+            allocation = self.allocator.allocate(offers, request, policy=policy)
+            self.ledger.record(allocation)
+            return allocation
+
+    def request_spot(self, request: CapacityRequest) -> Allocation:
+        """Spot only, no fallback (the seed's ``resources/spot/request``): what spot could not
+        give stays unfilled in the allocation."""
+        with self._lock:
+            spot_only = self.allocator.policy.with_mix(SPOT_FIRST)
+            allocation = self.allocator.allocate(
+                self._offers(), request, policy=spot_only, on_demand_fallback=False
+            )
+            self.ledger.record(allocation)
+            return allocation
+
+    def fallback(self, job_id: str, reason: str = "moved to on-demand by the caller") -> Job:
+        """Move a running job's spot instances to on-demand now (the seed's ``resources/fallback``):
+        each is replaced on-demand first, then terminated (make before break); one that finds no
+        on-demand capacity stays on spot."""
+        with self._lock:
+            job = self.get(job_id)
+            if job.state is not JobState.RUNNING:
+                raise ConfigError(f"job {job_id} is {job.state}; only a running job's capacity can move")
+            on_demand = self.allocator.policy.with_mix(ON_DEMAND_ONLY)
+            moved = 0
+            for old in [p for p in job.placements if p.instance.capacity_type is CapacityType.SPOT]:
+                request = job.request.with_amount(old.units)
+                got = self.allocator.allocate(self._offers(), request, policy=on_demand, job=job.id)
+                if not got.complete:
+                    if got.instances:
+                        self.allocator.launcher.terminate([i.id for i in got.instances])
+                    continue
+                self.ledger.record(got, job=job.id)
+                self._release(job, [old], EndReason.REPLACED, terminate=True)
+                for p in got.placements:
+                    job.placements.append(attrs.evolve(p, requested=CapacityType.SPOT))
+                    self._by_instance[p.instance.id] = job.id
+                moved += 1
+            job.history.append(Transition(at=self._now(), state=job.state, reason=f"{reason}: {moved} moved"))
+            return job
+
     def health(self) -> HealthReport:
         h = self.allocator.health
         return HealthReport(
@@ -271,12 +320,15 @@ class JobManager:
         job.history.append(Transition(at=self._now(), state=state, reason=reason))
         log.info("%s -> %s: %s", job.id, state, reason)
 
-    def _allocate(self, job: Job, units: float) -> Allocation:
+    def _offers(self) -> tuple[Offer, ...]:
         offers = self.offers.offers()
         for warning in offers.warnings:
             log.warning("%s: %s", offers.source, warning)
+        return offers.offers
+
+    def _allocate(self, job: Job, units: float) -> Allocation:
         request = job.request if units >= job.request.amount - EPS else job.request.with_amount(units)
-        allocation = self.allocator.allocate(offers.offers, request, job=job.id)
+        allocation = self.allocator.allocate(self._offers(), request, job=job.id)
         self.ledger.record(allocation, job=job.id)
         for p in allocation.placements:
             job.placements.append(p)
@@ -394,8 +446,7 @@ class JobManager:
         assert self._reverter is not None
         if not any(p.fell_back for p in job.placements):
             return False
-        offers = self.offers.offers()
-        move = self._reverter.step(offers.offers, job.placements, job.request, job=job.id)
+        move = self._reverter.step(self._offers(), job.placements, job.request, job=job.id)
         if move is None:
             return False
         self.ledger.record_end(move.old.instance.id, EndReason.REPLACED)
