@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from spotlake.compute.ledger import LEDGER_TABLE, CostLedger, EndReason
 from spotlake.compute.offers import StaticOffers
 from spotlake.compute.values import CapacityRequest, CapacityType
 from spotlake.errors import ConfigError
-from spotlake.storage import open_store
+from spotlake.storage import MetricsSink, SinkReport, open_store
 
 SPOT, OD = CapacityType.SPOT, CapacityType.ON_DEMAND
 
@@ -147,3 +148,28 @@ def test_allocate_request_spot_and_fallback_as_the_seed_api_has_them() -> None:
     launcher.fail_next(pool("us-east-1b"), SPOT, LaunchFailure.SPOT_LIMIT)
     spot = jobs.request_spot(CapacityRequest(count=3))
     assert spot.units(OD) == 0 and spot.unfilled == 3  # spot only: no fallback
+
+
+class Gauges:
+    """A metrics sink in memory (the MetricsSink protocol)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, float]] = []
+
+    def write_run(self, counts: Mapping[str, float], *, run_at: datetime) -> SinkReport:
+        self.sent.append(dict(counts))
+        return SinkReport(sink="gauges", records=len(counts), calls=1)
+
+
+def test_capacity_types_reach_the_metrics_sink() -> None:
+    c = clock()
+    launcher = FakeLauncher(clock=c)
+    launcher.fail_next(pool("us-east-1b"), SPOT, LaunchFailure.SPOT_LIMIT)
+    ledger = CostLedger(clock=c)
+    ledger.record(Allocator(launcher, clock=c).allocate(market(), CapacityRequest(count=10)))
+    sink = Gauges()
+    report = ledger.publish(sink)
+    assert isinstance(sink, MetricsSink) and report.records == 9
+    [m] = sink.sent
+    assert (m["RunningSpot"], m["RunningOnDemand"], m["RunningFallenBack"]) == (0, 10, 7)
+    assert m["HourlyCost"] == pytest.approx(10 * 0.192) and m["Fallbacks"] == 7

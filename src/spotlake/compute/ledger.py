@@ -26,7 +26,7 @@ from spotlake.compute.allocator import Allocation, FallbackEvent, Placement
 from spotlake.compute.values import CapacityType
 from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.serde import converter
-from spotlake.storage.base import SnapshotStore
+from spotlake.storage.base import MetricsSink, SinkReport, SnapshotStore
 
 __all__ = ["LEDGER_TABLE", "CostLedger", "EndReason", "LedgerEntry", "LedgerTotals"]
 
@@ -191,6 +191,30 @@ class CostLedger:
             cost=sum(e.cost(now) for e in entries),
             on_demand_cost=sum(e.on_demand_cost(now) for e in entries),
         )
+
+    def metrics(self, *, at: datetime | None = None) -> dict[str, float]:
+        """Gauges for a metrics sink (e.g. CloudWatch): running instances by capacity type, the
+        realised and requested spot share, the hourly cost now, fallbacks and interruptions so
+        far: the capacity type visible in monitoring, not only in tags."""
+        now = ensure_utc(at or self._clock.now())
+        t = self.totals(at=now)
+        running = [e for e in self.entries() if e.ended_at is None]
+        return {
+            "RunningSpot": float(sum(1 for e in running if e.realised is CapacityType.SPOT)),
+            "RunningOnDemand": float(sum(1 for e in running if e.realised is CapacityType.ON_DEMAND)),
+            "RunningFallenBack": float(sum(1 for e in running if e.requested is not e.realised)),
+            "HourlyCost": sum(e.price for e in running),
+            "RealisedSpotShare": t.realised_spot_share,
+            "RequestedSpotShare": t.requested_spot_share,
+            "Fallbacks": float(t.fallbacks),
+            "Interruptions": float(t.interruptions),
+            "Saving": t.saving,
+        }
+
+    def publish(self, sink: MetricsSink, *, at: datetime | None = None) -> SinkReport:
+        """Send :meth:`metrics` to a metrics sink (the collection pipeline's CloudWatch sink works)."""
+        now = ensure_utc(at or self._clock.now())
+        return sink.write_run(self.metrics(at=now), run_at=now)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per instance; enums as their values, ``fallbacks`` joined with ``"; "``."""
