@@ -36,8 +36,15 @@ from ec2_support import (
 )
 
 from spotlake.clock import FakeClock
-from spotlake.compute.launch.base import Launcher, LaunchFailure
-from spotlake.compute.launch.ec2 import LAUNCHED_BY, Ec2Launcher, Ec2Mode, LaunchTemplate, ec2_tags
+from spotlake.compute.launch.base import Launcher, LaunchFailure, PoolSetLauncher, PoolSetResult
+from spotlake.compute.launch.ec2 import (
+    LAUNCHED_BY,
+    POOL_TAG,
+    Ec2Launcher,
+    Ec2Mode,
+    LaunchTemplate,
+    ec2_tags,
+)
 from spotlake.compute.values import CapacityType, Cloud, Offer, Pool
 from spotlake.errors import ComputeError, ConfigError
 
@@ -337,6 +344,237 @@ def test_fleet_partial_fulfilment_returns_what_it_got_and_why_it_stopped(
     assert "got 1 of 4" in str(result.error)
     fleet_launcher.terminate([got])  # remembered: terminated in its region
     assert described(ec2, [got])[got]["State"]["Name"] in {"shutting-down", "terminated"}
+
+
+# --- pool sets: one CreateFleet over ranked pools -------------------------------------------------
+
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def launch_pools(launcher: Ec2Launcher, offers: list[Offer], count: int, **kwargs: Any) -> PoolSetResult:
+    kwargs.setdefault("max_price", 0.1)
+    kwargs.setdefault("tags", CALLER_TAGS)
+    kwargs.setdefault("timeout", TIMEOUT)
+    return launcher.launch_pools(offers, count, **kwargs)
+
+
+@pytest.fixture
+def pools_launcher(ec2: Any, clock: FakeClock) -> Ec2Launcher:
+    """An instant-mode launcher with a launch template and a subnet in each of :data:`ZONES`."""
+    ec2.create_launch_template(LaunchTemplateName="workers", LaunchTemplateData={"ImageId": ami(ec2)})
+    return Ec2Launcher(
+        launch_template=LaunchTemplate(name="workers"),
+        subnets={zone: subnet(ec2, zone) for zone in ZONES},
+        clients={REGION: ec2},
+        clock=clock,
+    )
+
+
+def test_launch_pools_is_one_fleet_over_the_ranked_pools(ec2: Any, pools_launcher: Ec2Launcher) -> None:
+    """moto fills an instant fleet from its first override, so every instance lands in the first
+    pool here; the partial answer below shows instances landing in several pools."""
+    nets = pools_launcher.subnets
+    ranked = [
+        offer(zone="us-east-1c"),
+        offer(zone="us-east-1a"),
+        offer(zone="us-east-1b", instance_type="m5a.large"),
+    ]
+    calls = record(ec2)
+
+    result = launch_pools(pools_launcher, ranked, 3, max_price=0.1)
+
+    assert isinstance(pools_launcher, PoolSetLauncher)
+    assert [n for n, _ in calls].count("CreateFleet") == 1 and "RunInstances" not in [n for n, _ in calls]
+    params = next(p for n, p in calls if n == "CreateFleet")
+    assert params["Type"] == "instant" and params["ClientToken"]
+    (config,) = params["LaunchTemplateConfigs"]
+    assert config["LaunchTemplateSpecification"] == {"LaunchTemplateName": "workers", "Version": "$Default"}
+    assert config["Overrides"] == [
+        {"InstanceType": o.pool.instance_type, "SubnetId": nets[str(o.pool.zone)], "MaxPrice": "0.1"}
+        for o in ranked
+    ]
+    assert params["TargetCapacitySpecification"] == {
+        "TotalTargetCapacity": 3,
+        "DefaultTargetCapacityType": "spot",
+        "SpotTargetCapacity": 3,
+    }
+    assert params["SpotOptions"] == {
+        "AllocationStrategy": "price-capacity-optimized",
+        "InstanceInterruptionBehavior": "terminate",
+        "SingleInstanceType": False,
+        "SingleAvailabilityZone": False,
+    }
+    assert "OnDemandOptions" not in params
+    for spec in params["TagSpecifications"]:  # true of every instance: no pool tag at launch
+        assert {t["Key"]: t["Value"] for t in spec["Tags"]} == {
+            LAUNCHED_BY: "spotlake",
+            "spotlake:capacity-type": "spot",
+            **CALLER_TAGS,
+        }
+    assert result.errors == () and len(result.instances) == 3
+    live = described(ec2, [i.id for i in result.instances])
+    for instance in result.instances:
+        assert instance.offer == ranked[0] and instance.capacity_type is CapacityType.SPOT
+        assert instance.tags == ec2_tags(ranked[0], CALLER_TAGS)
+        assert live[instance.id]["InstanceLifecycle"] == "spot"
+        assert live[instance.id]["Placement"]["AvailabilityZone"] == "us-east-1c"
+        assert tags_of(live[instance.id]) == instance.tags  # the pool tag added after the launch
+
+    # On-demand: prioritized by rank; a zone without a subnet is named by AvailabilityZone.
+    on_demand = [
+        offer(CapacityType.ON_DEMAND, zone="us-east-1b", price=0.096),
+        offer(CapacityType.ON_DEMAND, zone="us-east-1d", price=0.096),
+    ]
+    calls.clear()
+    answer_od = launch_pools(pools_launcher, on_demand, 1, max_price=0.1)
+    params = next(p for n, p in calls if n == "CreateFleet")
+    assert params["LaunchTemplateConfigs"][0]["Overrides"] == [
+        {"InstanceType": "m5.large", "SubnetId": nets["us-east-1b"], "Priority": 0.0},
+        {"InstanceType": "m5.large", "AvailabilityZone": "us-east-1d", "Priority": 1.0},
+    ]
+    assert params["OnDemandOptions"] == {
+        "AllocationStrategy": "prioritized",
+        "SingleInstanceType": False,
+        "SingleAvailabilityZone": False,
+    }
+    assert params["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "on-demand"
+    assert "SpotOptions" not in params
+    assert answer_od.errors == ()
+    (instance,) = answer_od.instances
+    assert instance.offer == on_demand[0] and instance.capacity_type is CapacityType.ON_DEMAND
+    assert "InstanceLifecycle" not in described(ec2, [instance.id])[instance.id]
+
+    pools_launcher.terminate([i.id for i in (*result.instances, instance)])  # remembered: their region
+    states = described(ec2, [i.id for i in (*result.instances, instance)]).values()
+    assert {s["State"]["Name"] for s in states} <= {"shutting-down", "terminated"}
+
+
+def test_a_partial_fleet_answer_is_mapped_back_to_its_pools(ec2: Any, pools_launcher: Ec2Launcher) -> None:
+    """Instances in the first two pools (the second's entry without its override: placed by
+    describing them, not on the first pool that has their type), InsufficientInstanceCapacity for
+    the third."""
+    nets = pools_launcher.subnets
+    ranked = [offer(zone=zone) for zone in ZONES]
+
+    def started(zone: str, n: int) -> list[str]:
+        made = ec2.run_instances(
+            ImageId=AMI, InstanceType="m5.large", MinCount=n, MaxCount=n, SubnetId=nets[zone]
+        )["Instances"]
+        return [str(i["InstanceId"]) for i in made]
+
+    in_a, in_b = started("us-east-1a", 1), started("us-east-1b", 2)
+
+    def landed(ids: list[str], zone: str) -> dict[str, Any]:
+        overrides = {"InstanceType": "m5.large", "SubnetId": nets[zone], "MaxPrice": "0.1"}
+        return {
+            "LaunchTemplateAndOverrides": {"Overrides": overrides},
+            "Lifecycle": "spot",
+            "InstanceIds": ids,
+            "InstanceType": "m5.large",
+        }
+
+    partial = {
+        "FleetId": "fleet-injected",
+        "Instances": [
+            landed(in_a, "us-east-1a"),
+            {"Lifecycle": "spot", "InstanceIds": in_b, "InstanceType": "m5.large"},  # no override
+        ],
+        "Errors": [
+            {
+                "LaunchTemplateAndOverrides": {
+                    "Overrides": {"InstanceType": "m5.large", "SubnetId": nets["us-east-1c"]}
+                },
+                "Lifecycle": "spot",
+                "ErrorCode": "InsufficientInstanceCapacity",
+                "ErrorMessage": "We currently do not have sufficient m5.large capacity in us-east-1c.",
+            }
+        ],
+    }
+    ec2.meta.events.register("before-call.ec2.CreateFleet", answer(partial))
+    calls = record(ec2)
+
+    result = launch_pools(pools_launcher, ranked, 4)
+
+    placed = {i.id: i.offer for i in result.instances}
+    assert placed == {in_a[0]: ranked[0], in_b[0]: ranked[1], in_b[1]: ranked[1]}
+    (error,) = result.errors
+    assert (error.kind, error.code) == (LaunchFailure.NO_CAPACITY, "InsufficientInstanceCapacity")
+    assert (error.pool, error.capacity_type) == (ranked[2].pool, CapacityType.SPOT)
+    assert "got 3 of 4" in str(error) and "us-east-1c" in str(error)
+    assert [n for n, _ in calls] == ["CreateFleet", "DescribeInstances", "CreateTags", "CreateTags"]
+    live = described(ec2, list(placed))
+    assert {i: tags_of(live[i])[POOL_TAG] for i in placed} == {i: str(o.pool) for i, o in placed.items()}
+
+
+def test_pool_set_refusals_are_charged_to_the_pools_they_concern(
+    ec2: Any, pools_launcher: Ec2Launcher
+) -> None:
+    """A whole call refused for a reason that is no pool's (permissions) counts against every
+    pool; a capacity code on the whole call, or an Errors entry naming no pool, against the first;
+    a pool's repeated error once; fewer instances than asked without a reason, NO_CAPACITY first."""
+    ranked = [offer(zone=zone) for zone in ZONES]
+    third = {"Overrides": {"InstanceType": "m5.large", "SubnetId": pools_launcher.subnets["us-east-1c"]}}
+    no_capacity = {"LaunchTemplateAndOverrides": third, "ErrorCode": "InsufficientInstanceCapacity"}
+    answers = [
+        refuse("UnauthorizedOperation", "You are not authorized to perform this operation."),
+        refuse("InsufficientInstanceCapacity"),
+        answer({"Errors": [{"ErrorCode": "MaxSpotInstanceCountExceeded"}, no_capacity, no_capacity]}),
+        answer({"FleetId": "fleet-injected", "Instances": []}),
+    ]
+
+    def next_answer(**kwargs: Any) -> Any:
+        return answers.pop(0)(**kwargs)
+
+    ec2.meta.events.register("before-call.ec2.CreateFleet", next_answer)
+
+    def outcome(result: PoolSetResult) -> list[tuple[str, LaunchFailure, str | None]]:
+        assert result.instances == ()
+        return [(str(e.pool), e.kind, e.code) for e in result.errors]
+
+    pools = [str(o.pool) for o in ranked]
+    auth = (LaunchFailure.AUTH, "UnauthorizedOperation")
+    assert outcome(launch_pools(pools_launcher, ranked, 2)) == [(p, *auth) for p in pools]
+    assert outcome(launch_pools(pools_launcher, ranked, 2)) == [
+        (pools[0], LaunchFailure.NO_CAPACITY, "InsufficientInstanceCapacity")
+    ]
+    assert outcome(launch_pools(pools_launcher, ranked, 2)) == [
+        (pools[0], LaunchFailure.SPOT_LIMIT, "MaxSpotInstanceCountExceeded"),
+        (pools[2], LaunchFailure.NO_CAPACITY, "InsufficientInstanceCapacity"),
+    ]
+    empty = launch_pools(pools_launcher, ranked, 2)
+    assert outcome(empty) == [(pools[0], LaunchFailure.NO_CAPACITY, None)]
+    assert "got 0 of 2: no reason given" in str(empty.errors[0])
+    assert answers == [] and ec2.describe_instances()["Reservations"] == []
+
+
+def test_launch_pools_refuses_what_one_fleet_call_cannot_launch() -> None:
+    """Checked before any client is used (none is given here)."""
+    template = LaunchTemplate(name="workers")
+    launcher = Ec2Launcher(launch_template=template, clients={})
+    spot = offer()
+    azure = Offer(
+        pool=Pool(cloud=Cloud.AZURE, region="eastus", zone="1", instance_type="Standard_D2s_v5"),
+        capacity_type=CapacityType.SPOT,
+        price=0.02,
+        vcpus=2,
+        memory_gib=8.0,
+    )
+    cases = [
+        ([], 1, "at least one offer"),
+        ([spot, offer(CapacityType.ON_DEMAND, zone="us-east-1c")], 1, "one capacity type"),
+        ([spot, offer(region=OTHER_REGION, zone="eu-west-1a")], 1, "one region"),
+        ([spot, azure], 1, "AWS offers"),
+        ([spot, offer(zone="us-east-1c"), offer()], 1, "each pool once"),
+        ([spot], 0, "at least one instance"),
+    ]
+    assert isinstance(launcher, PoolSetLauncher)
+    for offers, count, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            launch_pools(launcher, offers, count)
+    with pytest.raises(ConfigError, match="needs a launch template: give the Ec2Launcher launch_template="):
+        launch_pools(Ec2Launcher(image_id=AMI, clients={}), [spot], 1)
+    with pytest.raises(ConfigError, match="security groups and user data"):
+        launch_pools(Ec2Launcher(launch_template=template, user_data="#!/bin/sh", clients={}), [spot], 1)
 
 
 # --- request mode --------------------------------------------------------------------------------

@@ -20,6 +20,18 @@ or on-demand) in one of three modes (:class:`Ec2Mode`), because EC2 has three co
     :attr:`LaunchFailure.TIMEOUT`. Spot requests take no launch template, so spot launches in this
     mode need an AMI; on-demand offers use ``RunInstances``.
 
+Whatever the mode, :meth:`Ec2Launcher.launch_pools` (the optional
+:class:`~spotlake.compute.launch.base.PoolSetLauncher` protocol) launches over several ranked pools
+of one region and capacity type in ONE ``CreateFleet`` (``instant``) call, one launch-template
+override per pool, and lets EC2's allocation strategy choose where the capacity is: spot asks for
+``price-capacity-optimized`` (EC2 weighs price and spare capacity, which is what a pool set is
+for); on-demand asks for ``prioritized`` with ``Priority`` = rank (0 first), because on-demand
+prices are the same in every zone of a region, so ``lowest-price`` would only compare instance
+types and throw away the ranking the allocator made (health, scores, preferences). Each instance
+in the answer is mapped back to the offer of the pool it landed in, each entry of ``Errors`` to a
+:class:`~spotlake.compute.launch.base.LaunchError` on the pool it names. Like fleet mode, it needs
+a launch template.
+
 Provider errors are mapped here, once, to a :class:`~spotlake.compute.launch.base.LaunchError` in
 the result, never raised: API codes through :data:`~spotlake.compute.launch.base.EC2_FAILURES`
 (unknown codes are ``OTHER``), closed spot requests through :data:`SPOT_STATUS_FAILURES`, network
@@ -53,7 +65,14 @@ from typing import Any, Final
 import attrs
 
 from spotlake.clock import Clock, SystemClock, ensure_utc
-from spotlake.compute.launch.base import EC2_FAILURES, Instance, LaunchError, LaunchFailure, LaunchResult
+from spotlake.compute.launch.base import (
+    EC2_FAILURES,
+    Instance,
+    LaunchError,
+    LaunchFailure,
+    LaunchResult,
+    PoolSetResult,
+)
 from spotlake.compute.values import Cloud, Offer
 from spotlake.errors import ComputeError, ConfigError
 from spotlake.redact import scrub
@@ -100,6 +119,11 @@ _REQUEST_NOT_FOUND: Final = "InvalidSpotInstanceRequestID.NotFound"
 _TERMINATE_BATCH: Final = 100
 _MESSAGE_MAX: Final = 400
 _CLOSED_STATES: Final = frozenset({"closed", "cancelled", "failed"})
+#: Failures that belong to one pool (its capacity, its price): a whole ``CreateFleet`` call refused
+#: with one of these is charged to the first pool only, anything else to every pool of the call.
+_POOL_FAILURES: Final = frozenset(
+    {LaunchFailure.NO_CAPACITY, LaunchFailure.PRICE_TOO_LOW, LaunchFailure.TIMEOUT}
+)
 
 #: Where EC2 clients come from: a mapping region -> client, or a factory called with the region.
 ClientSource = Mapping[str, Any] | Callable[[str], Any]
@@ -163,7 +187,8 @@ class Ec2Launcher:
     goes into ``Placement.AvailabilityZone`` (EC2 then uses the default VPC's subnet there).
     ``security_group_ids``, ``key_name``, ``instance_profile`` (a name or an ARN) and ``user_data``
     (the script text, encoded here) complete it. In ``fleet`` mode security groups and user data
-    must be in the launch template: ``CreateFleet`` has no parameter for them.
+    must be in the launch template: ``CreateFleet`` has no parameter for them. The same holds for
+    :meth:`launch_pools`, which always goes through ``CreateFleet``.
 
     ``clients`` injects the EC2 clients (tests); ``regions`` lists regions :meth:`terminate`
     searches for ids it did not launch; ``poll_interval`` is the wait between two looks at open
@@ -250,6 +275,59 @@ class Ec2Launcher:
                 raise
             log.info("EC2 launch refused: %s", error)
             return LaunchResult(error=error)
+
+    def launch_pools(
+        self,
+        offers: Sequence[Offer],
+        count: int,
+        *,
+        max_price: float | None,
+        tags: Mapping[str, str],
+        timeout: timedelta,
+    ) -> PoolSetResult:
+        """Launch ``count`` instances over ``offers`` (ranked best first) in one ``CreateFleet`` call.
+
+        The offers must be AWS offers of one region and one capacity type, each pool at most once,
+        and the launcher must have a launch template (and no security groups or user data of its
+        own, which ``CreateFleet`` could not carry): anything else is a
+        :class:`~spotlake.errors.ConfigError`. The request has one override per offer, in rank
+        order (the instance type, the zone's subnet from ``subnets`` or else its
+        ``AvailabilityZone``, ``MaxPrice`` for spot when ``max_price`` is given, ``Priority`` =
+        rank for on-demand), ``count`` instances of the offers' capacity type as target, and
+        ``SingleInstanceType``/``SingleAvailabilityZone`` off; the module docstring says which
+        allocation strategy and why. ``timeout`` is not used: an instant fleet is answered at once.
+
+        Each instance carries the offer whose (instance type, zone) it landed in, read from the
+        answer's ``LaunchTemplateAndOverrides.Overrides`` (subnet -> zone through ``subnets``) or
+        the entry's own type and zone; an entry that names no unique pool is looked up with
+        ``DescribeInstances``, and one still unplaced goes to the best ranked offer that fits
+        (logged): a launched instance is never dropped. The instances are tagged at launch with
+        what is true of them all (:func:`ec2_tags` without the pool tag), then each pool's
+        instances get their ``spotlake:pool`` tag with ``CreateTags`` (a failure there is logged,
+        the launch stands); :attr:`Instance.tags` are the single-pool modes' tags for its offer.
+
+        Each ``Errors`` entry becomes a :class:`LaunchError` on the pool its override names (one
+        per pool and code; an entry naming no pool goes to the first offer), whether or not the
+        target was met, since a pool that refused is worth knowing either way. Fewer instances than
+        asked with no ``Errors`` entry is ``NO_CAPACITY`` on the first offer. A refusal of the
+        whole call is charged to every pool when its cause is not the pools' (permissions, quotas,
+        the spot limit, a bad request, the network): that is the truth for each of them. A
+        capacity, price or timeout code names no pool, so it goes to the first offer only.
+        """
+        ranked = self._pool_set(offers, count, max_price)
+        first = ranked[0]
+        try:
+            client = self._client(first.pool.region)
+            return self._fleet_over(client, ranked, count, max_price, tags)
+        except Exception as exc:
+            error = _provider_error(first, exc)
+            if error is None:
+                raise
+            log.info("EC2 fleet over %d pools refused: %s", len(ranked), error)
+            if error.kind in _POOL_FAILURES or len(ranked) == 1:
+                return PoolSetResult(errors=(error,))
+            rest = (_provider_error(o, exc) for o in ranked[1:])
+            return PoolSetResult(errors=(error, *(e for e in rest if e is not None)))
 
     def terminate(self, ids: Sequence[str]) -> None:
         """Terminate instances, region by region; ids EC2 does not know are taken as gone.
@@ -400,16 +478,21 @@ class Ec2Launcher:
 
     # --- fleet: CreateFleet (instant), partial fulfilment -----------------------------------------
 
-    def _fleet(
-        self, client: Any, offer: Offer, count: int, max_price: float | None, tags: Mapping[str, str]
-    ) -> LaunchResult:
-        assert self.launch_template is not None  # checked at construction
+    def _fleet_override(self, offer: Offer, max_price: float | None) -> dict[str, Any]:
+        """One ``CreateFleet`` launch-template override: the offer's pool and the spot price cap."""
         override = self._where_and_how(offer)
-        override.pop("SecurityGroupIds", None)  # refused at construction; never sent
+        override.pop("SecurityGroupIds", None)  # refused for CreateFleet; never sent
         if "Placement" in override:  # an override names the zone directly
             override["AvailabilityZone"] = override.pop("Placement")["AvailabilityZone"]
         if offer.spot and max_price is not None:
             override["MaxPrice"] = _price(max_price)
+        return override
+
+    def _fleet(
+        self, client: Any, offer: Offer, count: int, max_price: float | None, tags: Mapping[str, str]
+    ) -> LaunchResult:
+        assert self.launch_template is not None  # checked at construction
+        override = self._fleet_override(offer, max_price)
         target = {"TotalTargetCapacity": count, "DefaultTargetCapacityType": str(offer.capacity_type)}
         options: dict[str, Any]
         if offer.spot:
@@ -442,6 +525,159 @@ class Ec2Launcher:
         why = f"{code}: {_clean(str(errors[0].get('ErrorMessage') or ''))}" if code else "no reason given"
         error = _error(offer, kind, f"CreateFleet got {len(ids)} of {count}: {why}", code)
         return LaunchResult(instances=instances, error=error)
+
+    # --- pool sets: CreateFleet (instant) over ranked pools ----------------------------------------
+
+    def _pool_set(self, offers: Sequence[Offer], count: int, max_price: float | None) -> list[Offer]:
+        """The offers of a pool-set launch, checked (a ConfigError says what is wrong)."""
+        ranked = list(offers)
+        if not ranked:
+            raise ConfigError("a pool-set launch needs at least one offer")
+        if count < 1:
+            raise ConfigError(f"a launch asks for at least one instance, got {count}")
+        if max_price is not None and not (math.isfinite(max_price) and max_price > 0):
+            raise ConfigError(f"max_price must be a positive price per hour, got {max_price!r}")
+        for offer in ranked:
+            if offer.pool.cloud is not Cloud.AWS:
+                raise ConfigError(f"the EC2 launcher launches AWS offers, got {offer.pool}")
+        regions = sorted({o.pool.region for o in ranked})
+        if len(regions) > 1:
+            raise ConfigError(f"a pool-set launch is one CreateFleet call in one region, got {regions}")
+        kinds = sorted({str(o.capacity_type) for o in ranked})
+        if len(kinds) > 1:
+            raise ConfigError(f"a pool-set launch is of one capacity type, got {kinds}")
+        pools = [o.pool for o in ranked]
+        twice = sorted({str(p) for p in pools if pools.count(p) > 1})
+        if twice:
+            raise ConfigError(f"a pool-set launch names each pool once, got {', '.join(twice)} twice")
+        if self.launch_template is None:
+            raise ConfigError(
+                "launch_pools launches through CreateFleet, which needs a launch template: "
+                "give the Ec2Launcher launch_template=LaunchTemplate(id=... or name=...)"
+            )
+        if self.security_group_ids or self.user_data is not None:
+            raise ConfigError(
+                "launch_pools launches through CreateFleet, which takes security groups and user "
+                "data from the launch template only: put them there, not on the Ec2Launcher"
+            )
+        return ranked
+
+    def _fleet_over(
+        self,
+        client: Any,
+        ranked: Sequence[Offer],
+        count: int,
+        max_price: float | None,
+        tags: Mapping[str, str],
+    ) -> PoolSetResult:
+        assert self.launch_template is not None  # checked by _pool_set
+        first = ranked[0]
+        # Fleet tag specifications tag every instance alike: the pool tag is added per pool after.
+        common = {k: v for k, v in ec2_tags(first, tags).items() if k != POOL_TAG}
+        overrides = []
+        for rank, offer in enumerate(ranked):
+            override = self._fleet_override(offer, max_price)
+            if not offer.spot:  # the prioritized strategy reads it (price-capacity-optimized would not)
+                override["Priority"] = float(rank)
+            overrides.append(override)
+        capacity_type = str(first.capacity_type)
+        target: dict[str, Any] = {"TotalTargetCapacity": count, "DefaultTargetCapacityType": capacity_type}
+        spread = {"SingleInstanceType": False, "SingleAvailabilityZone": False}
+        options: dict[str, Any]
+        if first.spot:
+            target["SpotTargetCapacity"] = count
+            spot = {
+                "AllocationStrategy": "price-capacity-optimized",
+                "InstanceInterruptionBehavior": "terminate",
+                **spread,
+            }
+            options = {"SpotOptions": spot}
+        else:
+            target["OnDemandTargetCapacity"] = count
+            options = {"OnDemandOptions": {"AllocationStrategy": "prioritized", **spread}}
+        answer = client.create_fleet(
+            Type="instant",
+            LaunchTemplateConfigs=[
+                {"LaunchTemplateSpecification": self.launch_template.spec(), "Overrides": overrides}
+            ],
+            TargetCapacitySpecification=target,
+            TagSpecifications=[_tag_spec("instance", common), _tag_spec("fleet", common)],
+            ClientToken=_token(),
+            **options,
+        )
+        places = _Places(ranked, self.subnets)
+        landed: dict[int, list[str]] = {}
+        unplaced: list[tuple[str, list[int]]] = []
+        for entry in answer.get("Instances") or []:
+            candidates = places.of(entry)
+            for instance_id in (str(i) for i in entry.get("InstanceIds") or []):
+                if len(candidates) == 1:
+                    landed.setdefault(candidates[0], []).append(instance_id)
+                else:
+                    unplaced.append((instance_id, candidates))
+        if unplaced:
+            self._place_by_describe(client, places, unplaced, landed)
+        instances: list[Instance] = []
+        for index in sorted(landed):
+            offer, ids = ranked[index], landed[index]
+            labels = ec2_tags(offer, tags)
+            self._tag_pool(client, offer, ids)
+            instances.extend(self._instances(offer, ids, labels))
+        got, n = len(instances), len(ranked)
+        errors: dict[tuple[int, str | None], LaunchError] = {}
+        for entry in answer.get("Errors") or []:
+            candidates = places.of(entry)
+            index = candidates[0] if candidates else 0
+            code = entry.get("ErrorCode")
+            code = str(code) if code else None
+            kind = EC2_FAILURES.get(code, LaunchFailure.OTHER) if code else LaunchFailure.OTHER
+            why = (
+                f"{code}: {_clean(str(entry.get('ErrorMessage') or ''))}"
+                if code
+                else "an error without a code"
+            )
+            message = f"CreateFleet over {n} pools got {got} of {count}; this pool: {why}"
+            errors.setdefault((index, code), _error(ranked[index], kind, message, code))
+        if got < count and not errors:
+            message = f"CreateFleet over {n} pools got {got} of {count}: no reason given"
+            errors[(0, None)] = _error(first, LaunchFailure.NO_CAPACITY, message)
+        return PoolSetResult(instances=tuple(instances), errors=tuple(errors.values()))
+
+    def _place_by_describe(
+        self,
+        client: Any,
+        places: _Places,
+        unplaced: Sequence[tuple[str, list[int]]],
+        landed: dict[int, list[str]],
+    ) -> None:
+        """Place the instances the fleet's answer did not: by what ``DescribeInstances`` says of
+        them, else on the best ranked offer that could fit (never dropped: they are running)."""
+        seen: dict[str, Mapping[str, Any]] = {}
+        try:
+            answer = client.describe_instances(InstanceIds=[i for i, _ in unplaced])
+            seen = {str(i["InstanceId"]): i for r in answer.get("Reservations", []) for i in r["Instances"]}
+        except Exception as exc:
+            if not _is_provider_error(exc):
+                raise
+            log.warning("could not describe fleet instances to place them: %s", _exc_text(exc))
+        for instance_id, candidates in unplaced:
+            found = places.of(seen[instance_id]) if instance_id in seen else []
+            if len(found) != 1:
+                found = found or candidates or [0]
+                log.warning(
+                    "fleet instance %s names no single pool; placed on %s",
+                    instance_id,
+                    places.offers[found[0]].pool,
+                )
+            landed.setdefault(found[0], []).append(instance_id)
+
+    def _tag_pool(self, client: Any, offer: Offer, ids: Sequence[str]) -> None:
+        try:
+            client.create_tags(Resources=list(ids), Tags=[{"Key": POOL_TAG, "Value": str(offer.pool)}])
+        except Exception as exc:
+            if not _is_provider_error(exc):
+                raise
+            log.warning("could not tag fleet instances %s with their pool: %s", list(ids), _exc_text(exc))
 
     # --- request: RequestSpotInstances, waited for on the clock -----------------------------------
 
@@ -544,6 +780,42 @@ class Ec2Launcher:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+class _Places:
+    """Which of a pool set's offers an entry of EC2's answer (a fleet instance or error, a
+    described instance) is about, from the instance type and the zone it names."""
+
+    def __init__(self, offers: Sequence[Offer], subnets: Mapping[str, str]) -> None:
+        self.offers = offers
+        self.zone_of_subnet = {subnet: zone for zone, subnet in subnets.items()}
+
+    def of(self, entry: Mapping[str, Any]) -> list[int]:
+        """The indexes of the offers the entry may be about, best ranked first (one: it is known).
+
+        The override the entry echoes wins over the entry's own fields; a zone comes from a
+        subnet (through ``subnets``), an ``AvailabilityZone`` or a ``Placement``. A zone matches
+        an offer of that zone, else a regional offer (no zone); no zone matches any offer of the
+        type; no type, any offer."""
+        overrides = (entry.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
+        instance_type = overrides.get("InstanceType") or entry.get("InstanceType")
+        zone = self._zone(overrides) or self._zone(entry)
+        found = [
+            i
+            for i, offer in enumerate(self.offers)
+            if instance_type is None or offer.pool.instance_type == instance_type
+        ]
+        if zone is not None:
+            zonal = [i for i in found if self.offers[i].pool.zone == zone]
+            found = zonal or [i for i in found if self.offers[i].pool.zone is None]
+        return found
+
+    def _zone(self, fields: Mapping[str, Any]) -> str | None:
+        subnet = fields.get("SubnetId")
+        if subnet and subnet in self.zone_of_subnet:
+            return self.zone_of_subnet[str(subnet)]
+        zone = fields.get("AvailabilityZone") or (fields.get("Placement") or {}).get("AvailabilityZone")
+        return str(zone) if zone else None
 
 
 def _token() -> str:
