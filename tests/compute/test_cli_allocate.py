@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from ec2_support import AMI
 
 from pipeline_support import emulator, in_process_access, run_time
 from spotlake.cli import EXIT_OK, EXIT_USAGE, main
@@ -119,3 +120,22 @@ def test_launch_needs_aws_offers_and_an_image(capsys: pytest.CaptureFixture[str]
     assert code == EXIT_USAGE and "holds no AWS offers" in err
     code, _, err = run(capsys, "--offers", EXCERPT, "--count", "1", "--launch")
     assert code == EXIT_USAGE and "--image-id" in err
+
+
+def test_launch_on_ec2_prints_what_was_launched(capsys: pytest.CaptureFixture[str], ec2_mock: None) -> None:
+    import boto3
+
+    code, out, err = run(
+        capsys,
+        *("--offers", EXCERPT, "--count", "3", "--type", "m5.large", "--region", "us-east-1"),
+        *("--launch", "--image-id", AMI, "--json"),
+    )
+    assert code == EXIT_OK, err
+    report = json.loads(out)
+    assert report["complete"] and len(report["instances"]) == 3
+    assert {i["capacity_type"] for i in report["instances"]} == {"spot", "on-demand"}
+    ids = [i["id"] for i in report["instances"]]
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    live = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+    assert len(live) == 3 and all(i["ImageId"] == AMI for i in live)
+    assert sum(i.get("InstanceLifecycle") == "spot" for i in live) == 2
