@@ -8,8 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline_support import emulator, in_process_access, run_time
-from spotlake.errors import SinkError
+from spotlake.errors import ConfigError, SinkError
 from spotlake.pipeline import CycleOptions, RunReport, RunStatus, run_cycle
 from spotlake.pipeline._delivery import MAX_ATTEMPTS
 from spotlake.storage import open_store
@@ -109,3 +111,10 @@ def test_a_store_from_before_outboxes_gets_its_last_run_delivered(tmp_path: Path
     report = cycles(emu, store, [1], sink)[0]
     assert report.status is RunStatus.COMMITTED
     assert sink.got == [run_time(0), run_time(1)], "the last run before the upgrade is delivered (once)"
+
+
+def test_a_catch_up_budget_that_delivers_nothing_is_a_config_error() -> None:
+    """Before: delivery_catch_up=0 was accepted, and a backlog was then never delivered."""
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="delivery_catch_up"):
+            CycleOptions(delivery_catch_up=bad)

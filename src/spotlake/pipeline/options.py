@@ -14,6 +14,7 @@ from spotlake.clock import Clock
 from spotlake.collect.auth import AzureCredentials, BearerTokenSource, TokenProvider
 from spotlake.collect.base import AzureEndpoints
 from spotlake.collect.quota import DEFAULT_BUDGET, DEFAULT_WINDOW
+from spotlake.errors import ConfigError
 from spotlake.model import DEFAULT_PLAN_SEARCH
 from spotlake.scoring.engine import DEFAULT_MAX_AGE
 from spotlake.storage.base import MetricsSink, SnapshotStore, TimeSeriesSink
@@ -74,8 +75,16 @@ class CycleOptions:
     #: a mistyped --at or a wrong clock, before a run in the future blocks every later run.
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
     #: Owed runs delivered per sink per cycle (see spotlake.pipeline._delivery): a backlog is
-    #: worked off over several runs instead of delaying one run's collection.
-    delivery_catch_up: int = 36
+    #: worked off over several runs instead of delaying one run's collection. At least 1.
+    delivery_catch_up: int = attrs.field(default=36)
+
+    @delivery_catch_up.validator
+    def _check_catch_up(self, _attribute: object, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(
+                f"delivery_catch_up must be a whole number of runs, at least 1 (got {value!r}): with "
+                "none, a backlog of owed runs would never be delivered"
+            )
 
 
 @attrs.frozen(kw_only=True)
