@@ -18,6 +18,9 @@ from spotlake.errors import ConfigError
 from spotlake.model import DEFAULT_PLAN_SEARCH
 from spotlake.scoring.engine import DEFAULT_MAX_AGE
 from spotlake.storage.base import MetricsSink, SnapshotStore, TimeSeriesSink
+from spotlake.storage.compat import CompatWriter
+from spotlake.storage.layout import check_name
+from spotlake.storage.timestream import TimestreamSink
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
@@ -28,6 +31,7 @@ __all__ = [
     "ProgressFactory",
     "SnapshotWriter",
     "no_progress",
+    "sink_names",
 ]
 
 #: ``progress(label)`` returns a ``(done, total)`` callback for "prices", "sps" and "plan", or None.
@@ -102,9 +106,72 @@ class AzureAccess:
 
 
 class SnapshotWriter(Protocol):
-    """Anything that publishes each run's merged snapshot elsewhere (e.g. the original's S3 layout)."""
+    """Anything that publishes each run's merged snapshot elsewhere (e.g. the original's S3 layout).
+
+    What each writer is owed is tracked by its name (see :func:`sink_names`): give a writer a
+    ``name`` attribute (a string naming its target, e.g. ``"s3-my-bucket"``) when its class alone
+    does not tell it apart from the other writers.
+    """
 
     def write(self, snapshot: pd.DataFrame, *, run_at: datetime) -> object: ...
+
+
+#: The name the time-series sink had before sinks were named by their target (spotlake 0.2).
+LEGACY_TIMESERIES = "timeseries"
+
+
+def _name_of(sink: object, fallback: str) -> str:
+    explicit = getattr(sink, "name", None)
+    if explicit is not None:
+        if not isinstance(explicit, str):
+            raise ConfigError(f"the sink {sink!r} has a name attribute that is not a string: {explicit!r}")
+        return check_name("sink", explicit)
+    if isinstance(sink, TimestreamSink):
+        derived = f"timestream-{sink.database}.{sink.table}"
+    elif isinstance(sink, CompatWriter):
+        derived = f"compat-{sink.bucket}"
+    else:
+        derived = fallback
+    return check_name("sink", derived[:128])
+
+
+def sink_names(
+    timeseries: TimeSeriesSink | None, writers: Sequence[SnapshotWriter]
+) -> tuple[str | None, tuple[str, ...], dict[str, str]]:
+    """The stable names the outbox tracks the data sinks by: the time-series sink's, each
+    writer's, and the names spotlake 0.2 gave them (old name -> name) where that is unambiguous.
+
+    A sink's name is its ``name`` attribute when it has one; else its target (``timestream-{db}.
+    {table}``, ``compat-{bucket}``); else its class name in lower case (``timeseries`` for the
+    time-series sink). Never its position: reordering sinks must not hand one sink's deliveries to
+    another. Two sinks with one name are a :class:`~spotlake.errors.ConfigError`.
+    """
+    ts_name = _name_of(timeseries, LEGACY_TIMESERIES) if timeseries is not None else None
+    names = [_name_of(w, type(w).__name__.lower()) for w in writers]
+    seen: dict[str, str] = {}
+    for name, sink in zip(
+        ([ts_name] if ts_name is not None else []) + names,
+        ([timeseries] if timeseries is not None else []) + list(writers),
+        strict=True,
+    ):
+        if name in seen:
+            raise ConfigError(
+                f"two sinks are both named {name!r} ({seen[name]} and {sink!r}): what each is owed is "
+                "tracked by its name, so give each a distinct `name` attribute (e.g. its target)"
+            )
+        seen[name] = repr(sink)
+    # Before sinks had names, the time-series sink was "timeseries" and a writer its class name
+    # (plus "-2", "-3"... by position): map those to today's names where only one sink fits.
+    legacy: dict[str, str] = {}
+    if ts_name is not None and ts_name != LEGACY_TIMESERIES:
+        legacy[LEGACY_TIMESERIES] = ts_name
+    by_class: dict[str, list[str]] = {}
+    for writer, name in zip(writers, names, strict=True):
+        by_class.setdefault(type(writer).__name__.lower(), []).append(name)
+    for old, current in by_class.items():
+        if len(current) == 1 and current[0] != old:
+            legacy[old] = current[0]
+    return ts_name, tuple(names), {old: new for old, new in legacy.items() if old not in seen}
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +186,9 @@ class CycleEnv:
     extra_writers: Sequence[SnapshotWriter] = ()
     clock: Clock
     progress: ProgressFactory = no_progress
+
+    def __attrs_post_init__(self) -> None:
+        sink_names(self.timeseries, self.extra_writers)  # a ConfigError for clashing names, now
 
     def token(self) -> BearerTokenSource:
         """The bearer token source the collectors share (one token for the whole run)."""

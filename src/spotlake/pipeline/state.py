@@ -84,12 +84,15 @@ class Owed:
 
     ``run`` is the run's stage (unique per committed run, even for a minute committed again after a
     rollback); ``attempts`` counts the deliveries that failed while the sink took other runs.
+    ``failed_after``: a failed delivery not counted yet, and the newest committed run when it
+    failed; if the sink takes a later run, it was up, and the failure counts as a refusal.
     """
 
     at: datetime
     run: str
     sink: str
     attempts: int = 0
+    failed_after: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
