@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from spotlake.clock import Clock, SystemClock
+from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError, SpotlakeError
 from spotlake.storage._frames import RunFrames, Stage
 from spotlake.storage._generations import DEFAULT_KEEP_GENERATIONS, Generations
@@ -39,19 +39,27 @@ from spotlake.storage.base import (
     SweepReport,
 )
 from spotlake.storage.layout import (
+    DELIVERED_PREFIX,
     ROLLBACK_KEY,
     decode_doc,
     decode_frame,
     delivered_key,
     encode_doc,
     encode_frame,
+    stage_created,
     table_key,
     table_prefix,
 )
 
-__all__ = ["DEFAULT_KEEP_GENERATIONS", "Backend", "ObjectStore"]
+__all__ = ["DEFAULT_KEEP_GENERATIONS", "DELIVERY_MARKER_AGE", "Backend", "ObjectStore"]
 
 log = logging.getLogger(__name__)
+
+#: Delivery markers older than this are removed by the daily sweep. A marker only matters until
+#: the next committed run has read it (its outbox entry then leaves), and outboxes keep runs for
+#: a week at most; a marker removed earlier (after a pause in runs longer than this) only means
+#: that run is delivered once more, which every sink takes harmlessly.
+DELIVERY_MARKER_AGE = timedelta(days=8)
 
 
 class ObjectStore:
@@ -230,7 +238,8 @@ class ObjectStore:
 
     def sweep(self, *, older_than: timedelta, temporaries: bool = True) -> SweepReport:
         """Remove stages no kept generation names and, with ``temporaries``, temporary files older
-        than ``older_than``; and the hidden frames of rolled-back generations that are gone."""
+        than ``older_than`` and delivery markers older than :data:`DELIVERY_MARKER_AGE`; and the
+        hidden frames of rolled-back generations no generation names any more."""
         # Hidden frames are forgotten once no generation in the store names theirs: garbage
         # collection keeps a generation's manifest while a kept generation's history has it, so
         # until then a rollback may bring them back.
@@ -239,9 +248,22 @@ class ObjectStore:
         for version in hidden:
             if version not in named:
                 self._frames.forget_hidden(version)
+        if temporaries:  # a walk of the markers too: once a day is enough
+            self._forget_markers()
         return self._frames.sweep(
             older_than=older_than, keep=self._state.kept_publications(), temporaries=temporaries
         )
+
+    def _forget_markers(self) -> None:
+        cutoff = ensure_utc(self._clock.now()) - DELIVERY_MARKER_AGE
+        doomed = []
+        for key in self._backend.list_tree(DELIVERED_PREFIX):
+            created = stage_created(key[len(DELIVERED_PREFIX) :].split("/", 1)[0])
+            if created is not None and created < cutoff:
+                doomed.append(key)
+        if doomed:
+            self._backend.delete(doomed)
+            log.info("%s: removed %d delivery marker(s) older than %s", self.url, len(doomed), cutoff)
 
     # --- frames --------------------------------------------------------------------------------
 
