@@ -16,9 +16,11 @@ from spotlake.model import SNAPSHOT_SCHEMA, empty_frame
 from spotlake.storage import LocalStore, ObjectStore
 from spotlake.storage.layout import CURRENT_KEY, ROLLBACK_KEY, ROLLED_BACK_PREFIX
 from spotlake.storage.local import LocalBackend
+from spotlake.storage.s3 import S3Store
 from spotlake.testing.backends import FaultyBackend
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+BUCKET = "spotlake-test-bucket"  # the s3_client fixture's (tests/storage/conftest.py)
 
 
 def minute(i: int) -> datetime:
@@ -58,13 +60,19 @@ def hidden_generations(store: ObjectStore) -> list[str]:
     return sorted(c.rstrip("/") for c in store.backend.children(ROLLED_BACK_PREFIX))
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_undoing_a_rollback_after_garbage_collection_brings_back_every_run_of_its_history(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, where: str
 ) -> None:
     """Before: collecting the generation of run 8 cut the history of run 10's state short, so the
     undo hid run 7 (a shared ancestor) and the sweep had deleted run 8's hidden frames for good."""
     clock = FakeClock(T0)
-    store = LocalStore(tmp_path, clock=clock, fsync=False)  # keeps 5 generations
+    store: ObjectStore  # keeps 5 generations
+    if where == "s3":
+        client = request.getfixturevalue("s3_client")
+        store = S3Store(BUCKET, "lake", client=client, clock=clock, poll_seconds=5)
+    else:
+        store = LocalStore(tmp_path, clock=clock, fsync=False)
     runs = Runs(store, clock)
     for i in range(1, 11):
         runs.commit(i)
