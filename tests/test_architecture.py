@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "scoring": FOUNDATION | {"serde"},
     "storage": FOUNDATION | {"retry"},
     "pipeline": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
-    "compute": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
+    "compute": FOUNDATION | {"serde", "retry", "storage", "notify", "redact"},
     "cli": FOUNDATION
     | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"}
     | {"compute"},
