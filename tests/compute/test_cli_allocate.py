@@ -139,3 +139,18 @@ def test_launch_on_ec2_prints_what_was_launched(capsys: pytest.CaptureFixture[st
     live = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
     assert len(live) == 3 and all(i["ImageId"] == AMI for i in live)
     assert sum(i.get("InstanceLifecycle") == "spot" for i in live) == 2
+
+
+def test_launch_of_a_request_that_cannot_be_served_launches_nothing(
+    capsys: pytest.CaptureFixture[str], ec2_mock: None
+) -> None:
+    import boto3
+
+    code, out, _ = run(
+        capsys,
+        *("--offers", EXCERPT, "--count", "3", "--type", "m5.large", "--max-price", "0.001"),
+        *("--launch", "--image-id", AMI),
+    )
+    assert code == EXIT_USAGE and "cannot serve the request" in out
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    assert ec2.describe_instances()["Reservations"] == []

@@ -97,7 +97,7 @@ def test_a_half_open_breaker_plans_one_probe_and_an_open_one_no_spot() -> None:
         health.record_failure(spot(f"us-east-1{zone}").pool, CapacityType.SPOT, LaunchFailure.NO_CAPACITY)
     d = decide(market(), CapacityRequest(count=10), now=c.now(), health=health)
     assert {s.role for s in d.steps} == {Role.ON_DEMAND}
-    assert "spot breaker open" in d.dropped().most_common(1)[0][0]
+    assert d.dropped().most_common(1)[0][0] == "blocked: the spot breaker is open"
     c.advance(health.limits.breaker_open_for.total_seconds())
     d = decide(market(), CapacityRequest(count=10), now=c.now(), health=health)
     assert d.steps[0].role is Role.PROBE and d.steps[0].count == 1

@@ -36,6 +36,16 @@ def test_each_failure_blocks_the_scope_it_proves_for_its_ttl() -> None:
     assert h.blocked(pool("us-west-2a"), OD) is not None and h.blocked(pool("us-west-2a"), SPOT) is not None
 
 
+def test_a_price_too_low_blocks_nothing_and_on_demand_has_no_breaker() -> None:
+    c = clock()
+    h = HealthRegistry(clock=c)
+    for _ in range(5):
+        assert h.record_failure(pool(), SPOT, LaunchFailure.PRICE_TOO_LOW) is None
+        h.record_failure(pool(), OD, LaunchFailure.NO_CAPACITY)
+    assert h.blocked(pool(), SPOT) is None and h.breaker(SPOT) is BreakerState.CLOSED
+    assert h.breaker(OD) is BreakerState.CLOSED and h.blocked(pool(), OD) is not None
+
+
 def test_breaker_opens_after_three_consecutive_failures_and_a_success_resets() -> None:
     c = clock()
     h = HealthRegistry(clock=c)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import attrs
 import boto3
 import httpx
 import pytest
@@ -397,3 +398,29 @@ def test_revert_moves_back_to_spot_one_instance_per_cooldown_never_below_the_bas
 def _no_real_sleep(clock: FakeClock) -> Iterator[None]:
     yield
     assert all(s <= 30 for s in clock.slept)  # spot-request polling only, on the fake clock
+
+
+def test_zone_ids_from_the_newer_catalog_launch_in_the_zone_they_name(ec2: Any, clock: FakeClock) -> None:
+    by_id = {z["ZoneId"]: z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    zone_id = sorted(by_id)[0]
+    offer = Offer(
+        pool=Pool(cloud=Cloud.AWS, region=REGION, zone=zone_id, instance_type="m5.large"),
+        capacity_type=SPOT,
+        price=0.03,
+        vcpus=2,
+        memory_gib=8,
+        observed_at=clock.now(),
+    )
+    a = allocator(ec2, clock, mix=SPOT_FIRST).allocate([offer], CapacityRequest(count=2))
+    assert a.complete and not a.fallbacks
+    zones = {i["Placement"]["AvailabilityZone"] for i in live(ec2, [i.id for i in a.instances]).values()}
+    assert zones == {by_id[zone_id]}
+
+
+def test_multi_pool_policies_fall_back_to_one_pool_per_launch_without_a_launch_template(
+    ec2: Any, clock: FakeClock, weather: Weather
+) -> None:
+    alloc = allocator(ec2, clock)
+    alloc.policy = attrs.evolve(alloc.policy, pools_per_launch=3)
+    a = alloc.allocate(market(clock), CapacityRequest(count=10))
+    assert a.complete and a.units(SPOT) == 7  # RunInstances per pool, no CreateFleet that would refuse

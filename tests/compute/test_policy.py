@@ -113,7 +113,7 @@ def test_healthy_drops_blocked_scopes_and_open_breakers() -> None:
         market(), breakers={CapacityType.SPOT: BreakerState.OPEN, CapacityType.ON_DEMAND: BreakerState.CLOSED}
     )
     assert all(k.endswith("on-demand") for k in kept(Healthy(), c))
-    assert "spot breaker open" in Healthy().reason(c, np.ones(5, dtype=bool))
+    assert Healthy().reason(c, np.ones(5, dtype=bool)) == "blocked: the spot breaker is open"
     half = ctx(market(), breakers={CapacityType.SPOT: BreakerState.HALF_OPEN})
     assert len(kept(Healthy(), half)) == 5  # half-open lets a probe through
 

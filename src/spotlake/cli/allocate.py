@@ -12,7 +12,8 @@
 A dry run by default: the plan, the best candidates of each capacity type with the reason for
 each, and how many offers each filter dropped. ``--launch`` carries the plan out on EC2 with the
 caller's AWS credentials (AWS offers only). Exit 2 when the request cannot be served (nothing
-fits, every offer above the max price, an unknown preset), with the reason.
+fits, every offer above the max price, an unknown preset), with the reason, and nothing is
+launched; exit 1 when a launch got less than the plan (fallbacks ran out).
 """
 
 from __future__ import annotations
@@ -107,10 +108,12 @@ def _launch(args: argparse.Namespace, offers: OfferSet, request: Any, policy: An
         subnets=subnets,
     )
     allocator = Allocator(launcher, clock=SystemClock(), policy=policy)
-    allocation = allocator.allocate(aws, request)
-    report = decision_report(
-        allocation.decision, source=offers.source, warnings=offers.warnings, limit=args.limit
-    )
+    decision = allocator.decide(aws, request)
+    report = decision_report(decision, source=offers.source, warnings=offers.warnings, limit=args.limit)
+    if not report.ok:  # nothing is launched for a request that cannot be served whole
+        _emit(args, report, _decision_text(report))
+        return EXIT_USAGE
+    allocation = allocator.carry_out(decision)
     _emit(
         args, allocation_summary(allocation), _decision_text(report) + "\n\n" + _allocation_text(allocation)
     )
@@ -131,6 +134,7 @@ def allocation_summary(allocation: Allocation) -> dict[str, Any]:
     return {
         "id": allocation.id,
         "complete": allocation.complete,
+        "problem": allocation.decision.problem(),
         "unfilled": allocation.unfilled,
         "spot_share": allocation.spot_share,
         "hourly_cost": allocation.hourly_cost,

@@ -21,8 +21,8 @@ spot is left out this time.
 
 from __future__ import annotations
 
-import itertools
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
@@ -38,8 +38,9 @@ from spotlake.compute.launch.base import Instance, Launcher, LaunchError, Launch
 from spotlake.compute.policy.fallback import FallbackAction
 from spotlake.compute.policy.presets import Policy, cost_optimized
 from spotlake.compute.values import CapacityRequest, CapacityType, Offer, PlacementScore, Pool
+from spotlake.errors import ComputeError
 
-__all__ = ["TAG_PREFIX", "Allocation", "Allocator", "FallbackEvent", "Placement"]
+__all__ = ["TAG_PREFIX", "Allocation", "AllocationError", "Allocator", "FallbackEvent", "Placement"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,16 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "spotlake:"
 #: EC2 allows 256 characters in a tag value.
 _TAG_VALUE_MAX = 256
+
+
+class AllocationError(ComputeError):
+    """An allocation that broke part-way; what it had launched was terminated (``launched``)
+    unless the termination failed too (``still_running``: look after these by hand)."""
+
+    def __init__(self, message: str, *, launched: tuple[str, ...], still_running: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.launched = launched
+        self.still_running = still_running
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +151,6 @@ class Allocator:
         self.health = health or HealthRegistry(clock=clock)
         self._clock = clock
         self._tags = dict(tags or {})
-        self._ids = itertools.count(1)
 
     def decide(
         self, offers: OfferBook | Iterable[Offer], request: CapacityRequest, policy: Policy | None = None
@@ -163,13 +173,49 @@ class Allocator:
         back to spot must not end on on-demand again).
         """
         decision = self.decide(offers, request, policy)
-        return _Run(self, decision, job=job, on_demand_fallback=on_demand_fallback).carry_out()
+        return self.carry_out(decision, job=job, on_demand_fallback=on_demand_fallback)
+
+    def carry_out(
+        self, decision: Decision, *, job: str | None = None, on_demand_fallback: bool = True
+    ) -> Allocation:
+        """Launch what a decision (from :meth:`decide`, just now) plans, falling back along it.
+
+        If anything raises part-way (a launcher bug, a broken client), the instances already
+        launched are terminated before the :class:`AllocationError` says so: an allocation
+        never leaves capacity running that its caller does not know of.
+        """
+        run = _Run(self, decision, job=job, on_demand_fallback=on_demand_fallback)
+        try:
+            return run.carry_out()
+        except Exception as exc:
+            launched = [p.instance.id for p in run.placements]
+            kept: list[str] = []
+            if launched:
+                try:
+                    self.launcher.terminate(launched)
+                except Exception:  # reported below: these may still run
+                    kept = launched
+            raise AllocationError(
+                f"allocation {run.id} failed part-way ({type(exc).__name__}: {exc}); "
+                + (
+                    f"the {len(launched)} instance(s) it had launched were terminated"
+                    if launched and not kept
+                    else f"these instances may still run: {', '.join(kept)}"
+                    if kept
+                    else "nothing had been launched"
+                ),
+                launched=tuple(launched),
+                still_running=tuple(kept),
+            ) from exc
+        finally:
+            run.release_probe()
 
     def now(self) -> datetime:
         return ensure_utc(self._clock.now())
 
     def next_id(self) -> str:
-        return f"alloc-{ensure_utc(self._clock.now()):%Y%m%dT%H%M%S}-{next(self._ids)}"
+        # Time for reading, random for uniqueness across processes (two CLI runs in one second).
+        return f"alloc-{ensure_utc(self._clock.now()):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
     def tags(self, extra: Mapping[str, str]) -> dict[str, str]:
         merged = {**self._tags, **extra}
@@ -193,6 +239,13 @@ class _Run:
         self.fallbacks: list[FallbackEvent] = []
         self.notes: list[str] = []
         self.weight = decision.book.weight(decision.request.unit)
+        #: A half-open breaker's probe taken for this allocation and not launched yet.
+        self.probe_taken = False
+
+    def release_probe(self) -> None:
+        if self.probe_taken:
+            self.a.health.release_probe(CapacityType.SPOT)
+            self.probe_taken = False
 
     def carry_out(self) -> Allocation:
         d = self.d
@@ -200,11 +253,13 @@ class _Run:
         spot_units = d.split.spot
         if spot_units > EPS:
             moved = self._spot(spot_units)
-        requested_on_demand = d.split.on_demand
+        # Units the plan itself put on on-demand (no spot instance fits them whole) were asked as
+        # on-demand; only what failed on spot beyond that fell back.
+        requested_on_demand = d.split.on_demand + min(d.rounded_to_on_demand, moved)
         if self.on_demand_fallback:
-            left = self._on_demand(requested_on_demand + moved, requested_on_demand)
+            left = self._on_demand(d.split.on_demand + moved, requested_on_demand)
         else:
-            left = self._on_demand(requested_on_demand, requested_on_demand) + moved
+            left = self._on_demand(d.split.on_demand, d.split.on_demand) + moved
         if left > EPS:
             log.warning(
                 "allocation %s: %g of %g %s could not be launched",
@@ -244,9 +299,6 @@ class _Run:
             self.notes.append(f"spot breaker open: {units:g} spot {d.request.unit} go to on-demand")
             return units
         probe = state is BreakerState.HALF_OPEN
-        if probe and not health.take_probe(CapacityType.SPOT):
-            self.notes.append("spot breaker half-open and its probe is out: spot left out this time")
-            return units
         fill = Fill(
             d.spot_order,
             self.weight,
@@ -259,22 +311,31 @@ class _Run:
         failures = 0
         while (p := fill.next()) is not None:
             offer = d.book.offers[p.index]
-            if health.blocked(offer.pool, CapacityType.SPOT) is not None:
-                continue  # blocked by a failure earlier in this allocation
+            if not self._usable(offer, CapacityType.SPOT):
+                continue  # blocked by a failure earlier in this allocation (or above the max price)
+            if p.probe:
+                if not health.take_probe(CapacityType.SPOT):
+                    self.notes.append("spot breaker half-open and its probe is out: spot left out this time")
+                    break
+                self.probe_taken = True
             group = [] if p.probe else self._pool_set(p.rank, p.index)
+            before = len(self.fallbacks)
             if len(group) > 1:
                 fill.skip(i for _, i in group)
-                before = len(self.fallbacks)
                 got = self._launch_set([(r, d.book.offers[i]) for r, i in group], p.count)
-                failures += len(self.fallbacks) - before - 1
             else:
                 role = "probe" if p.probe else "spot"
                 got = self._launch(offer, p.count, p.rank, CapacityType.SPOT, role=role)
+            if p.probe:  # its outcome is recorded (a price too low records none: give it back)
+                health.release_probe(CapacityType.SPOT)
+                self.probe_taken = False
             fill.took(got * p.weight)
-            if got == p.count:
+            failures += len(self.fallbacks) - before
+            if got == p.count or len(self.fallbacks) == before:
                 continue
-            failures += 1
             action = policy.fallback.after(self.fallbacks[-1].failure, CapacityType.SPOT, failures)
+            if action is FallbackAction.ON_DEMAND and not self.on_demand_fallback:
+                action = FallbackAction.GIVE_UP  # this run has no on-demand to go to
             self.fallbacks[-1] = attrs.evolve(self.fallbacks[-1], action=action)
             if (
                 action is not FallbackAction.NEXT_POOL
@@ -283,8 +344,17 @@ class _Run:
                 break
         last = self.fallbacks[-1] if self.fallbacks else None
         if fill.remaining > EPS and last is not None and last.action is FallbackAction.NEXT_POOL:
-            self.fallbacks[-1] = attrs.evolve(last, action=FallbackAction.ON_DEMAND)  # no spot pool left
+            # no spot pool left: the units go on-demand, or nowhere when this run has no fallback
+            final = FallbackAction.ON_DEMAND if self.on_demand_fallback else FallbackAction.GIVE_UP
+            self.fallbacks[-1] = attrs.evolve(last, action=final)
         return fill.remaining
+
+    def _usable(self, offer: Offer, capacity_type: CapacityType) -> bool:
+        """Not blocked now, and within the request's max price whatever the policy's filters say."""
+        cap = self.d.request.max_price
+        if cap is not None and offer.price > cap:
+            return False
+        return self.a.health.blocked(offer.pool, capacity_type) is None
 
     def _pool_set(self, rank: int, index: int) -> list[tuple[int, int]]:
         """The pools (rank, book index) one spot launch may offer the cloud, starting with the
@@ -293,9 +363,10 @@ class _Run:
         the policy caps pools itself."""
         d, k = self.d, self.d.policy.pools_per_launch
         offer = d.book.offers[index]
+        launcher = self.a.launcher
         if (
             k <= 1
-            or not isinstance(self.a.launcher, PoolSetLauncher)
+            or not (isinstance(launcher, PoolSetLauncher) and launcher.can_launch_pools())
             or d.policy.spread > 1
             or d.policy.max_count(d.request) is not None
         ):
@@ -310,7 +381,7 @@ class _Run:
                 other.pool.region == offer.pool.region
                 and other.pool.cloud is offer.pool.cloud
                 and other.weight(d.request.unit) == weight
-                and self.a.health.blocked(other.pool, CapacityType.SPOT) is None
+                and self._usable(other, CapacityType.SPOT)
             ):
                 group.append((r, i))
         return group
@@ -318,14 +389,14 @@ class _Run:
     def _on_demand(self, units: float, requested: float) -> float:
         """Launch the on-demand part (``requested`` of it was asked as on-demand, the rest fell
         back from spot); return the units nothing could launch."""
-        d, health, policy = self.d, self.a.health, self.d.policy
+        d, policy = self.d, self.d.policy
         if self.fallbacks and self.fallbacks[-1].action is FallbackAction.GIVE_UP:
             return units
         fill = Fill(d.on_demand_order, self.weight, units, spot=False, max_count=policy.max_count(d.request))
         failures = 0
         while (p := fill.next()) is not None:
             offer = d.book.offers[p.index]
-            if health.blocked(offer.pool, CapacityType.ON_DEMAND) is not None:
+            if not self._usable(offer, CapacityType.ON_DEMAND):
                 continue
             got = self._launch(
                 offer, p.count, p.rank, CapacityType.ON_DEMAND, role="on-demand", requested=requested
@@ -488,13 +559,14 @@ class _Run:
 
     def _refused(self, error: LaunchError, pool: Pool, capacity_type: CapacityType, units: float) -> None:
         block = self.a.health.record_failure(pool, capacity_type, error.kind, error.code or "")
+        remembered = "" if block is None else f"; {block.scope} blocked until {block.until:%H:%M:%S}"
         self.fallbacks.append(
             FallbackEvent(
                 at=self.a.now(),
                 pool=pool,
                 capacity_type=capacity_type,
                 failure=error.kind,
-                detail=f"{error}; {block.scope} blocked until {block.until:%H:%M:%S}",
+                detail=f"{error}{remembered}",
                 units=units,
                 action=FallbackAction.NEXT_POOL,
             )

@@ -96,6 +96,9 @@ class Decision:
     shortfall: float
     #: Spot units the plan moved to on-demand because no spot pool could take them.
     moved_to_on_demand: float
+    #: The part of those the kept spot pools could not take in whole instances (or within their
+    #: caps): the plan's own choice, not a fallback from failing spot.
+    rounded_to_on_demand: float
     warnings: tuple[str, ...]
     book: OfferBook
     #: Indices into ``book`` of the kept offers, best first.
@@ -225,9 +228,16 @@ def decide(
         mask = f(ctx)
         newly = keep & ~mask
         if newly.any():
-            dropped_by[newly] = len(reasons)
-            reasons.append(f.reason(ctx, newly))
+            for group, why in f.reasons(ctx, newly):
+                dropped_by[group] = len(reasons)
+                reasons.append(why)
         keep &= mask
+    if split.spot <= EPS:  # the spot candidates would never be tried: say so rather than list them
+        unused = keep & book.spot
+        if unused.any():
+            dropped_by[unused] = len(reasons)
+            reasons.append(f"not used: the {request.task_class} mix ({mix}) has no spot part here")
+            keep &= ~unused
 
     spot_order = policy.spot_ranker.order(ctx, keep & book.spot)
     on_demand_order = policy.on_demand_ranker.order(ctx, keep & ~book.spot)
@@ -254,6 +264,7 @@ def decide(
         )
         spot.took(p.count * p.weight)
     moved = spot.remaining
+    spot_usable = bool(len(spot_order)) and breakers[CapacityType.SPOT] is not BreakerState.OPEN
     if split.spot > EPS and moved > EPS and len(on_demand_order):
         why = (
             "the spot breaker is open"
@@ -293,6 +304,7 @@ def decide(
         steps=tuple(steps),
         shortfall=shortfall,
         moved_to_on_demand=moved,
+        rounded_to_on_demand=moved if spot_usable else 0.0,
         warnings=tuple(warnings),
         book=book,
         spot_order=spot_order,

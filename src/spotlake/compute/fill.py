@@ -8,7 +8,8 @@ One algorithm for the plan (:func:`spotlake.compute.decide.decide`) and for carr
 * on-demand covers its share: ``ceil(share / weight)``, so its last instance may overshoot;
 * a pool's share is capped by ``cap_units`` (spreading across pools) and ``max_count``
   (instances per pool), but a spot instance that fits what is left is never refused for the cap;
-* with ``probe`` the first proposal is a single instance (a half-open breaker's probe).
+* with ``probe`` the proposals are single instances until one is launched (a half-open
+  breaker's probe: a proposal the caller skips, e.g. a pool blocked meanwhile, is no probe).
 
 The caller reports what each proposal really got with :meth:`Fill.took`; a failed launch took
 nothing and the walk goes on to the next pool.
@@ -98,13 +99,13 @@ class Fill:
                 max_count=1 if self._probe else self._max_count,
             )
             if count:
-                probe, self._probe = self._probe, False
-                return Proposal(rank=rank, index=index, count=count, weight=weight, probe=probe)
+                return Proposal(rank=rank, index=index, count=count, weight=weight, probe=self._probe)
         return None
 
     def took(self, units: float) -> None:
-        """What the last proposal really got, in units."""
+        """What the last proposal really got, in units (it was launched: a probe is done)."""
         self.left -= units
+        self._probe = False
 
     @property
     def remaining(self) -> float:

@@ -7,9 +7,11 @@ drops the offers in it, so the next decision goes elsewhere by itself.
 * A failure blocks the narrowest scope it proves: no capacity or a too-low price blocks the pool
   (capacity type, instance type, zone); the account's spot limit or a quota blocks the capacity
   type in the region; an authorisation failure blocks the cloud.
-* A **breaker per capacity type** counts consecutive failures: after ``breaker_failures`` (3) it
-  opens and the type is not used; after ``breaker_open_for`` it is half-open and lets exactly one
-  probe through; the probe's success closes it, its failure opens it again.
+* The **spot breaker** counts consecutive spot failures: after ``breaker_failures`` (3) it opens
+  and spot is not used; after ``breaker_open_for`` it is half-open and lets exactly one probe
+  through; the probe's success closes it, its failure opens it again. (On-demand failures block
+  their scope only: an on-demand breaker would leave critical work with nothing at all.)
+* A price too low is about the request's bid, not the pool: it blocks nothing.
 * Early interruptions (a spot instance taken back within ``early_interruption`` of its launch)
   block a pool for spot after ``early_per_pool`` of them, and open the spot breaker after
   ``early_overall`` across pools: capacity that keeps being taken back is not capacity.
@@ -59,6 +61,9 @@ class HealthLimits:
     breaker_failures: int = 3
     #: How long an open breaker keeps the type out before one probe is let through.
     breaker_open_for: timedelta = timedelta(minutes=10)
+    #: A probe that has not reported back after this long is taken as lost and another is let
+    #: through: longer than a spot request may wait (5 minutes) plus the launch itself.
+    probe_lease: timedelta = timedelta(minutes=15)
     #: An interruption this soon after launch says the pool is not really available.
     early_interruption: timedelta = timedelta(minutes=10)
     #: Early interruptions counted within this window...
@@ -112,7 +117,8 @@ class BreakerRecord:
 
     failures: int = 0
     opened_at: datetime | None = None
-    probing: bool = False
+    #: When the half-open probe was let through (``None``: no probe out).
+    probe_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -175,11 +181,14 @@ class HealthRegistry:
 
     def record_failure(
         self, pool: Pool, capacity_type: CapacityType, kind: LaunchFailure, detail: str = ""
-    ) -> Block:
-        """A launch in ``pool`` failed: block the scope the failure proves, count it on the breaker."""
+    ) -> Block | None:
+        """A launch in ``pool`` failed: block the scope the failure proves and, for spot, count it
+        on the breaker. A price too low proves nothing about capacity (another request may offer
+        more), so it blocks nothing and returns ``None``."""
+        if kind is LaunchFailure.PRICE_TOO_LOW:
+            return None
         ttl = {
             LaunchFailure.NO_CAPACITY: self.limits.capacity_ttl,
-            LaunchFailure.PRICE_TOO_LOW: self.limits.capacity_ttl,
             LaunchFailure.TIMEOUT: self.limits.capacity_ttl,
             LaunchFailure.SPOT_LIMIT: self.limits.spot_limit_ttl,
             LaunchFailure.QUOTA: self.limits.quota_ttl,
@@ -194,11 +203,12 @@ class HealthRegistry:
                 reason=f"{kind}{': ' + detail if detail else ''} at {now:%H:%M:%S}",
             )
             self._blocks.append(block)
-            self._count_failure(capacity_type, now)
+            if capacity_type is CapacityType.SPOT:
+                self._count_failure(capacity_type, now)
             return block
 
     def record_success(self, pool: Pool, capacity_type: CapacityType) -> None:
-        """A launch worked: the breaker of its capacity type closes."""
+        """A launch worked: the breaker of its capacity type closes (a probe's success too)."""
         with self._lock:
             self._breakers[capacity_type] = BreakerRecord()
 
@@ -255,15 +265,26 @@ class HealthRegistry:
             return BreakerState.HALF_OPEN
 
     def take_probe(self, capacity_type: CapacityType) -> bool:
-        """In the half-open state, let one launch through (``True`` once, until its outcome is known)."""
+        """In the half-open state, let one launch through: ``True`` once, until its outcome is
+        recorded, :meth:`release_probe` gives it back, or its lease ends (a lost probe)."""
         with self._lock:
             record = self._breakers.get(capacity_type)
             if record is None or record.opened_at is None:
                 return True
-            if self._now() - record.opened_at < self.limits.breaker_open_for or record.probing:
+            now = self._now()
+            if now - record.opened_at < self.limits.breaker_open_for:
                 return False
-            self._breakers[capacity_type] = attrs.evolve(record, probing=True)
+            if record.probe_at is not None and now - record.probe_at < self.limits.probe_lease:
+                return False
+            self._breakers[capacity_type] = attrs.evolve(record, probe_at=now)
             return True
+
+    def release_probe(self, capacity_type: CapacityType) -> None:
+        """A probe taken but never launched (nothing to launch, or the launch call itself broke)."""
+        with self._lock:
+            record = self._breakers.get(capacity_type)
+            if record is not None and record.probe_at is not None:
+                self._breakers[capacity_type] = attrs.evolve(record, probe_at=None)
 
     def next_change(self) -> datetime | None:
         """When the registry will next let more through by itself: the earliest end of a block
@@ -274,14 +295,17 @@ class HealthRegistry:
             times = [b.until for b in self._blocks]
             times += [
                 r.opened_at + self.limits.breaker_open_for
+                if r.probe_at is None
+                else r.probe_at + self.limits.probe_lease
                 for r in self._breakers.values()
-                if r.opened_at is not None and not r.probing
+                if r.opened_at is not None
             ]
             return min(times, default=None)
 
     def revert_allowed(self) -> bool:
-        """Whether the cooldown since the last move back to spot has passed and spot is healthy."""
-        if self.breaker(CapacityType.SPOT) is not BreakerState.CLOSED:
+        """Whether the cooldown since the last move back to spot has passed and spot is not known
+        bad (a half-open breaker allows it: the move's launch is then the probe)."""
+        if self.breaker(CapacityType.SPOT) is BreakerState.OPEN:
             return False
         with self._lock:
             now = self._now()
@@ -301,7 +325,8 @@ class HealthRegistry:
 
     def _count_failure(self, capacity_type: CapacityType, now: datetime) -> None:
         record = self._breakers.get(capacity_type, BreakerRecord())
-        if record.probing:  # the half-open probe failed: open again for a full period
+        half_open = record.opened_at is not None and now - record.opened_at >= self.limits.breaker_open_for
+        if record.probe_at is not None or half_open:  # failed while half-open: open again, a full period
             self._breakers[capacity_type] = BreakerRecord(failures=record.failures + 1, opened_at=now)
             return
         failures = record.failures + 1

@@ -29,6 +29,7 @@ with an event source) from the service's loop.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import logging
 import threading
@@ -99,7 +100,7 @@ class Job:
     request: CapacityRequest
     state: JobState = JobState.PENDING
     placements: list[Placement] = attrs.field(factory=list)
-    #: Runs so far (a hang or a restart after rescheduling starts another).
+    #: Runs so far: the first, and one more each time a hang reschedules it.
     attempts: int = 0
     #: Interruptions survived.
     restarts: int = 0
@@ -111,6 +112,10 @@ class Job:
     alerted: bool = False
     #: When to retry a waiting job next (``None``: at the next tick).
     retry_at: datetime | None = None
+    #: Moved to on-demand on purpose (:meth:`JobManager.fallback`): revert leaves it there.
+    pinned_on_demand: bool = False
+    #: When a running job lost capacity and started waiting (its runtime is paused meanwhile).
+    paused_at: datetime | None = None
 
     @property
     def units(self) -> float:
@@ -156,6 +161,8 @@ class JobManager:
             raise ConfigError(
                 f"hang_factor must be above 1 (a multiple of the usual runtime), got {hang_factor}"
             )
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         self.allocator = allocator
         self.offers = offers
         self.ledger = ledger or CostLedger(clock=clock)
@@ -165,7 +172,7 @@ class JobManager:
         self._restart = restart
         self.hang_factor = hang_factor
         self.max_attempts = max_attempts
-        self._reverter = Reverter(allocator) if revert else None
+        self._reverter = Reverter(allocator, ledger=self.ledger) if revert else None
         self._jobs: dict[str, Job] = {}
         self._by_instance: dict[str, str] = {}
         self._ids = itertools.count(1)
@@ -181,10 +188,11 @@ class JobManager:
                 name=name or request.name,
                 request=request,
                 submitted_at=self._now(),
+                attempts=1,
             )
             self._jobs[job.id] = job
             self._move(job, JobState.PENDING, "submitted")
-            self._place(job)
+            self._fill(job)
             return job
 
     def get(self, job_id: str) -> Job:
@@ -209,63 +217,88 @@ class JobManager:
 
     def allocate(self, request: CapacityRequest, *, policy: Policy | None = None) -> Allocation:
         """Capacity without a job (the seed's ``resources/allocate``): spot first with fallback,
-        recorded in the ledger; the caller terminates it through the allocator's launcher."""
+        recorded in the ledger; give it back with :meth:`release`."""
         with self._lock:
-            offers = self._offers()
-            allocation = self.allocator.allocate(offers, request, policy=policy)
+            allocation = self.allocator.allocate(self._offers(), request, policy=policy)
             self.ledger.record(allocation)
             return allocation
 
     def request_spot(self, request: CapacityRequest) -> Allocation:
         """Spot only, no fallback (the seed's ``resources/spot/request``): what spot could not
-        give stays unfilled in the allocation."""
+        give stays unfilled in the allocation (critical work gets nothing: it is never spot)."""
         with self._lock:
-            spot_only = self.allocator.policy.with_mix(SPOT_FIRST)
+            spot_only = self.allocator.policy.only(SPOT_FIRST)
             allocation = self.allocator.allocate(
                 self._offers(), request, policy=spot_only, on_demand_fallback=False
             )
             self.ledger.record(allocation)
             return allocation
 
+    def release(self, allocation: Allocation, reason: EndReason = EndReason.COMPLETED) -> None:
+        """Terminate what :meth:`allocate` or :meth:`request_spot` launched and close its ledger entries."""
+        with self._lock:
+            ids = [i.id for i in allocation.instances]
+            if ids:
+                self.allocator.launcher.terminate(ids)
+            for instance_id in ids:
+                self.ledger.record_end(instance_id, reason)
+
     def fallback(self, job_id: str, reason: str = "moved to on-demand by the caller") -> Job:
         """Move a running job's spot instances to on-demand now (the seed's ``resources/fallback``):
         each is replaced on-demand first, then terminated (make before break); one that finds no
-        on-demand capacity stays on spot."""
+        on-demand capacity stays on spot. The job stays on-demand (revert leaves it alone)."""
         with self._lock:
             job = self.get(job_id)
             if job.state is not JobState.RUNNING:
                 raise ConfigError(f"job {job_id} is {job.state}; only a running job's capacity can move")
-            on_demand = self.allocator.policy.with_mix(ON_DEMAND_ONLY)
+            on_demand = self.allocator.policy.only(ON_DEMAND_ONLY)
             moved = 0
             for old in [p for p in job.placements if p.instance.capacity_type is CapacityType.SPOT]:
-                request = job.request.with_amount(old.units)
-                got = self.allocator.allocate(self._offers(), request, policy=on_demand, job=job.id)
-                if not got.complete:
-                    if got.instances:
-                        self.allocator.launcher.terminate([i.id for i in got.instances])
-                    continue
+                got = self.allocator.allocate(
+                    self._offers(), job.request.with_amount(old.units), policy=on_demand, job=job.id
+                )
+                # The units were asked as spot: the replacement is a fallback, in the ledger too.
+                got = attrs.evolve(
+                    got,
+                    placements=tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in got.placements),
+                )
                 self.ledger.record(got, job=job.id)
+                if not got.complete:
+                    self._give_back(got, EndReason.TERMINATED)
+                    continue
                 self._release(job, [old], EndReason.REPLACED, terminate=True)
-                for p in got.placements:
-                    job.placements.append(attrs.evolve(p, requested=CapacityType.SPOT))
-                    self._by_instance[p.instance.id] = job.id
+                self._adopt(job, got)
                 moved += 1
+            job.pinned_on_demand = True
             job.history.append(Transition(at=self._now(), state=job.state, reason=f"{reason}: {moved} moved"))
             return job
 
     def health(self) -> HealthReport:
         h = self.allocator.health
         return HealthReport(
-            breakers={t: h.breaker(t) for t in CapacityType}, blocks=h.blocks(), next_change=h.next_change()
+            breakers={t: h.breaker(t) for t in CapacityType},
+            blocks=h.blocks(),
+            next_change=h.next_change(),
         )
 
     # --- events ----------------------------------------------------------------------------------
 
     def poll(self, source: _EventSource) -> EventBatch:
-        """Handle what an event source (e.g. :class:`~spotlake.compute.events.SqsEvents`) has now."""
+        """Handle what an event source (e.g. :class:`~spotlake.compute.events.SqsEvents`) has now.
+        One event's failure is logged and does not stop the others (the job it concerned waits
+        for capacity and is retried by :meth:`tick`)."""
         batch = source.poll()
         for event in batch.events:
-            self.handle(event)
+            try:
+                self.handle(event)
+            except Exception as exc:
+                log.error(
+                    "handling %s for %s failed: %s: %s",
+                    type(event).__name__,
+                    event.instance_id,
+                    type(exc).__name__,
+                    exc,
+                )
         return batch
 
     def handle(self, event: Event) -> None:
@@ -273,17 +306,15 @@ class JobManager:
         with self._lock:
             job_id = self._by_instance.get(event.instance_id)
             if job_id is None:
-                return  # not ours
+                return  # not ours, or already handled
             job = self._jobs[job_id]
             placement = next((p for p in job.placements if p.instance.id == event.instance_id), None)
             if placement is None or job.state in _FINAL:
                 return
             if isinstance(event, InterruptionWarning):
-                self._interrupted(job, placement, deadline=event.deadline, why="interruption notice")
+                self._lost(job, placement, deadline=event.deadline, why="interruption notice")
             elif isinstance(event, StateChange) and event.state in _GONE:
-                self._interrupted(
-                    job, placement, deadline=ensure_utc(event.at), why=f"instance {event.state}"
-                )
+                self._lost(job, placement, deadline=ensure_utc(event.at), why=f"instance {event.state}")
             elif isinstance(event, RebalanceRecommendation):
                 job.history.append(
                     Transition(
@@ -296,15 +327,16 @@ class JobManager:
     # --- the loop --------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Detect hangs, retry jobs waiting for capacity, move one instance back to spot."""
+        """Detect hangs, retry jobs waiting for capacity, move one instance back to spot. A job
+        whose step fails is logged and retried next tick; the others go on."""
         with self._lock:
             now = self._now()
-            for job in list(self._jobs.values()):
-                if job.state is JobState.RUNNING and self._hanging(job, now):
-                    self._hang(job, now)
+            for job in self.list(JobState.RUNNING):
+                if self._hanging(job, now):
+                    self._guarded(job, lambda j: self._hang(j, now))
             for job in self.list(JobState.PENDING):
                 if job.retry_at is None or now >= job.retry_at:
-                    self._place(job)
+                    self._guarded(job, self._fill)
             if self._reverter is not None:
                 for job in self.list(JobState.RUNNING):
                     if self._revert(job):
@@ -314,6 +346,13 @@ class JobManager:
 
     def _now(self) -> datetime:
         return ensure_utc(self._clock.now())
+
+    def _guarded(self, job: Job, step: Callable[[Job], object]) -> None:
+        try:
+            step(job)
+        except Exception as exc:
+            log.error("%s: %s: %s (retried next tick)", job.id, type(exc).__name__, exc)
+            job.retry_at = None
 
     def _move(self, job: Job, state: JobState, reason: str) -> None:
         job.state = state
@@ -326,39 +365,81 @@ class JobManager:
             log.warning("%s: %s", offers.source, warning)
         return offers.offers
 
-    def _allocate(self, job: Job, units: float) -> Allocation:
-        request = job.request if units >= job.request.amount - EPS else job.request.with_amount(units)
-        allocation = self.allocator.allocate(self._offers(), request, job=job.id)
-        self.ledger.record(allocation, job=job.id)
+    def _adopt(self, job: Job, allocation: Allocation) -> None:
         for p in allocation.placements:
             job.placements.append(p)
             self._by_instance[p.instance.id] = job.id
-        return allocation
 
-    def _place(self, job: Job) -> None:
-        """Allocate what the job misses; run it when whole, else let it wait (one alert)."""
-        allocation = self._allocate(job, job.missing)
-        if job.missing <= EPS:
-            job.alerted = False
-            job.retry_at = None
-            job.attempts += 1
-            job.started_at = self._now()
-            self._move(
-                job, JobState.RUNNING, f"placed on {len(job.placements)} instance(s) ({allocation.id})"
+    def _give_back(self, allocation: Allocation, end: EndReason) -> None:
+        """Terminate an allocation that is no use (e.g. a partial replacement), ledger closed."""
+        ids = [i.id for i in allocation.instances]
+        if ids:
+            self.allocator.launcher.terminate(ids)
+            for instance_id in ids:
+                self.ledger.record_end(instance_id, end)
+
+    def _top_up(self, job: Job) -> builtins.list[Allocation]:
+        """Allocate what the job misses. A job holding nothing gets the policy's mix; one that
+        holds part gets, per capacity type, what its mix still asks for: spot units that were
+        lost are replaced spot first (with fallback), on-demand ones on-demand, so a
+        replacement never shifts the job's mix."""
+        missing = job.missing
+        if missing <= EPS:
+            return []
+        if not job.placements:
+            allocation = self.allocator.allocate(self._offers(), job.request, job=job.id)
+            self.ledger.record(allocation, job=job.id)
+            self._adopt(job, allocation)
+            return [allocation]
+        policy = self.allocator.policy
+        split = policy.mix_for(job.request.task_class).split(job.request.amount)
+        held_spot = sum(p.units for p in job.placements if p.requested is CapacityType.SPOT)
+        want_spot = min(max(split.spot - held_spot, 0.0), missing)
+        want_on_demand = missing - want_spot
+        out: builtins.list[Allocation] = []
+        for units, mix in ((want_spot, SPOT_FIRST), (want_on_demand, ON_DEMAND_ONLY)):
+            if units <= EPS:
+                continue
+            allocation = self.allocator.allocate(
+                self._offers(), job.request.with_amount(units), policy=policy.only(mix), job=job.id
             )
-            if self._restart is not None and job.attempts + job.restarts > 1:
-                self._restart(job)
+            self.ledger.record(allocation, job=job.id)
+            self._adopt(job, allocation)
+            out.append(allocation)
+        return out
+
+    def _fill(self, job: Job) -> None:
+        """Allocate what the job misses; run it when whole, else let it wait (one alert a wait)."""
+        allocations = self._top_up(job)
+        if job.missing <= EPS:
+            self._run(job, allocations)
             return
-        problem = allocation.decision.problem() or "; ".join(
-            f"{e.failure} in {e.pool}" for e in allocation.fallbacks
-        )
+        self._wait(job, allocations)
+
+    def _run(self, job: Job, allocations: builtins.list[Allocation]) -> None:
+        now = self._now()
+        resumed = job.paused_at is not None or job.started_at is not None
+        if job.paused_at is not None and job.started_at is not None:
+            job.started_at += now - job.paused_at  # the wait does not count as runtime
+        job.paused_at = None
+        job.started_at = job.started_at or now
+        job.alerted = False
+        job.retry_at = None
+        ids = ", ".join(a.id for a in allocations) or "capacity it held"
+        self._move(job, JobState.RUNNING, f"placed on {len(job.placements)} instance(s) ({ids})")
+        if resumed and self._restart is not None:
+            self._restart(job)
+
+    def _wait(self, job: Job, allocations: builtins.list[Allocation]) -> None:
+        problems = [a.decision.problem() for a in allocations]
+        problems += [f"{e.failure} in {e.pool}" for a in allocations for e in a.fallbacks]
+        problem = "; ".join(p for p in problems if p) or "no capacity"
         job.retry_at = self.allocator.health.next_change()
         if not job.alerted:
             job.alerted = True
             self._alert(
                 f"spotlake: job {job.id} waits for capacity",
-                f"{job.name or job.id} needs {job.missing:g} more {job.request.unit}: "
-                f"{problem or 'no capacity'}. "
+                f"{job.name or job.id} needs {job.missing:g} more {job.request.unit}: {problem}. "
                 "It waits in the queue and is retried when capacity may be back"
                 + (f" (from {job.retry_at:%H:%M:%S} UTC)." if job.retry_at else "."),
             )
@@ -389,9 +470,11 @@ class JobManager:
             self._move(job, state, reason)
             return job
 
-    def _interrupted(self, job: Job, placement: Placement, *, deadline: datetime, why: str) -> None:
-        now = self._now()
-        if self._checkpoint is not None:
+    def _lost(self, job: Job, placement: Placement, *, deadline: datetime, why: str) -> None:
+        """An instance is being taken away: checkpoint, record, replace, restart."""
+        instance = placement.instance
+        spot = instance.capacity_type is CapacityType.SPOT
+        if self._checkpoint is not None and job.state is JobState.RUNNING:
             try:
                 self._checkpoint(job, deadline)
             except Exception as exc:  # a failing hook must not stop the replacement
@@ -400,21 +483,27 @@ class JobManager:
                 log.warning(
                     "%s: the checkpoint finished after the interruption deadline %s", job.id, deadline
                 )
-        self.allocator.health.record_interruption(
-            placement.instance.offer.pool, launched_at=placement.instance.launched_at
+        if spot:  # an on-demand instance lost (an operator, a host) says nothing about spot
+            self.allocator.health.record_interruption(instance.offer.pool, launched_at=instance.launched_at)
+        self._release(
+            job, [placement], EndReason.INTERRUPTED if spot else EndReason.TERMINATED, terminate=False
         )
-        self._release(job, [placement], EndReason.INTERRUPTED, terminate=False)
         job.restarts += 1
-        job.history.append(Transition(at=now, state=job.state, reason=f"{why} for {placement.instance.id}"))
-        allocation = self._allocate(job, job.missing)
+        job.history.append(Transition(at=self._now(), state=job.state, reason=f"{why} for {instance.id}"))
         if job.missing <= EPS:
-            new = ", ".join(f"{p.instance.id} ({p.instance.capacity_type})" for p in allocation.placements)
+            return  # what is left still covers the request (an overshoot)
+        if job.state is JobState.RUNNING:
+            job.paused_at = self._now()
+            self._move(job, JobState.PENDING, f"lost {instance.id}: replacing it")
+        allocations = self._top_up(job)
+        if job.missing <= EPS:
+            new = ", ".join(
+                f"{p.instance.id} ({p.instance.capacity_type})" for a in allocations for p in a.placements
+            )
             job.history.append(Transition(at=self._now(), state=job.state, reason=f"replaced by {new}"))
-            if self._restart is not None:
-                self._restart(job)
+            self._run(job, allocations)
             return
-        self._move(job, JobState.PENDING, f"lost {placement.instance.id} and no replacement yet")
-        self._place(job)
+        self._wait(job, allocations)
 
     def _hanging(self, job: Job, now: datetime) -> bool:
         usual = job.request.expected_runtime
@@ -439,18 +528,19 @@ class JobManager:
             self._move(job, JobState.FAILED, f"hung on each of {job.attempts} attempts")
             return
         self._move(job, JobState.TERMINATED, "terminated for hanging")
-        self._move(job, JobState.PENDING, f"rescheduled (attempt {job.attempts + 1})")
-        self._place(job)
+        job.attempts += 1
+        job.started_at = job.paused_at = None
+        self._move(job, JobState.PENDING, f"rescheduled (attempt {job.attempts})")
+        self._fill(job)
 
     def _revert(self, job: Job) -> bool:
         assert self._reverter is not None
-        if not any(p.fell_back for p in job.placements):
+        if job.pinned_on_demand or not any(p.fell_back for p in job.placements):
             return False
         move = self._reverter.step(self._offers(), job.placements, job.request, job=job.id)
         if move is None:
             return False
         self.ledger.record_end(move.old.instance.id, EndReason.REPLACED)
-        self.ledger.record(move.allocation, job=job.id)
         self._by_instance.pop(move.old.instance.id, None)
         job.placements = [p for p in job.placements if p is not move.old] + list(move.new)
         for p in move.new:

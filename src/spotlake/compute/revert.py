@@ -26,6 +26,7 @@ import attrs
 from spotlake.compute.allocator import Allocation, Allocator, Placement
 from spotlake.compute.book import OfferBook
 from spotlake.compute.fill import EPS
+from spotlake.compute.ledger import CostLedger, EndReason
 from spotlake.compute.policy.mix import SPOT_FIRST
 from spotlake.compute.policy.presets import Policy
 from spotlake.compute.values import CapacityRequest, CapacityType, Offer
@@ -47,8 +48,11 @@ class RevertMove:
 class Reverter:
     """Moves fallen-back capacity back to spot through an :class:`Allocator` (see the module docstring)."""
 
-    def __init__(self, allocator: Allocator) -> None:
+    def __init__(self, allocator: Allocator, *, ledger: CostLedger | None = None) -> None:
         self.allocator = allocator
+        #: Where a replacement that is given back (it covered too little) is recorded, so every
+        #: instance launched is accounted for.
+        self.ledger = ledger
 
     def candidate(
         self, placements: Sequence[Placement], request: CapacityRequest, policy: Policy | None = None
@@ -81,14 +85,20 @@ class Reverter:
         old = self.candidate(placements, request, policy)
         if old is None:
             return None
-        spot_only = (policy or self.allocator.policy).with_mix(SPOT_FIRST)
+        spot_only = (policy or self.allocator.policy).only(SPOT_FIRST)
         replacement = request.with_amount(old.units)
         got = self.allocator.allocate(
             offers, replacement, policy=spot_only, job=job, on_demand_fallback=False
         )
+        if self.ledger is not None:
+            self.ledger.record(got, job=job)
         if not got.complete or got.units(CapacityType.SPOT) + EPS < old.units:
             if got.instances:  # a part is no replacement: give it back
-                self.allocator.launcher.terminate([i.id for i in got.instances])
+                ids = [i.id for i in got.instances]
+                self.allocator.launcher.terminate(ids)
+                if self.ledger is not None:
+                    for instance_id in ids:
+                        self.ledger.record_end(instance_id, EndReason.TERMINATED)
             log.info("revert of %s to spot did not find the capacity; it stays on-demand", old.instance.id)
             return None
         self.allocator.launcher.terminate([old.instance.id])

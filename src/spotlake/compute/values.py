@@ -198,12 +198,15 @@ class CapacityRequest:
         return Unit.VCPUS if self.vcpus is not None else Unit.MEMORY
 
     def with_amount(self, amount: float) -> CapacityRequest:
-        """The same request for ``amount`` of its unit (a replacement for part of it)."""
+        """The same request for ``amount`` of its unit (a replacement for part of it); whole
+        instances and vCPUs are rounded up, so a part is never asked for less than it needs."""
+        if not (math.isfinite(amount) and amount > 0):
+            raise ConfigError(f"a part of a request must be a positive amount, got {amount!r}")
         unit = self.unit
         return attrs.evolve(
             self,
-            count=max(1, round(amount)) if unit is Unit.INSTANCES else None,
-            vcpus=max(1, round(amount)) if unit is Unit.VCPUS else None,
+            count=math.ceil(amount - 1e-9) if unit is Unit.INSTANCES else None,
+            vcpus=math.ceil(amount - 1e-9) if unit is Unit.VCPUS else None,
             memory_gib=amount if unit is Unit.MEMORY else None,
         )
 

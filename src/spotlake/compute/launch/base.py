@@ -47,7 +47,8 @@ class LaunchFailure(StrEnum):
     QUOTA = "quota"
     #: Credentials or permissions: nothing will launch until fixed.
     AUTH = "auth"
-    #: Anything else the provider refused (a bad request: not retried elsewhere blindly).
+    #: Anything else the provider refused: the next pool is tried (an unknown refusal may be the
+    #: pool's), and it counts on the spot breaker like a capacity failure.
     OTHER = "other"
 
 
@@ -141,6 +142,11 @@ class PoolSetLauncher(Launcher, Protocol):
     pools of one capacity type and one instance size go in one request, and the cloud's own
     allocation strategy (price-capacity-optimized for spot) picks where capacity is deepest.
     """
+
+    def can_launch_pools(self) -> bool:
+        """Whether this launcher, as configured, can launch over several pools (EC2 Fleet needs a
+        launch template); the allocator falls back to one pool per launch when it cannot."""
+        ...
 
     def launch_pools(
         self,

@@ -207,6 +207,8 @@ class Ec2Launcher:
         self._clients: dict[str, Any] = {}
         #: instance id -> the region it was launched in (what :meth:`terminate` needs).
         self._launched: dict[str, str] = {}
+        #: region -> zone ID -> zone name, as this account names them.
+        self._zone_names: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     # --- the protocol ------------------------------------------------------------------------------
@@ -258,6 +260,11 @@ class Ec2Launcher:
                 raise
             log.info("EC2 launch refused: %s", error)
             return LaunchResult(error=error)
+
+    def can_launch_pools(self) -> bool:
+        """Whether :meth:`launch_pools` works as configured: a launch template, and no security
+        groups or user data of the launcher's own (``CreateFleet`` could not carry them)."""
+        return self.launch_template is not None and not self.security_group_ids and self.user_data is None
 
     def launch_pools(
         self,
@@ -436,7 +443,11 @@ class Ec2Launcher:
         if zone is not None and zone in self.subnets:
             params["SubnetId"] = self.subnets[zone]
         elif zone is not None:
-            params["Placement"] = {"AvailabilityZone": zone}
+            name = self._zone_name(offer.pool.region, zone)
+            if name in self.subnets:
+                params["SubnetId"] = self.subnets[name]
+            else:
+                params["Placement"] = {"AvailabilityZone": name}
         if self.image_id is not None:
             params["ImageId"] = self.image_id
         if self.security_group_ids:
@@ -446,6 +457,23 @@ class Ec2Launcher:
         if self.instance_profile is not None:
             params["IamInstanceProfile"] = profile(self.instance_profile)
         return params
+
+    def _zone_name(self, region: str, zone: str) -> str:
+        """The account's name for a zone given by ID (``use1-az1``; the catalogs with zone IDs
+        write those, the same in every account), which EC2's placement takes; a name is itself.
+        Looked up once per region with ``DescribeAvailabilityZones``."""
+        if zone.startswith(region):
+            return zone
+        with self._lock:
+            known = self._zone_names.get(region)
+        if known is None:
+            answer = self._client(region).describe_availability_zones(AllAvailabilityZones=True)
+            known = {z["ZoneId"]: z["ZoneName"] for z in answer.get("AvailabilityZones", []) if "ZoneId" in z}
+            with self._lock:
+                self._zone_names[region] = known
+        if zone not in known:
+            raise ConfigError(f"{region} has no availability zone {zone!r} (zone IDs known: {sorted(known)})")
+        return known[zone]
 
     # --- instant: RunInstances, all or nothing -----------------------------------------------------
 

@@ -107,6 +107,9 @@ class FakeLauncher:
         error = None if got == count else self._error(offer, LaunchFailure.NO_CAPACITY)
         return LaunchResult(instances=instances, error=error)
 
+    def can_launch_pools(self) -> bool:
+        return True
+
     def launch_pools(
         self,
         offers: Sequence[Offer],

@@ -78,6 +78,11 @@ class Filter(abc.ABC):
         """Why the dropped offers were dropped (a filter may say more than its name)."""
         return self.name
 
+    def reasons(self, ctx: Context, dropped: BoolArray) -> list[tuple[BoolArray, str]]:
+        """The dropped offers in groups with their own reason (by default one group,
+        :meth:`reason`); a filter with several causes, such as health blocks, names each."""
+        return [(dropped, self.reason(ctx, dropped))]
+
     def __and__(self, other: Filter) -> AllOf:
         return AllOf((*_parts(self), *_parts(other)))
 

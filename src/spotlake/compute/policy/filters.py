@@ -112,11 +112,34 @@ class Healthy(Filter):
     name = "blocked by a recent failure"
 
     def __call__(self, ctx: Context) -> BoolArray:
+        keep = np.ones(len(ctx.book), dtype=bool)
+        for hit, _ in self._causes(ctx):
+            keep &= ~hit
+        return keep
+
+    def reasons(self, ctx: Context, dropped: BoolArray) -> list[tuple[BoolArray, str]]:
+        """Each dropped offer is told the first cause that covers it (an open breaker, then each
+        block in turn)."""
+        out = []
+        left = dropped.copy()
+        for hit, why in self._causes(ctx):
+            mine = left & hit
+            if mine.any():
+                out.append((mine, why))
+                left &= ~mine
+        return out
+
+    def reason(self, ctx: Context, dropped: BoolArray) -> str:
+        return "; ".join(why for _, why in self.reasons(ctx, dropped)) or self.name
+
+    @staticmethod
+    def _causes(ctx: Context) -> list[tuple[BoolArray, str]]:
         b = ctx.book
-        keep = np.ones(len(b), dtype=bool)
+        causes: list[tuple[BoolArray, str]] = []
         for capacity_type, state in ctx.breakers.items():
             if state is BreakerState.OPEN:
-                keep &= b.spot != (capacity_type is CapacityType.SPOT)
+                hit: BoolArray = b.spot == (capacity_type is CapacityType.SPOT)
+                causes.append((hit, f"blocked: the {capacity_type} breaker is open"))
         for block in ctx.blocks:
             s = block.scope
             hit = b.cloud == s.cloud.value
@@ -125,11 +148,5 @@ class Healthy(Filter):
             for value, column in ((s.region, b.region), (s.zone, b.zone), (s.instance_type, b.instance_type)):
                 if value is not None:
                     hit &= column == value
-            keep &= ~hit
-        return keep
-
-    def reason(self, ctx: Context, dropped: BoolArray) -> str:
-        open_types = [str(t) for t, s in ctx.breakers.items() if s is BreakerState.OPEN]
-        parts = [f"{t} breaker open" for t in open_types]
-        parts += [f"{b.scope} blocked until {b.until:%H:%M:%S} ({b.reason})" for b in ctx.blocks[:3]]
-        return "blocked: " + "; ".join(parts) if parts else self.name
+            causes.append((hit, f"blocked: {s} until {block.until:%H:%M:%S} ({block.reason})"))
+        return causes

@@ -96,7 +96,10 @@ class Policy:
             raise ConfigError(f"policy {self.name!r}: pools_per_launch must be at least 1")
 
     def mix_for(self, task_class: TaskClass) -> CapacityMix:
-        """The mix for a task class (the class's override, else the policy's)."""
+        """The mix for a task class: critical work is on-demand only whatever the policy says;
+        otherwise the class's override, else the policy's mix."""
+        if task_class is TaskClass.CRITICAL:
+            return ON_DEMAND_ONLY
         return self.task_mixes.get(task_class, self.mix)
 
     def max_count(self, request: CapacityRequest) -> int | None:
@@ -115,7 +118,13 @@ class Policy:
         return attrs.evolve(self, filters=filters)
 
     def with_mix(self, mix: CapacityMix) -> Policy:
+        """This policy with another mix for normal work (batch keeps its own, critical is never spot)."""
         return attrs.evolve(self, mix=mix)
+
+    def only(self, mix: CapacityMix) -> Policy:
+        """This policy with ``mix`` for every task class but critical (which stays on-demand):
+        for launches whose capacity type is decided already (a move to spot or to on-demand)."""
+        return attrs.evolve(self, mix=mix, task_mixes=MappingProxyType({}))
 
     def __repr__(self) -> str:
         return (
