@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src/spotlake
 
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto
 
 ## make demo: a real collection cycle against the bundled Azure emulator into ./spotlake-data
 demo: $(STAMP)
