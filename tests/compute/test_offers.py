@@ -203,12 +203,15 @@ def test_catalog_is_read_again_only_when_it_changes(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_the_shared_aws_catalogs(
+def test_the_shared_aws_catalogs_or_their_excerpt(
     name: str, rows: int, spot: int, on_demand: int, warnings: list[str]
 ) -> None:
     path = SHARED / name
     if not path.exists():
-        pytest.skip(f"{path} is not beside the repository")
+        # A plain clone: the committed excerpt (30 rows of the US catalog, byte for byte) stands in,
+        # so the same checks run on real rows; the full catalog's counts are checked where it is.
+        path, rows, spot, on_demand = FIXTURES / "aws_catalog_excerpt.csv", 30, 16, 4
+        warnings = ["10 row(s) have no on-demand price"]
     started = time.process_time()
     got = CatalogOffers(path).offers()
     assert time.process_time() - started < 3.0  # ~0.5 s for 36k rows on a 2-core machine
