@@ -276,7 +276,8 @@ def test_forced_mixes_win_over_task_class_mixes_and_critical_is_never_spot() -> 
     jobs.tick()
     assert {p.instance.capacity_type for p in batch.placements} == {OD}  # revert leaves a pinned job alone
     assert jobs.request_spot(CapacityRequest(count=10, task_class="batch")).units(OD) == 0
-    assert jobs.request_spot(CapacityRequest(count=3, task_class="critical")).units(SPOT) == 0
+    with pytest.raises(ConfigError, match="never placed on spot"):
+        jobs.request_spot(CapacityRequest(count=3, task_class="critical"))
     own = cost_optimized().with_mix(CapacityMix(spot_percent=100))
     own = attrs.evolve(own, task_mixes={TaskClass.BATCH: CapacityMix(spot_percent=50)})
     assert own.mix_for(TaskClass.CRITICAL).spot_percent == 0

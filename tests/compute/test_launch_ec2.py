@@ -506,6 +506,57 @@ def test_a_partial_fleet_answer_is_mapped_back_to_its_pools(ec2: Any, pools_laun
     assert {i: tags_of(live[i])[POOL_TAG] for i in placed} == {i: str(o.pool) for i, o in placed.items()}
 
 
+def test_a_fleet_answer_is_mapped_back_to_pools_named_by_zone_id(
+    ec2: Any, pools_launcher: Ec2Launcher
+) -> None:
+    """EC2 answers with zone names (and subnets); offers from the newer catalog name zones by ID."""
+    by_name = {z["ZoneName"]: z["ZoneId"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    nets = pools_launcher.subnets
+    ranked = [offer(zone=by_name[zone]) for zone in ZONES[:2]]
+    made = ec2.run_instances(
+        ImageId=AMI, InstanceType="m5.large", MinCount=2, MaxCount=2, SubnetId=nets[ZONES[1]]
+    )["Instances"]
+    ids = [str(i["InstanceId"]) for i in made]
+    partial = {
+        "FleetId": "fleet-injected",
+        "Instances": [
+            {
+                "LaunchTemplateAndOverrides": {
+                    "Overrides": {"InstanceType": "m5.large", "AvailabilityZone": ZONES[1]}
+                },
+                "InstanceIds": ids,
+                "InstanceType": "m5.large",
+            }
+        ],
+        "Errors": [
+            {
+                "LaunchTemplateAndOverrides": {
+                    "Overrides": {"InstanceType": "m5.large", "SubnetId": nets[ZONES[0]]}
+                },
+                "ErrorCode": "InsufficientInstanceCapacity",
+                "ErrorMessage": "no capacity",
+            }
+        ],
+    }
+    ec2.meta.events.register("before-call.ec2.CreateFleet", answer(partial))
+    calls = record(ec2)
+
+    result = launch_pools(pools_launcher, ranked, 2)
+
+    assert {i.id: i.offer for i in result.instances} == dict.fromkeys(ids, ranked[1])
+    assert [e.pool for e in result.errors] == [ranked[0].pool]
+    sent = next(p for n, p in calls if n == "CreateFleet")["LaunchTemplateConfigs"][0]["Overrides"]
+    assert [o["SubnetId"] for o in sent] == [nets[z] for z in ZONES[:2]]  # IDs placed by their names
+
+
+def test_a_pool_set_skips_zone_ids_the_account_lacks(ec2: Any, pools_launcher: Ec2Launcher) -> None:
+    ranked = [offer(zone="use1-az9"), offer(zone=ZONES[0])]
+    result = launch_pools(pools_launcher, ranked, 1)
+    assert [i.offer for i in result.instances] == [ranked[1]]
+    (error,) = result.errors
+    assert (error.pool, error.code) == (ranked[0].pool, "UnplaceableZone")
+
+
 def test_pool_set_refusals_are_charged_to_the_pools_they_concern(
     ec2: Any, pools_launcher: Ec2Launcher
 ) -> None:

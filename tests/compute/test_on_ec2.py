@@ -417,6 +417,40 @@ def test_zone_ids_from_the_newer_catalog_launch_in_the_zone_they_name(ec2: Any, 
     assert zones == {by_id[zone_id]}
 
 
+def _zonal(zone: str, clock: FakeClock, price: float = 0.03) -> Offer:
+    return Offer(
+        pool=Pool(cloud=Cloud.AWS, region=REGION, zone=zone, instance_type="m5.large"),
+        capacity_type=SPOT,
+        price=price,
+        vcpus=2,
+        memory_gib=8,
+        observed_at=clock.now(),
+    )
+
+
+def test_a_zone_id_this_account_lacks_fails_that_pool_only(ec2: Any, clock: FakeClock) -> None:
+    known = {z["ZoneId"]: z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    assert "use1-az9" not in known
+    offers = [_zonal("use1-az9", clock, 0.02), _zonal(sorted(known)[0], clock)]
+    a = allocator(ec2, clock, mix=SPOT_FIRST).allocate(offers, CapacityRequest(count=2))
+    assert a.complete and {p.instance.offer.pool.zone for p in a.placements} == {sorted(known)[0]}
+    (failed,) = a.fallbacks
+    assert failed.pool.zone == "use1-az9" and failed.failure is LaunchFailure.OTHER
+
+
+def test_a_refused_zone_lookup_fails_the_zone_id_pools_not_all_of_aws(ec2: Any, clock: FakeClock) -> None:
+    ec2.meta.events.register("before-call.ec2.DescribeAvailabilityZones", refuse("UnauthorizedOperation"))
+    offers = [_zonal("use1-az1", clock, 0.02), _zonal("us-east-1b", clock)]
+    alloc = allocator(ec2, clock, mix=SPOT_FIRST)
+    a = alloc.allocate(offers, CapacityRequest(count=2))
+    assert a.complete and {p.instance.offer.pool.zone for p in a.placements} == {"us-east-1b"}
+    (failed,) = a.fallbacks
+    assert "ec2:DescribeAvailabilityZones" in failed.detail
+    assert alloc.health.breaker(SPOT) is BreakerState.CLOSED and not alloc.health.blocked(
+        offers[1].pool, SPOT
+    )
+
+
 def test_multi_pool_policies_fall_back_to_one_pool_per_launch_without_a_launch_template(
     ec2: Any, clock: FakeClock, weather: Weather
 ) -> None:

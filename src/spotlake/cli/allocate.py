@@ -134,7 +134,6 @@ def allocation_summary(allocation: Allocation) -> dict[str, Any]:
     return {
         "id": allocation.id,
         "complete": allocation.complete,
-        "problem": allocation.decision.problem(),
         "unfilled": allocation.unfilled,
         "spot_share": allocation.spot_share,
         "hourly_cost": allocation.hourly_cost,

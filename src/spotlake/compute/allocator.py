@@ -38,7 +38,7 @@ from spotlake.compute.launch.base import Instance, Launcher, LaunchError, Launch
 from spotlake.compute.policy.fallback import FallbackAction
 from spotlake.compute.policy.presets import Policy, cost_optimized
 from spotlake.compute.values import CapacityRequest, CapacityType, Offer, PlacementScore, Pool
-from spotlake.errors import ComputeError
+from spotlake.errors import ComputeError, ConfigError
 
 __all__ = ["TAG_PREFIX", "Allocation", "AllocationError", "Allocator", "FallbackEvent", "Placement"]
 
@@ -149,6 +149,7 @@ class Allocator:
         self.launcher = launcher
         self.policy = policy or cost_optimized()
         self.health = health or HealthRegistry(clock=clock)
+        self._check(self.policy)
         self._clock = clock
         self._tags = dict(tags or {})
 
@@ -156,7 +157,21 @@ class Allocator:
         self, offers: OfferBook | Iterable[Offer], request: CapacityRequest, policy: Policy | None = None
     ) -> Decision:
         """The decision :meth:`allocate` would carry out now (a dry run)."""
+        if policy is not None:
+            self._check(policy)
         return decide(offers, request, policy or self.policy, now=self._clock.now(), health=self.health)
+
+    def _check(self, policy: Policy) -> None:
+        """A spot launch may wait ``spot_timeout`` (request mode); a half-open breaker's probe
+        is taken as lost after ``probe_lease``: a wait as long as the lease would let a second
+        probe through while the first is still waiting."""
+        timeout, lease = policy.fallback.spot_timeout, self.health.limits.probe_lease
+        if timeout >= lease:
+            raise ConfigError(
+                f"policy {policy.name!r} waits up to {timeout} for spot, but the health registry "
+                f"takes a probe as lost after {lease}: make spot_timeout shorter than "
+                "HealthLimits.probe_lease"
+            )
 
     def allocate(
         self,
@@ -239,13 +254,13 @@ class _Run:
         self.fallbacks: list[FallbackEvent] = []
         self.notes: list[str] = []
         self.weight = decision.book.weight(decision.request.unit)
-        #: A half-open breaker's probe taken for this allocation and not launched yet.
-        self.probe_taken = False
+        #: The ticket of a half-open breaker's probe taken for this allocation and not launched yet.
+        self.probe: datetime | None = None
 
     def release_probe(self) -> None:
-        if self.probe_taken:
-            self.a.health.release_probe(CapacityType.SPOT)
-            self.probe_taken = False
+        if self.probe is not None:
+            self.a.health.release_probe(CapacityType.SPOT, self.probe)
+            self.probe = None
 
     def carry_out(self) -> Allocation:
         d = self.d
@@ -314,10 +329,10 @@ class _Run:
             if not self._usable(offer, CapacityType.SPOT):
                 continue  # blocked by a failure earlier in this allocation (or above the max price)
             if p.probe:
-                if not health.take_probe(CapacityType.SPOT):
+                self.probe = health.take_probe(CapacityType.SPOT)
+                if self.probe is None:
                     self.notes.append("spot breaker half-open and its probe is out: spot left out this time")
                     break
-                self.probe_taken = True
             group = [] if p.probe else self._pool_set(p.rank, p.index)
             before = len(self.fallbacks)
             if len(group) > 1:
@@ -327,8 +342,7 @@ class _Run:
                 role = "probe" if p.probe else "spot"
                 got = self._launch(offer, p.count, p.rank, CapacityType.SPOT, role=role)
             if p.probe:  # its outcome is recorded (a price too low records none: give it back)
-                health.release_probe(CapacityType.SPOT)
-                self.probe_taken = False
+                self.release_probe()
             fill.took(got * p.weight)
             failures += len(self.fallbacks) - before
             if got == p.count or len(self.fallbacks) == before:
@@ -390,8 +404,9 @@ class _Run:
         """Launch the on-demand part (``requested`` of it was asked as on-demand, the rest fell
         back from spot); return the units nothing could launch."""
         d, policy = self.d, self.d.policy
-        if self.fallbacks and self.fallbacks[-1].action is FallbackAction.GIVE_UP:
-            return units
+        last = self.fallbacks[-1] if self.fallbacks else None
+        if last is not None and last.action is FallbackAction.GIVE_UP and last.failure is LaunchFailure.AUTH:
+            return units  # not allowed to launch: on-demand would be refused the same way
         fill = Fill(d.on_demand_order, self.weight, units, spot=False, max_count=policy.max_count(d.request))
         failures = 0
         while (p := fill.next()) is not None:

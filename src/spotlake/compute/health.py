@@ -264,26 +264,30 @@ class HealthRegistry:
                 return BreakerState.OPEN
             return BreakerState.HALF_OPEN
 
-    def take_probe(self, capacity_type: CapacityType) -> bool:
-        """In the half-open state, let one launch through: ``True`` once, until its outcome is
-        recorded, :meth:`release_probe` gives it back, or its lease ends (a lost probe)."""
+    def take_probe(self, capacity_type: CapacityType) -> datetime | None:
+        """In the half-open state, let one launch through: once, until its outcome is recorded,
+        :meth:`release_probe` gives it back, or its lease ends (a lost probe). The answer is the
+        probe's ticket (when it was taken; give it to :meth:`release_probe`), ``None`` when no
+        probe may go now. A closed breaker lets every launch through (a ticket of now)."""
         with self._lock:
+            now = self._now()
             record = self._breakers.get(capacity_type)
             if record is None or record.opened_at is None:
-                return True
-            now = self._now()
+                return now
             if now - record.opened_at < self.limits.breaker_open_for:
-                return False
+                return None
             if record.probe_at is not None and now - record.probe_at < self.limits.probe_lease:
-                return False
+                return None
             self._breakers[capacity_type] = attrs.evolve(record, probe_at=now)
-            return True
+            return now
 
-    def release_probe(self, capacity_type: CapacityType) -> None:
-        """A probe taken but never launched (nothing to launch, or the launch call itself broke)."""
+    def release_probe(self, capacity_type: CapacityType, ticket: datetime) -> None:
+        """Give back the probe of ``ticket`` (from :meth:`take_probe`), taken but not launched
+        (nothing to launch, or the launch call itself broke). A ticket whose lease ended and
+        whose probe was let through again releases nothing: that newer probe is still out."""
         with self._lock:
             record = self._breakers.get(capacity_type)
-            if record is not None and record.probe_at is not None:
+            if record is not None and record.probe_at == ticket:
                 self._breakers[capacity_type] = attrs.evolve(record, probe_at=None)
 
     def next_change(self) -> datetime | None:

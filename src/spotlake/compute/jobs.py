@@ -57,7 +57,7 @@ from spotlake.compute.offers.base import OfferSource
 from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST
 from spotlake.compute.policy.presets import Policy
 from spotlake.compute.revert import Reverter
-from spotlake.compute.values import CapacityRequest, CapacityType, Offer
+from spotlake.compute.values import CapacityRequest, CapacityType, Offer, TaskClass
 from spotlake.errors import ConfigError
 from spotlake.notify import Notifier
 
@@ -116,6 +116,8 @@ class Job:
     pinned_on_demand: bool = False
     #: When a running job lost capacity and started waiting (its runtime is paused meanwhile).
     paused_at: datetime | None = None
+    #: Whether it has run before (a later start is a restart: the restart hook is called).
+    ran: bool = False
 
     @property
     def units(self) -> float:
@@ -192,7 +194,11 @@ class JobManager:
             )
             self._jobs[job.id] = job
             self._move(job, JobState.PENDING, "submitted")
-            self._fill(job)
+            try:
+                self._fill(job)
+            except Exception as exc:
+                self._unsubmit(job, exc)
+                raise
             return job
 
     def get(self, job_id: str) -> Job:
@@ -225,7 +231,12 @@ class JobManager:
 
     def request_spot(self, request: CapacityRequest) -> Allocation:
         """Spot only, no fallback (the seed's ``resources/spot/request``): what spot could not
-        give stays unfilled in the allocation (critical work gets nothing: it is never spot)."""
+        give stays unfilled in the allocation. Critical work is a :class:`ConfigError`: it is
+        never spot."""
+        if request.task_class is TaskClass.CRITICAL:
+            raise ConfigError(
+                "critical work is never placed on spot: allocate it with allocate() (on-demand)"
+            )
         with self._lock:
             spot_only = self.allocator.policy.only(SPOT_FIRST)
             allocation = self.allocator.allocate(
@@ -266,7 +277,22 @@ class JobManager:
                 if not got.complete:
                     self._give_back(got, EndReason.TERMINATED)
                     continue
-                self._release(job, [old], EndReason.REPLACED, terminate=True)
+                try:
+                    self._release(job, [old], EndReason.REPLACED, terminate=True)
+                except Exception:
+                    # The spot instance still runs: the replacement goes back (or, if even that
+                    # fails, the job holds both), and the caller hears of it.
+                    try:
+                        self._give_back(got, EndReason.TERMINATED)
+                    except Exception:
+                        self._adopt(job, got)
+                    job.pinned_on_demand = moved > 0
+                    job.history.append(
+                        Transition(
+                            at=self._now(), state=job.state, reason=f"{reason}: {moved} moved, then failed"
+                        )
+                    )
+                    raise
                 self._adopt(job, got)
                 moved += 1
             job.pinned_on_demand = True
@@ -339,10 +365,38 @@ class JobManager:
                     self._guarded(job, self._fill)
             if self._reverter is not None:
                 for job in self.list(JobState.RUNNING):
-                    if self._revert(job):
+                    try:
+                        moved = self._revert(job)
+                    except Exception as exc:
+                        log.error(
+                            "%s: revert to spot failed: %s: %s (tried again later)",
+                            job.id,
+                            type(exc).__name__,
+                            exc,
+                        )
+                        break
+                    if moved:
                         break  # one instance at a time across the fleet
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _unsubmit(self, job: Job, exc: Exception) -> None:
+        """A submit that broke part-way: give back what the job got and forget it, so the caller's
+        error is the whole truth. What cannot be given back stays with the job (queued, named in
+        the log) rather than running without an owner."""
+        try:
+            self._release(job, list(job.placements), EndReason.TERMINATED, terminate=True)
+        except Exception as release_exc:
+            log.error(
+                "%s: submit failed (%s) and its instances %s could not be terminated (%s): the job "
+                "stays queued; terminate it or let tick retry it",
+                job.id,
+                type(exc).__name__,
+                ", ".join(job.instance_ids),
+                type(release_exc).__name__,
+            )
+            return
+        del self._jobs[job.id]
 
     def _now(self) -> datetime:
         return ensure_utc(self._clock.now())
@@ -386,27 +440,38 @@ class JobManager:
         missing = job.missing
         if missing <= EPS:
             return []
-        if not job.placements:
-            allocation = self.allocator.allocate(self._offers(), job.request, job=job.id)
-            self.ledger.record(allocation, job=job.id)
-            self._adopt(job, allocation)
-            return [allocation]
         policy = self.allocator.policy
+        if job.pinned_on_demand:  # moved to on-demand on purpose: it stays there
+            return [self._allocate_part(job, missing, policy.only(ON_DEMAND_ONLY), as_spot=False)]
+        if not job.placements:
+            return [self._allocate_part(job, job.request.amount, policy, as_spot=False)]
         split = policy.mix_for(job.request.task_class).split(job.request.amount)
         held_spot = sum(p.units for p in job.placements if p.requested is CapacityType.SPOT)
         want_spot = min(max(split.spot - held_spot, 0.0), missing)
         want_on_demand = missing - want_spot
         out: builtins.list[Allocation] = []
-        for units, mix in ((want_spot, SPOT_FIRST), (want_on_demand, ON_DEMAND_ONLY)):
-            if units <= EPS:
-                continue
-            allocation = self.allocator.allocate(
-                self._offers(), job.request.with_amount(units), policy=policy.only(mix), job=job.id
-            )
-            self.ledger.record(allocation, job=job.id)
-            self._adopt(job, allocation)
-            out.append(allocation)
+        if want_spot > EPS:
+            out.append(self._allocate_part(job, want_spot, policy.only(SPOT_FIRST), as_spot=True))
+        # what the spot part launched beyond its units (whole instances) is not asked again
+        want_on_demand = min(want_on_demand, job.missing)
+        if want_on_demand > EPS:
+            out.append(self._allocate_part(job, want_on_demand, policy.only(ON_DEMAND_ONLY), as_spot=False))
         return out
+
+    def _allocate_part(self, job: Job, units: float, policy: Policy, *, as_spot: bool) -> Allocation:
+        """Allocate ``units`` of the job's request under ``policy`` and give them to the job;
+        ``as_spot``: the units were asked as spot (whatever they landed on: a revert may move
+        them back)."""
+        request = job.request if units >= job.request.amount else job.request.with_amount(units)
+        allocation = self.allocator.allocate(self._offers(), request, policy=policy, job=job.id)
+        if as_spot:
+            allocation = attrs.evolve(
+                allocation,
+                placements=tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in allocation.placements),
+            )
+        self.ledger.record(allocation, job=job.id)
+        self._adopt(job, allocation)
+        return allocation
 
     def _fill(self, job: Job) -> None:
         """Allocate what the job misses; run it when whole, else let it wait (one alert a wait)."""
@@ -418,7 +483,8 @@ class JobManager:
 
     def _run(self, job: Job, allocations: builtins.list[Allocation]) -> None:
         now = self._now()
-        resumed = job.paused_at is not None or job.started_at is not None
+        resumed = job.ran
+        job.ran = True
         if job.paused_at is not None and job.started_at is not None:
             job.started_at += now - job.paused_at  # the wait does not count as runtime
         job.paused_at = None
@@ -483,6 +549,8 @@ class JobManager:
                 log.warning(
                     "%s: the checkpoint finished after the interruption deadline %s", job.id, deadline
                 )
+            if job.state in _FINAL:
+                return  # the hook ended the job (done at its checkpoint, or cancelled)
         if spot:  # an on-demand instance lost (an operator, a host) says nothing about spot
             self.allocator.health.record_interruption(instance.offer.pool, launched_at=instance.launched_at)
         self._release(
@@ -516,13 +584,12 @@ class JobManager:
     def _hang(self, job: Job, now: datetime) -> None:
         assert job.started_at is not None and job.request.expected_runtime is not None
         ran = now - job.started_at
-        self._move(
-            job,
-            JobState.HANGING,
-            f"ran {_minutes(ran)}, over {self.hang_factor:g}x its usual "
-            f"{_minutes(job.request.expected_runtime)}",
-        )
+        usual = _minutes(job.request.expected_runtime)
+        why = f"ran {_minutes(ran)}, over {self.hang_factor:g}x its usual {usual}"
+        # Terminate first: if that fails the job is still Running on its instances, and the next
+        # tick finds it hanging again.
         self._release(job, list(job.placements), EndReason.HANGING, terminate=True)
+        self._move(job, JobState.HANGING, why)
         if job.attempts >= self.max_attempts:
             job.ended_at = now
             self._move(job, JobState.FAILED, f"hung on each of {job.attempts} attempts")
@@ -540,14 +607,17 @@ class JobManager:
         move = self._reverter.step(self._offers(), job.placements, job.request, job=job.id)
         if move is None:
             return False
-        self.ledger.record_end(move.old.instance.id, EndReason.REPLACED)
-        self._by_instance.pop(move.old.instance.id, None)
-        job.placements = [p for p in job.placements if p is not move.old] + list(move.new)
+        if move.kept_old:  # neither could be let go: the job holds both until it ends
+            reason = f"could not move {move.old.instance.id} back to spot: holds its replacement too"
+        else:
+            self.ledger.record_end(move.old.instance.id, EndReason.REPLACED)
+            self._by_instance.pop(move.old.instance.id, None)
+            job.placements = [p for p in job.placements if p is not move.old]
+            reason = f"moved {move.old.instance.id} back to spot"
+        job.placements += list(move.new)
         for p in move.new:
             self._by_instance[p.instance.id] = job.id
-        job.history.append(
-            Transition(at=self._now(), state=job.state, reason=f"moved {move.old.instance.id} back to spot")
-        )
+        job.history.append(Transition(at=self._now(), state=job.state, reason=reason))
         return True
 
 

@@ -7,13 +7,15 @@ on-demand instance back:
 
 1. it picks the on-demand instance whose move keeps the mix: on-demand stays at or above the base
    and spot at or below the mix's spot part (critical work, whose mix has no spot, never moves);
-   the dearest one first;
+   one that fell back first, then the dearest;
 2. it launches its replacement on spot through the allocator (ranked as any spot launch, with no
    fallback to on-demand), and only when the replacement covers the same units
 3. terminates the on-demand instance (make before break) and starts the cooldown.
 
 A replacement that fails is recorded by the health registry like any failed launch, and nothing is
-terminated.
+terminated. When the on-demand instance cannot be terminated, the replacement is given back (the
+job is as before); if that fails too, the move says so (``kept_old``) and the caller holds both,
+so no running instance is ever left without an owner.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class RevertMove:
     old: Placement
     new: tuple[Placement, ...]
     allocation: Allocation
+    #: The on-demand instance could not be terminated, nor its replacement given back: both run
+    #: (both open in the ledger), and the caller holds both until it ends them.
+    kept_old: bool = False
 
 
 class Reverter:
@@ -67,7 +72,8 @@ class Reverter:
         on_demand = [p for p in placements if p.instance.capacity_type is CapacityType.ON_DEMAND]
         od_units = sum(p.units for p in on_demand)
         base = min(mix.base, request.amount)
-        for p in sorted(on_demand, key=lambda p: (-p.instance.price, p.instance.id)):
+        # fallen-back instances first (they hold what the mix wanted on spot), the dearest first
+        for p in sorted(on_demand, key=lambda p: (not p.fell_back, -p.instance.price, p.instance.id)):
             if od_units - p.units >= base - EPS and spot + p.units <= split.spot + EPS:
                 return p
         return None
@@ -93,15 +99,42 @@ class Reverter:
         if self.ledger is not None:
             self.ledger.record(got, job=job)
         if not got.complete or got.units(CapacityType.SPOT) + EPS < old.units:
-            if got.instances:  # a part is no replacement: give it back
-                ids = [i.id for i in got.instances]
-                self.allocator.launcher.terminate(ids)
-                if self.ledger is not None:
-                    for instance_id in ids:
-                        self.ledger.record_end(instance_id, EndReason.TERMINATED)
             log.info("revert of %s to spot did not find the capacity; it stays on-demand", old.instance.id)
-            return None
-        self.allocator.launcher.terminate([old.instance.id])
+            if self._give_back(got):  # a part is no replacement
+                return None
+            return RevertMove(old=old, new=_as_spot(got), allocation=got, kept_old=True)
+        new = _as_spot(got)
+        try:
+            self.allocator.launcher.terminate([old.instance.id])
+        except Exception as exc:
+            log.warning(
+                "revert of %s: it could not be terminated (%s: %s); giving its replacement back",
+                old.instance.id,
+                type(exc).__name__,
+                exc,
+            )
+            if self._give_back(got):
+                return None
+            return RevertMove(old=old, new=new, allocation=got, kept_old=True)
         self.allocator.health.record_revert()
-        new = tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in got.placements)
         return RevertMove(old=old, new=new, allocation=got)
+
+    def _give_back(self, got: Allocation) -> bool:
+        """Terminate a replacement that is no use (ledger closed); ``False`` when that failed."""
+        ids = [i.id for i in got.instances]
+        if not ids:
+            return True
+        try:
+            self.allocator.launcher.terminate(ids)
+        except Exception as exc:
+            log.error("could not give back %s (%s: %s)", ", ".join(ids), type(exc).__name__, exc)
+            return False
+        if self.ledger is not None:
+            for instance_id in ids:
+                self.ledger.record_end(instance_id, EndReason.TERMINATED)
+        return True
+
+
+def _as_spot(got: Allocation) -> tuple[Placement, ...]:
+    """The replacement's placements, asked as spot (what the job's mix wanted of those units)."""
+    return tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in got.placements)

@@ -98,12 +98,14 @@ def create_fleet_over(
     template: Mapping[str, str],
     overrides: Sequence[Mapping[str, Any]],
     subnets: Mapping[str, str],
+    zones: Sequence[str | None],
     record: Record,
 ) -> PoolSetResult:
     """Launch ``count`` instances over ``ranked`` in one instant ``CreateFleet`` call.
 
     ``template`` is the ``LaunchTemplateSpecification``, ``overrides`` the override of each offer
-    in rank order (``Priority`` = rank is added here for on-demand)."""
+    in rank order (``Priority`` = rank is added here for on-demand), ``zones`` each offer's zone
+    as this account names it (EC2 answers with names; an offer may name its zone by ID)."""
     first = ranked[0]
     # Fleet tag specifications tag every instance alike: the pool tag is added per pool after.
     common = {k: v for k, v in ec2_tags(first, tags).items() if k != POOL_TAG}
@@ -136,7 +138,7 @@ def create_fleet_over(
         ClientToken=token(),
         **options,
     )
-    places = _Places(ranked, subnets)
+    places = _Places(ranked, subnets, zones)
     landed: dict[int, list[str]] = {}
     unplaced: list[tuple[str, list[int]]] = []
     for entry in answer.get("Instances") or []:
@@ -212,9 +214,13 @@ class _Places:
     """Which of a pool set's offers an entry of EC2's answer (a fleet instance or error, a
     described instance) is about, from the instance type and the zone it names."""
 
-    def __init__(self, offers: Sequence[Offer], subnets: Mapping[str, str]) -> None:
+    def __init__(
+        self, offers: Sequence[Offer], subnets: Mapping[str, str], zones: Sequence[str | None]
+    ) -> None:
         self.offers = offers
         self.zone_of_subnet = {subnet: zone for zone, subnet in subnets.items()}
+        #: each offer's zone under every name it goes by (its own, and the account's name for an ID)
+        self.zone_names = [{o.pool.zone, z} - {None} for o, z in zip(offers, zones, strict=True)]
 
     def of(self, entry: Mapping[str, Any]) -> list[int]:
         """The indexes of the offers the entry may be about, best ranked first (one: it is known).
@@ -232,7 +238,7 @@ class _Places:
             if instance_type is None or offer.pool.instance_type == instance_type
         ]
         if zone is not None:
-            zonal = [i for i in found if self.offers[i].pool.zone == zone]
+            zonal = [i for i in found if zone in self.zone_names[i]]
             found = zonal or [i for i in found if self.offers[i].pool.zone is None]
         return found
 

@@ -90,6 +90,7 @@ from spotlake.compute.launch._ec2_requests import request_spot
 from spotlake.compute.launch.base import (
     EC2_FAILURES,
     Instance,
+    LaunchError,
     LaunchFailure,
     LaunchResult,
     PoolSetResult,
@@ -254,6 +255,8 @@ class Ec2Launcher:
                     terminate=lambda ids: self._terminate_in(offer.pool.region, ids)[1],
                 )
             return self._run(client, offer, count, max_price, labels)
+        except _UnplaceableZone as exc:
+            return LaunchResult(error=_unplaceable(offer, exc))
         except Exception as exc:
             error = provider_error(offer, exc)
             if error is None:
@@ -318,14 +321,27 @@ class Ec2Launcher:
             )
         try:
             client = self._client(ranked[0].pool.region)
-            return create_fleet_over(
+            placeable: list[Offer] = []
+            zones: list[str | None] = []
+            unplaceable: list[LaunchError] = []
+            for offer in ranked:
+                try:
+                    zones.append(self._zone_name(offer))
+                except _UnplaceableZone as exc:
+                    unplaceable.append(_unplaceable(offer, exc))
+                    continue
+                placeable.append(offer)
+            if not placeable:
+                return PoolSetResult(errors=tuple(unplaceable))
+            result = create_fleet_over(
                 client,
-                ranked,
+                placeable,
                 count,
                 tags,
                 template=template.spec(),
-                overrides=[self._fleet_override(offer, max_price) for offer in ranked],
+                overrides=[self._fleet_override(offer, max_price) for offer in placeable],
                 subnets=self.subnets,
+                zones=zones,
                 record=self._instances,
             )
         except Exception as exc:
@@ -333,6 +349,7 @@ class Ec2Launcher:
             if refused is None:
                 raise
             return refused
+        return PoolSetResult(instances=result.instances, errors=(*unplaceable, *result.errors))
 
     def terminate(self, ids: Sequence[str]) -> None:
         """Terminate instances, region by region; ids EC2 does not know are taken as gone.
@@ -443,7 +460,7 @@ class Ec2Launcher:
         if zone is not None and zone in self.subnets:
             params["SubnetId"] = self.subnets[zone]
         elif zone is not None:
-            name = self._zone_name(offer.pool.region, zone)
+            name = self._zone_name(offer) or zone
             if name in self.subnets:
                 params["SubnetId"] = self.subnets[name]
             else:
@@ -458,21 +475,32 @@ class Ec2Launcher:
             params["IamInstanceProfile"] = profile(self.instance_profile)
         return params
 
-    def _zone_name(self, region: str, zone: str) -> str:
-        """The account's name for a zone given by ID (``use1-az1``; the catalogs with zone IDs
-        write those, the same in every account), which EC2's placement takes; a name is itself.
-        Looked up once per region with ``DescribeAvailabilityZones``."""
-        if zone.startswith(region):
+    def _zone_name(self, offer: Offer) -> str | None:
+        """The account's name for the offer's zone given by ID (``use1-az1``; the catalogs with
+        zone IDs write those, the same in every account), which EC2's placement takes; a name is
+        itself. Looked up once per region with ``DescribeAvailabilityZones``. A zone this account
+        does not have, or a lookup EC2 refuses, is :class:`_UnplaceableZone`: that pool's
+        failure, never the whole allocation's (nor, for a missing permission, all of AWS's)."""
+        region, zone = offer.pool.region, offer.pool.zone
+        if zone is None or zone.startswith(region):
             return zone
         with self._lock:
             known = self._zone_names.get(region)
         if known is None:
-            answer = self._client(region).describe_availability_zones(AllAvailabilityZones=True)
+            try:
+                answer = self._client(region).describe_availability_zones(AllAvailabilityZones=True)
+            except Exception as exc:
+                if not is_provider_error(exc):
+                    raise
+                raise _UnplaceableZone(
+                    f"zone ID {zone} could not be mapped to a zone name ({type(exc).__name__}: "
+                    f"{clean(str(exc))}); allow ec2:DescribeAvailabilityZones, or use zone names"
+                ) from exc
             known = {z["ZoneId"]: z["ZoneName"] for z in answer.get("AvailabilityZones", []) if "ZoneId" in z}
             with self._lock:
                 self._zone_names[region] = known
         if zone not in known:
-            raise ConfigError(f"{region} has no availability zone {zone!r} (zone IDs known: {sorted(known)})")
+            raise _UnplaceableZone(f"{region} has no availability zone {zone!r} in this account")
         return known[zone]
 
     # --- instant: RunInstances, all or nothing -----------------------------------------------------
@@ -553,6 +581,15 @@ class Ec2Launcher:
         why = f"{code}: {clean(str(errors[0].get('ErrorMessage') or ''))}" if code else "no reason given"
         error = launch_error(offer, kind, f"CreateFleet got {len(ids)} of {count}: {why}", code)
         return LaunchResult(instances=instances, error=error)
+
+
+class _UnplaceableZone(Exception):
+    """An offer's zone ID this account cannot place: no such zone here, or the lookup refused."""
+
+
+def _unplaceable(offer: Offer, exc: _UnplaceableZone) -> LaunchError:
+    """That pool's failure (``OTHER``: the allocator tries elsewhere), never the allocation's."""
+    return launch_error(offer, LaunchFailure.OTHER, str(exc), "UnplaceableZone")
 
 
 def _one_by_one(client: Any, ids: Sequence[str]) -> list[str]:
