@@ -92,8 +92,8 @@ def test_a_hang_whose_terminate_fails_stays_running_and_is_retried() -> None:
     assert not set(first) & set(launcher.running) and set(launcher.running) == owned(jobs)
 
 
-def test_a_revert_whose_terminate_fails_leaves_no_instance_without_a_job() -> None:
-    c = clock()
+def fallen_back(c: FakeClock) -> tuple[JobManager, Flaky, Job]:
+    """A job whose spot part fell back to on-demand, half an hour ago (revert may move it now)."""
     jobs, launcher = manager(c)
     for offer in market():
         if offer.spot:
@@ -101,6 +101,12 @@ def test_a_revert_whose_terminate_fails_leaves_no_instance_without_a_job() -> No
     job = jobs.submit(CapacityRequest(count=4))
     assert job.placements and all(p.instance.capacity_type is OD for p in job.placements)
     c.advance(timedelta(minutes=30).total_seconds())
+    return jobs, launcher, job
+
+
+def test_a_revert_whose_terminate_fails_leaves_no_instance_without_a_job() -> None:
+    c = clock()
+    jobs, launcher, job = fallen_back(c)
     launcher.refuse_terminate = True
     for _ in range(3):
         jobs.tick()  # never raises
@@ -113,13 +119,8 @@ def test_a_revert_whose_terminate_fails_leaves_no_instance_without_a_job() -> No
 
 def test_a_revert_gives_its_replacement_back_when_the_old_instance_cannot_go() -> None:
     c = clock()
-    jobs, launcher = manager(c)
-    for offer in market():
-        if offer.spot:
-            launcher.fail_next(offer.pool, SPOT, LaunchFailure.NO_CAPACITY)
-    job = jobs.submit(CapacityRequest(count=4))
+    jobs, launcher, job = fallen_back(c)
     before = set(job.instance_ids)
-    c.advance(timedelta(minutes=30).total_seconds())
     launcher.refuse_once = set(before)  # the old on-demand instance cannot go; its replacement can
     jobs.tick()
     assert set(job.instance_ids) == before and set(launcher.running) == before == open_in_ledger(jobs)

@@ -68,19 +68,25 @@ class Weather:
         return sum(1 for _, spot, _ in self.asked if spot)
 
 
+def zonal(zone: str, clock: FakeClock, price: float = 0.03, score: int | None = None) -> Offer:
+    """An m5.large spot offer in ``zone`` (a name or a zone ID), observed now."""
+    now = clock.now()
+    return Offer(
+        pool=Pool(cloud=Cloud.AWS, region=REGION, zone=zone, instance_type="m5.large"),
+        capacity_type=SPOT,
+        price=price,
+        vcpus=2,
+        memory_gib=8,
+        score=None if score is None else PlacementScore(value=score, scale=10, observed_at=now),
+        observed_at=now,
+    )
+
+
 def market(clock: FakeClock) -> list[Offer]:
     now = clock.now()
 
     def spot(zone: str, price: float, score: int) -> Offer:
-        return Offer(
-            pool=Pool(cloud=Cloud.AWS, region=REGION, zone=zone, instance_type="m5.large"),
-            capacity_type=SPOT,
-            price=price,
-            vcpus=2,
-            memory_gib=8,
-            score=PlacementScore(value=score, scale=10, observed_at=now),
-            observed_at=now,
-        )
+        return zonal(zone, clock, price, score)
 
     return [
         spot("us-east-1a", 0.030, 9),
@@ -403,35 +409,16 @@ def _no_real_sleep(clock: FakeClock) -> Iterator[None]:
 def test_zone_ids_from_the_newer_catalog_launch_in_the_zone_they_name(ec2: Any, clock: FakeClock) -> None:
     by_id = {z["ZoneId"]: z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
     zone_id = sorted(by_id)[0]
-    offer = Offer(
-        pool=Pool(cloud=Cloud.AWS, region=REGION, zone=zone_id, instance_type="m5.large"),
-        capacity_type=SPOT,
-        price=0.03,
-        vcpus=2,
-        memory_gib=8,
-        observed_at=clock.now(),
-    )
-    a = allocator(ec2, clock, mix=SPOT_FIRST).allocate([offer], CapacityRequest(count=2))
+    a = allocator(ec2, clock, mix=SPOT_FIRST).allocate([zonal(zone_id, clock)], CapacityRequest(count=2))
     assert a.complete and not a.fallbacks
     zones = {i["Placement"]["AvailabilityZone"] for i in live(ec2, [i.id for i in a.instances]).values()}
     assert zones == {by_id[zone_id]}
 
 
-def _zonal(zone: str, clock: FakeClock, price: float = 0.03) -> Offer:
-    return Offer(
-        pool=Pool(cloud=Cloud.AWS, region=REGION, zone=zone, instance_type="m5.large"),
-        capacity_type=SPOT,
-        price=price,
-        vcpus=2,
-        memory_gib=8,
-        observed_at=clock.now(),
-    )
-
-
 def test_a_zone_id_this_account_lacks_fails_that_pool_only(ec2: Any, clock: FakeClock) -> None:
     known = {z["ZoneId"]: z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
     assert "use1-az9" not in known
-    offers = [_zonal("use1-az9", clock, 0.02), _zonal(sorted(known)[0], clock)]
+    offers = [zonal("use1-az9", clock, 0.02), zonal(sorted(known)[0], clock)]
     a = allocator(ec2, clock, mix=SPOT_FIRST).allocate(offers, CapacityRequest(count=2))
     assert a.complete and {p.instance.offer.pool.zone for p in a.placements} == {sorted(known)[0]}
     (failed,) = a.fallbacks
@@ -440,7 +427,7 @@ def test_a_zone_id_this_account_lacks_fails_that_pool_only(ec2: Any, clock: Fake
 
 def test_a_refused_zone_lookup_fails_the_zone_id_pools_not_all_of_aws(ec2: Any, clock: FakeClock) -> None:
     ec2.meta.events.register("before-call.ec2.DescribeAvailabilityZones", refuse("UnauthorizedOperation"))
-    offers = [_zonal("use1-az1", clock, 0.02), _zonal("us-east-1b", clock)]
+    offers = [zonal("use1-az1", clock, 0.02), zonal("us-east-1b", clock)]
     alloc = allocator(ec2, clock, mix=SPOT_FIRST)
     a = alloc.allocate(offers, CapacityRequest(count=2))
     assert a.complete and {p.instance.offer.pool.zone for p in a.placements} == {"us-east-1b"}
