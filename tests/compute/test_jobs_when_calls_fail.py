@@ -17,8 +17,9 @@ from spotlake.compute.health import HealthLimits, HealthRegistry
 from spotlake.compute.jobs import Job, JobManager, JobState
 from spotlake.compute.launch.base import LaunchFailure
 from spotlake.compute.launch.fake import FakeLauncher
+from spotlake.compute.ledger import EndReason
 from spotlake.compute.offers import OfferSet
-from spotlake.compute.policy import Fallback, cost_optimized
+from spotlake.compute.policy import SPOT_FIRST, Fallback, cost_optimized
 from spotlake.compute.values import CapacityRequest, CapacityType, Offer
 from spotlake.errors import ConfigError
 
@@ -34,6 +35,9 @@ class Flaky(FakeLauncher):
         #: Ids whose termination is refused (once each), whatever ``refuse_terminate`` says.
         self.refuse_once: set[str] = set()
         self.broken_launch = False
+        #: Launch calls that work before every further one raises (``None``: no limit).
+        self.break_after: int | None = None
+        self.launches = 0
 
     def terminate(self, ids: Sequence[str]) -> None:
         refused = self.refuse_once & set(ids)
@@ -43,7 +47,8 @@ class Flaky(FakeLauncher):
         super().terminate(ids)
 
     def launch(self, *args: object, **kw: object) -> object:  # type: ignore[override]
-        if self.broken_launch:
+        self.launches += 1
+        if self.broken_launch or (self.break_after is not None and self.launches > self.break_after):
             raise ConnectionError("endpoint unreachable")
         return super().launch(*args, **kw)  # type: ignore[arg-type]
 
@@ -59,7 +64,7 @@ class Live:
 
 def manager(c: FakeClock, build: object = None, **kw: object) -> tuple[JobManager, Flaky]:
     launcher = Flaky(clock=c)
-    alloc = Allocator(launcher, clock=c)
+    alloc = Allocator(launcher, clock=c, policy=kw.pop("policy", None))  # type: ignore[arg-type]
     return JobManager(alloc, Live(c, build), clock=c, **kw), launcher  # type: ignore[arg-type]
 
 
@@ -175,7 +180,8 @@ def test_a_checkpoint_hook_that_ends_the_job_ends_the_handling() -> None:
             region="us-east-1",
         )
     )
-    assert job.state is JobState.COMPLETED and not job.placements and not launcher.running
+    assert job.state is JobState.COMPLETED and not job.placements
+    assert set(launcher.running) == {lost.instance.id}  # the one the cloud is taking back
 
 
 def test_a_job_rescheduled_after_a_hang_is_restarted() -> None:
@@ -274,3 +280,111 @@ def test_a_spot_wait_longer_than_the_probe_lease_is_refused() -> None:
         alloc.decide(market(), CapacityRequest(count=1), slow)
     long_lease = HealthRegistry(clock=c, limits=HealthLimits(probe_lease=timedelta(minutes=30)))
     Allocator(FakeLauncher(clock=c), clock=c, policy=slow, health=long_lease)  # consistent: accepted
+
+
+# --- a second review of these fixes ----------------------------------------------------------------
+
+ALL_SPOT = cost_optimized().with_mix(SPOT_FIRST)
+
+
+def test_a_partial_on_demand_move_that_cannot_be_given_back_stays_with_the_job() -> None:
+    def build(at: datetime) -> list[Offer]:
+        return [
+            spot("us-east-1a", "m5.2xlarge", price=0.08, vcpus=8, memory=32.0, observed_at=at),
+            on_demand("us-east-1", "m5.xlarge", price=0.192, observed_at=at),
+        ]
+
+    c = clock()
+    jobs, launcher = manager(c, build, policy=ALL_SPOT)
+    job = jobs.submit(CapacityRequest(vcpus=8))
+    launcher.set_capacity(on_demand().pool, OD, 1)  # one of the two 4-vCPU instances it needs
+    launcher.refuse_terminate = True
+    with pytest.raises(RuntimeError, match="throttled"):
+        jobs.fallback(job.id)
+    assert set(launcher.running) == owned(jobs) == open_in_ledger(jobs) and len(launcher.running) == 2
+
+
+def test_moves_made_before_a_failure_keep_the_job_on_demand() -> None:
+    c = clock()
+    jobs, launcher = manager(c, policy=ALL_SPOT)
+    job = jobs.submit(CapacityRequest(count=2))
+    launcher.break_after = launcher.launches + 1  # the first on-demand move works, the second breaks
+    with pytest.raises(AllocationError):
+        jobs.fallback(job.id)
+    assert job.pinned_on_demand
+    moved = {p.instance.id for p in job.placements if p.instance.capacity_type is OD}
+    launcher.break_after = None
+    for _ in range(4):
+        c.advance(timedelta(minutes=20).total_seconds())
+        jobs.tick()
+    assert moved <= set(job.instance_ids)  # revert leaves a pinned job alone
+    jobs.unpin(job.id)
+    for _ in range(4):
+        c.advance(timedelta(minutes=20).total_seconds())
+        jobs.tick()
+    assert not moved & set(job.instance_ids)  # back on spot once allowed
+
+
+def test_a_submit_that_breaks_and_cannot_terminate_keeps_its_instances_with_the_job() -> None:
+    c = clock()
+    jobs, launcher = manager(c)
+    launcher.break_after = 1  # the spot launch works, the on-demand launch raises
+    launcher.refuse_terminate = True
+    with pytest.raises(AllocationError) as caught:
+        jobs.submit(CapacityRequest(count=4))
+    assert caught.value.partial is not None and caught.value.still_running
+    assert set(launcher.running) == owned(jobs) == open_in_ledger(jobs) == set(caught.value.still_running)
+    (job,) = jobs.list()
+    launcher.refuse_terminate = False
+    jobs.terminate(job.id)
+    assert not launcher.running and not open_in_ledger(jobs)
+
+
+def test_a_revert_that_could_not_terminate_waits_a_cooldown_before_launching_again() -> None:
+    c = clock()
+    jobs, launcher, job = fallen_back(c)
+    old = set(job.instance_ids)
+    launcher.refuse_once = set(old)
+    before = launcher.launches
+    for _ in range(30):  # five minutes of ticks
+        jobs.tick()
+        c.advance(10)
+    assert launcher.launches - before == 1 and set(job.instance_ids) == old
+
+
+def test_a_hook_that_ends_the_job_still_records_the_interruption() -> None:
+    c = clock()
+    holder: dict[str, JobManager] = {}
+
+    def checkpoint(job: Job, deadline: datetime) -> None:
+        holder["jobs"].complete(job.id)
+
+    jobs, _ = manager(c, policy=ALL_SPOT, checkpoint=checkpoint)
+    holder["jobs"] = jobs
+    for _ in range(2):  # two early interruptions in one pool block it
+        job = jobs.submit(CapacityRequest(count=1))
+        lost = job.placements[0].instance
+        c.advance(60)
+        jobs.handle(
+            InterruptionWarning(
+                instance_id=lost.id,
+                action="terminate",
+                deadline=c.now() + timedelta(minutes=2),
+                at=c.now(),
+                region="us-east-1",
+            )
+        )
+        assert jobs.ledger.get(lost.id).end is EndReason.INTERRUPTED  # type: ignore[union-attr]
+    assert jobs.allocator.health.blocked(lost.offer.pool, SPOT) is not None
+
+
+def test_a_waiting_job_can_be_moved_to_on_demand_and_spot_only_managers_wait() -> None:
+    c = clock()
+    jobs, launcher = manager(c, policy=ALL_SPOT, on_demand_fallback=False)
+    for offer in market():
+        if offer.spot:
+            launcher.set_capacity(offer.pool, SPOT, 0)
+    job = jobs.submit(CapacityRequest(count=2))
+    assert job.state is JobState.PENDING and not job.placements  # waits for spot, no on-demand
+    jobs.fallback(job.id)
+    assert job.state is JobState.RUNNING and {p.instance.capacity_type for p in job.placements} == {OD}

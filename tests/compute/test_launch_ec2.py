@@ -554,7 +554,23 @@ def test_a_pool_set_skips_zone_ids_the_account_lacks(ec2: Any, pools_launcher: E
     result = launch_pools(pools_launcher, ranked, 1)
     assert [i.offer for i in result.instances] == [ranked[1]]
     (error,) = result.errors
-    assert (error.pool, error.code) == (ranked[0].pool, "UnplaceableZone")
+    assert (error.pool, error.code, error.kind) == (
+        ranked[0].pool,
+        "UnplaceableZone",
+        LaunchFailure.UNPLACEABLE,
+    )
+
+
+def test_a_refused_pool_set_call_is_charged_to_the_pools_in_it(ec2: Any, pools_launcher: Ec2Launcher) -> None:
+    ranked = [offer(zone="use1-az9"), offer(zone=ZONES[0]), offer(zone=ZONES[1])]
+    ec2.meta.events.register(
+        "before-call.ec2.CreateFleet", refuse("InsufficientInstanceCapacity", "none left")
+    )
+    result = launch_pools(pools_launcher, ranked, 1)
+    assert [(e.pool.zone, e.kind) for e in result.errors] == [
+        (ZONES[0], LaunchFailure.NO_CAPACITY),  # the call's first pool, not the skipped one
+        ("use1-az9", LaunchFailure.UNPLACEABLE),
+    ]
 
 
 def test_pool_set_refusals_are_charged_to_the_pools_they_concern(

@@ -143,7 +143,7 @@ def test_allocate_request_spot_and_fallback_as_the_seed_api_has_them() -> None:
     assert {jobs.ledger.get(i).end for i in spot_ids} == {EndReason.REPLACED}  # type: ignore[union-attr]
     assert job.history[-1].reason == "spot keeps failing in this region: 7 moved"
     jobs.complete(job.id)
-    with pytest.raises(ConfigError, match="only a running job"):
+    with pytest.raises(ConfigError, match="only a running or waiting job"):
         jobs.fallback(job.id)
     launcher.fail_next(pool("us-east-1b"), SPOT, LaunchFailure.SPOT_LIMIT)
     spot = jobs.request_spot(CapacityRequest(count=3))

@@ -422,7 +422,7 @@ def test_a_zone_id_this_account_lacks_fails_that_pool_only(ec2: Any, clock: Fake
     a = allocator(ec2, clock, mix=SPOT_FIRST).allocate(offers, CapacityRequest(count=2))
     assert a.complete and {p.instance.offer.pool.zone for p in a.placements} == {sorted(known)[0]}
     (failed,) = a.fallbacks
-    assert failed.pool.zone == "use1-az9" and failed.failure is LaunchFailure.OTHER
+    assert failed.pool.zone == "use1-az9" and failed.failure is LaunchFailure.UNPLACEABLE
 
 
 def test_a_refused_zone_lookup_fails_the_zone_id_pools_not_all_of_aws(ec2: Any, clock: FakeClock) -> None:
@@ -436,6 +436,20 @@ def test_a_refused_zone_lookup_fails_the_zone_id_pools_not_all_of_aws(ec2: Any, 
     assert alloc.health.breaker(SPOT) is BreakerState.CLOSED and not alloc.health.blocked(
         offers[1].pool, SPOT
     )
+
+
+def test_unplaceable_zones_are_no_spot_failures(ec2: Any, clock: FakeClock) -> None:
+    """Three zone-ID pools that cannot be placed neither open the spot breaker nor use up the
+    decision's failed spot pools: the zone-name pool after them still launches on spot."""
+    ec2.meta.events.register("before-call.ec2.DescribeAvailabilityZones", refuse("UnauthorizedOperation"))
+    offers = [zonal(z, clock, p) for z, p in (("use1-az1", 0.030), ("use1-az2", 0.031), ("use1-az4", 0.032))]
+    alloc = allocator(ec2, clock, mix=SPOT_FIRST)
+    a = alloc.allocate([*offers, zonal("us-east-1c", clock, 0.034)], CapacityRequest(count=1))
+    assert [(p.instance.offer.pool.zone, p.instance.capacity_type) for p in a.placements] == [
+        ("us-east-1c", SPOT)
+    ]
+    assert [f.failure for f in a.fallbacks] == [LaunchFailure.UNPLACEABLE] * 3
+    assert alloc.health.breaker(SPOT) is BreakerState.CLOSED
 
 
 def test_multi_pool_policies_fall_back_to_one_pool_per_launch_without_a_launch_template(

@@ -52,12 +52,21 @@ _TAG_VALUE_MAX = 256
 
 class AllocationError(ComputeError):
     """An allocation that broke part-way; what it had launched was terminated (``launched``)
-    unless the termination failed too (``still_running``: look after these by hand)."""
+    unless the termination failed too (``still_running``, and ``partial``: the allocation of
+    those instances, for the caller to record and look after)."""
 
-    def __init__(self, message: str, *, launched: tuple[str, ...], still_running: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        launched: tuple[str, ...],
+        still_running: tuple[str, ...],
+        partial: Allocation | None = None,
+    ) -> None:
         super().__init__(message)
         self.launched = launched
         self.still_running = still_running
+        self.partial = partial
 
 
 @attrs.frozen(kw_only=True)
@@ -221,6 +230,7 @@ class Allocator:
                 ),
                 launched=tuple(launched),
                 still_running=tuple(kept),
+                partial=run.partial(kept) if kept else None,
             ) from exc
         finally:
             run.release_probe()
@@ -256,6 +266,20 @@ class _Run:
         self.weight = decision.book.weight(decision.request.unit)
         #: The ticket of a half-open breaker's probe taken for this allocation and not launched yet.
         self.probe: datetime | None = None
+
+    def partial(self, ids: Sequence[str]) -> Allocation:
+        """The allocation of the instances ``ids`` this run launched (a run that broke)."""
+        keep = set(ids)
+        placements = tuple(p for p in self.placements if p.instance.id in keep)
+        return Allocation(
+            id=self.id,
+            request=self.d.request,
+            decision=self.d,
+            placements=placements,
+            fallbacks=tuple(self.fallbacks),
+            unfilled=max(self.d.request.amount - sum(p.units for p in placements), 0.0),
+            notes=(*self.notes, "broke part-way: only these instances still run"),
+        )
 
     def release_probe(self) -> None:
         if self.probe is not None:
@@ -344,7 +368,8 @@ class _Run:
             if p.probe:  # its outcome is recorded (a price too low records none: give it back)
                 self.release_probe()
             fill.took(got * p.weight)
-            failures += len(self.fallbacks) - before
+            # a pool the launcher cannot place says nothing of spot: not one of the failed pools
+            failures += sum(1 for e in self.fallbacks[before:] if e.failure is not LaunchFailure.UNPLACEABLE)
             if got == p.count or len(self.fallbacks) == before:
                 continue
             action = policy.fallback.after(self.fallbacks[-1].failure, CapacityType.SPOT, failures)

@@ -194,6 +194,7 @@ class HealthRegistry:
             LaunchFailure.QUOTA: self.limits.quota_ttl,
             LaunchFailure.AUTH: self.limits.auth_ttl,
             LaunchFailure.OTHER: self.limits.capacity_ttl,
+            LaunchFailure.UNPLACEABLE: self.limits.capacity_ttl,
         }[kind]
         with self._lock:
             now = self._now()
@@ -203,7 +204,7 @@ class HealthRegistry:
                 reason=f"{kind}{': ' + detail if detail else ''} at {now:%H:%M:%S}",
             )
             self._blocks.append(block)
-            if capacity_type is CapacityType.SPOT:
+            if capacity_type is CapacityType.SPOT and kind is not LaunchFailure.UNPLACEABLE:
                 self._count_failure(capacity_type, now)
             return block
 

@@ -33,7 +33,7 @@ import builtins
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -41,7 +41,7 @@ from typing import Protocol
 import attrs
 
 from spotlake.clock import Clock, ensure_utc
-from spotlake.compute.allocator import Allocation, Allocator, Placement
+from spotlake.compute.allocator import Allocation, AllocationError, Allocator, Placement
 from spotlake.compute.events import (
     Event,
     EventBatch,
@@ -158,6 +158,7 @@ class JobManager:
         hang_factor: float = 2.5,
         max_attempts: int = 3,
         revert: bool = True,
+        on_demand_fallback: bool = True,
     ) -> None:
         if hang_factor <= 1:
             raise ConfigError(
@@ -174,6 +175,9 @@ class JobManager:
         self._restart = restart
         self.hang_factor = hang_factor
         self.max_attempts = max_attempts
+        #: Whether a job's spot units that find no spot go to on-demand (else the job waits for
+        #: spot: an ASG-like fixed mix, or a deadline-aware controller that decides itself).
+        self.on_demand_fallback = on_demand_fallback
         self._reverter = Reverter(allocator, ledger=self.ledger) if revert else None
         self._jobs: dict[str, Job] = {}
         self._by_instance: dict[str, str] = {}
@@ -225,7 +229,12 @@ class JobManager:
         """Capacity without a job (the seed's ``resources/allocate``): spot first with fallback,
         recorded in the ledger; give it back with :meth:`release`."""
         with self._lock:
-            allocation = self.allocator.allocate(self._offers(), request, policy=policy)
+            try:
+                allocation = self.allocator.allocate(self._offers(), request, policy=policy)
+            except AllocationError as exc:
+                if exc.partial is not None:  # still running: in the ledger, named by the error
+                    self.ledger.record(exc.partial)
+                raise
             self.ledger.record(allocation)
             return allocation
 
@@ -255,49 +264,69 @@ class JobManager:
                 self.ledger.record_end(instance_id, reason)
 
     def fallback(self, job_id: str, reason: str = "moved to on-demand by the caller") -> Job:
-        """Move a running job's spot instances to on-demand now (the seed's ``resources/fallback``):
-        each is replaced on-demand first, then terminated (make before break); one that finds no
-        on-demand capacity stays on spot. The job stays on-demand (revert leaves it alone)."""
+        """Move a job to on-demand now (the seed's ``resources/fallback``). A running job's spot
+        instances are each replaced on-demand first, then terminated (make before break); one
+        that finds no on-demand capacity stays on spot. A waiting job asks on-demand for what it
+        misses at once. The job stays on-demand, replacements included (revert leaves it alone),
+        until :meth:`unpin`. If a call fails part-way the error is raised, every instance
+        launched stays with the job, and the moves already made keep the job on-demand."""
         with self._lock:
             job = self.get(job_id)
-            if job.state is not JobState.RUNNING:
-                raise ConfigError(f"job {job_id} is {job.state}; only a running job's capacity can move")
-            on_demand = self.allocator.policy.only(ON_DEMAND_ONLY)
+            if job.state not in (JobState.RUNNING, JobState.PENDING):
+                raise ConfigError(f"job {job_id} is {job.state}; only a running or waiting job can move")
             moved = 0
-            for old in [p for p in job.placements if p.instance.capacity_type is CapacityType.SPOT]:
-                got = self.allocator.allocate(
-                    self._offers(), job.request.with_amount(old.units), policy=on_demand, job=job.id
-                )
-                # The units were asked as spot: the replacement is a fallback, in the ledger too.
-                got = attrs.evolve(
-                    got,
-                    placements=tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in got.placements),
-                )
-                self.ledger.record(got, job=job.id)
-                if not got.complete:
-                    self._give_back(got, EndReason.TERMINATED)
-                    continue
-                try:
-                    self._release(job, [old], EndReason.REPLACED, terminate=True)
-                except Exception:
-                    # The spot instance still runs: the replacement goes back (or, if even that
-                    # fails, the job holds both), and the caller hears of it.
-                    try:
-                        self._give_back(got, EndReason.TERMINATED)
-                    except Exception:
-                        self._adopt(job, got)
-                    job.pinned_on_demand = moved > 0
-                    job.history.append(
-                        Transition(
-                            at=self._now(), state=job.state, reason=f"{reason}: {moved} moved, then failed"
-                        )
-                    )
-                    raise
-                self._adopt(job, got)
-                moved += 1
-            job.pinned_on_demand = True
-            job.history.append(Transition(at=self._now(), state=job.state, reason=f"{reason}: {moved} moved"))
+            done = False
+            try:
+                if job.state is JobState.PENDING:
+                    job.pinned_on_demand = True
+                    self._fill(job)
+                else:
+                    for _ in self._moves_to_on_demand(job):
+                        moved += 1
+                done = True
+            finally:
+                job.pinned_on_demand = job.pinned_on_demand or done or moved > 0
+                outcome = f"{moved} moved" if done else f"{moved} moved, then failed"
+                job.history.append(Transition(at=self._now(), state=job.state, reason=f"{reason}: {outcome}"))
             return job
+
+    def unpin(self, job_id: str) -> Job:
+        """Let a job moved to on-demand with :meth:`fallback` use spot again: its mix applies to
+        later replacements, and revert may move its fallen-back instances back to spot."""
+        with self._lock:
+            job = self.get(job_id)
+            if job.pinned_on_demand:
+                job.pinned_on_demand = False
+                job.history.append(Transition(at=self._now(), state=job.state, reason="spot allowed again"))
+            return job
+
+    def _moves_to_on_demand(self, job: Job) -> Iterator[Placement]:
+        """Replace each of a running job's spot instances on-demand (make before break),
+        yielding each one moved (so a caller counts the moves made before a failure)."""
+        on_demand = self.allocator.policy.only(ON_DEMAND_ONLY)
+        for old in [p for p in job.placements if p.instance.capacity_type is CapacityType.SPOT]:
+            got = self._allocate(
+                job, job.request.with_amount(old.units), on_demand, as_spot=True, adopt=False
+            )
+            if not got.complete:
+                self._give_back_or_keep(job, got)
+                continue
+            try:
+                self._release(job, [old], EndReason.REPLACED, terminate=True)
+            except Exception:
+                self._give_back_or_keep(job, got)  # the spot instance still runs: no move
+                raise
+            self._adopt(job, got)
+            yield old
+
+    def _give_back_or_keep(self, job: Job, allocation: Allocation) -> None:
+        """Give back an allocation that is no use; if even that fails, the job holds it (it runs,
+        and must have an owner) and the error is raised."""
+        try:
+            self._give_back(allocation, EndReason.TERMINATED)
+        except Exception:
+            self._adopt(job, allocation)
+            raise
 
     def health(self) -> HealthReport:
         h = self.allocator.health
@@ -459,18 +488,38 @@ class JobManager:
         return out
 
     def _allocate_part(self, job: Job, units: float, policy: Policy, *, as_spot: bool) -> Allocation:
-        """Allocate ``units`` of the job's request under ``policy`` and give them to the job;
-        ``as_spot``: the units were asked as spot (whatever they landed on: a revert may move
-        them back)."""
+        """Allocate ``units`` of the job's request under ``policy`` and give them to the job."""
         request = job.request if units >= job.request.amount else job.request.with_amount(units)
-        allocation = self.allocator.allocate(self._offers(), request, policy=policy, job=job.id)
+        return self._allocate(job, request, policy, as_spot=as_spot, adopt=True)
+
+    def _allocate(
+        self, job: Job, request: CapacityRequest, policy: Policy, *, as_spot: bool, adopt: bool
+    ) -> Allocation:
+        """Allocate for a job, recorded in the ledger (and given to the job with ``adopt``).
+        ``as_spot``: the units were asked as spot, whatever they landed on (a revert may move
+        them back). An allocation that broke part-way and could not terminate what it launched
+        leaves those instances with the job (recorded) before the error goes on."""
+        try:
+            allocation = self.allocator.allocate(
+                self._offers(),
+                request,
+                policy=policy,
+                job=job.id,
+                on_demand_fallback=self.on_demand_fallback,
+            )
+        except AllocationError as exc:
+            if exc.partial is not None:
+                self.ledger.record(exc.partial, job=job.id)
+                self._adopt(job, exc.partial)
+            raise
         if as_spot:
             allocation = attrs.evolve(
                 allocation,
                 placements=tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in allocation.placements),
             )
         self.ledger.record(allocation, job=job.id)
-        self._adopt(job, allocation)
+        if adopt:
+            self._adopt(job, allocation)
         return allocation
 
     def _fill(self, job: Job) -> None:
@@ -537,10 +586,16 @@ class JobManager:
             return job
 
     def _lost(self, job: Job, placement: Placement, *, deadline: datetime, why: str) -> None:
-        """An instance is being taken away: checkpoint, record, replace, restart."""
+        """An instance is being taken away: record, checkpoint, replace, restart."""
         instance = placement.instance
         spot = instance.capacity_type is CapacityType.SPOT
-        if self._checkpoint is not None and job.state is JobState.RUNNING:
+        running = job.state is JobState.RUNNING
+        if spot:  # an on-demand instance lost (an operator, a host) says nothing about spot
+            self.allocator.health.record_interruption(instance.offer.pool, launched_at=instance.launched_at)
+        self._release(
+            job, [placement], EndReason.INTERRUPTED if spot else EndReason.TERMINATED, terminate=False
+        )
+        if self._checkpoint is not None and running:
             try:
                 self._checkpoint(job, deadline)
             except Exception as exc:  # a failing hook must not stop the replacement
@@ -551,11 +606,6 @@ class JobManager:
                 )
             if job.state in _FINAL:
                 return  # the hook ended the job (done at its checkpoint, or cancelled)
-        if spot:  # an on-demand instance lost (an operator, a host) says nothing about spot
-            self.allocator.health.record_interruption(instance.offer.pool, launched_at=instance.launched_at)
-        self._release(
-            job, [placement], EndReason.INTERRUPTED if spot else EndReason.TERMINATED, terminate=False
-        )
         job.restarts += 1
         job.history.append(Transition(at=self._now(), state=job.state, reason=f"{why} for {instance.id}"))
         if job.missing <= EPS:

@@ -100,6 +100,8 @@ class Reverter:
             self.ledger.record(got, job=job)
         if not got.complete or got.units(CapacityType.SPOT) + EPS < old.units:
             log.info("revert of %s to spot did not find the capacity; it stays on-demand", old.instance.id)
+            if got.instances:  # launched and given back: wait a cooldown before launching again
+                self.allocator.health.record_revert()
             if self._give_back(got):  # a part is no replacement
                 return None
             return RevertMove(old=old, new=_as_spot(got), allocation=got, kept_old=True)
@@ -113,6 +115,7 @@ class Reverter:
                 type(exc).__name__,
                 exc,
             )
+            self.allocator.health.record_revert()  # no new launch before the cooldown
             if self._give_back(got):
                 return None
             return RevertMove(old=old, new=new, allocation=got, kept_old=True)

@@ -50,6 +50,10 @@ class LaunchFailure(StrEnum):
     #: Anything else the provider refused: the next pool is tried (an unknown refusal may be the
     #: pool's), and it counts on the spot breaker like a capacity failure.
     OTHER = "other"
+    #: The launcher cannot place this pool at all (a zone this account does not have, or whose
+    #: name it could not look up): the pool is blocked and the next one tried, but it says nothing
+    #: about spot's health (no breaker count, not one of the decision's failed spot pools).
+    UNPLACEABLE = "unplaceable"
 
 
 #: EC2 error codes and what they mean for allocation.

@@ -319,11 +319,11 @@ class Ec2Launcher:
                 "launch_pools launches through CreateFleet, which takes security groups and user "
                 "data from the launch template only: put them there, not on the Ec2Launcher"
             )
+        placeable: list[Offer] = []
+        zones: list[str | None] = []
+        unplaceable: list[LaunchError] = []
         try:
             client = self._client(ranked[0].pool.region)
-            placeable: list[Offer] = []
-            zones: list[str | None] = []
-            unplaceable: list[LaunchError] = []
             for offer in ranked:
                 try:
                     zones.append(self._zone_name(offer))
@@ -345,11 +345,12 @@ class Ec2Launcher:
                 record=self._instances,
             )
         except Exception as exc:
-            refused = fleet_refusal(ranked, exc)
+            refused = fleet_refusal(placeable or ranked, exc)
             if refused is None:
                 raise
-            return refused
-        return PoolSetResult(instances=result.instances, errors=(*unplaceable, *result.errors))
+            return PoolSetResult(errors=(*refused.errors, *unplaceable))
+        # the call's own errors first: a shortfall is charged to the first error's pool
+        return PoolSetResult(instances=result.instances, errors=(*result.errors, *unplaceable))
 
     def terminate(self, ids: Sequence[str]) -> None:
         """Terminate instances, region by region; ids EC2 does not know are taken as gone.
@@ -588,8 +589,8 @@ class _UnplaceableZone(Exception):
 
 
 def _unplaceable(offer: Offer, exc: _UnplaceableZone) -> LaunchError:
-    """That pool's failure (``OTHER``: the allocator tries elsewhere), never the allocation's."""
-    return launch_error(offer, LaunchFailure.OTHER, str(exc), "UnplaceableZone")
+    """That pool's failure (``UNPLACEABLE``: the allocator tries elsewhere), never the allocation's."""
+    return launch_error(offer, LaunchFailure.UNPLACEABLE, str(exc), "UnplaceableZone")
 
 
 def _one_by_one(client: Any, ids: Sequence[str]) -> list[str]:

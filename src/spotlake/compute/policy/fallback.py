@@ -43,7 +43,7 @@ class Fallback:
         """The action after the ``failures``-th failed launch of ``capacity_type`` in this decision."""
         if failure is LaunchFailure.AUTH:
             return FallbackAction.GIVE_UP
-        if capacity_type is CapacityType.ON_DEMAND:
+        if capacity_type is CapacityType.ON_DEMAND or failure is LaunchFailure.UNPLACEABLE:
             return FallbackAction.NEXT_POOL
         if failure in (LaunchFailure.SPOT_LIMIT, LaunchFailure.QUOTA):
             return FallbackAction.ON_DEMAND  # the region's spot is out, no other spot pool there helps
