@@ -186,8 +186,9 @@ class JobManager:
 
     # --- the job API -----------------------------------------------------------------------------
 
-    def submit(self, request: CapacityRequest, *, name: str = "") -> Job:
-        """A new job; it is allocated at once, or waits for capacity."""
+    def submit(self, request: CapacityRequest, *, name: str = "", on_demand: bool = False) -> Job:
+        """A new job; it is allocated at once, or waits for capacity. ``on_demand``: it starts
+        on on-demand, as if moved there with :meth:`fallback` (until :meth:`unpin`)."""
         with self._lock:
             job = Job(
                 id=f"job-{next(self._ids)}",
@@ -195,6 +196,7 @@ class JobManager:
                 request=request,
                 submitted_at=self._now(),
                 attempts=1,
+                pinned_on_demand=on_demand,
             )
             self._jobs[job.id] = job
             self._move(job, JobState.PENDING, "submitted")
@@ -470,17 +472,18 @@ class JobManager:
         if missing <= EPS:
             return []
         policy = self.allocator.policy
-        if job.pinned_on_demand:  # moved to on-demand on purpose: it stays there
-            return [self._allocate_part(job, missing, policy.only(ON_DEMAND_ONLY), as_spot=False)]
-        if not job.placements:
+        if not job.placements and not job.pinned_on_demand:
             return [self._allocate_part(job, job.request.amount, policy, as_spot=False)]
         split = policy.mix_for(job.request.task_class).split(job.request.amount)
         held_spot = sum(p.units for p in job.placements if p.requested is CapacityType.SPOT)
         want_spot = min(max(split.spot - held_spot, 0.0), missing)
         want_on_demand = missing - want_spot
         out: builtins.list[Allocation] = []
+        # a job moved to on-demand on purpose stays there, its spot units too (asked as spot:
+        # once unpinned, revert may move them back)
+        spot_policy = policy.only(ON_DEMAND_ONLY if job.pinned_on_demand else SPOT_FIRST)
         if want_spot > EPS:
-            out.append(self._allocate_part(job, want_spot, policy.only(SPOT_FIRST), as_spot=True))
+            out.append(self._allocate_part(job, want_spot, spot_policy, as_spot=True))
         # what the spot part launched beyond its units (whole instances) is not asked again
         want_on_demand = min(want_on_demand, job.missing)
         if want_on_demand > EPS:

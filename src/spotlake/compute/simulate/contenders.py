@@ -1,0 +1,289 @@
+"""The ways of getting capacity the simulator compares, each as the real allocator configures it.
+
+A :class:`Contender` is a :class:`~spotlake.compute.policy.presets.Policy` plus how the
+:class:`~spotlake.compute.jobs.JobManager` runs it (health limits, revert, on-demand fallback) and,
+for deadline-aware ones, a :class:`Controller` that decides per job, at every step, whether it
+should be on on-demand now. Nothing here launches anything: the engine
+(:mod:`spotlake.compute.simulate.engine`) runs each contender on the same trace and workload.
+
+The contenders (:func:`contenders` builds them by name):
+
+``on-demand``
+    Everything on on-demand (the reference every saving is measured against).
+``greedy``
+    Spot while there is spot, else on-demand; back to spot when it is healthy again.
+``skypilot-like``
+    SkyPilot's managed spot jobs: spot pools in price order, a failed pool is skipped for the rest
+    of that launch only (a blocklist without TTL, not shared across launches), and when every pool
+    failed the job waits and retries spot (it never falls back to on-demand).
+``asg-like``
+    An Auto Scaling group's fixed mix: 30 % on-demand and 70 % spot over the two cheapest pools,
+    with no fallback: spot units that find no spot wait for it.
+``uniform-progress``
+    The deadline-aware rule of "Can't Be Late" (NSDI'24), from its description: a job uses spot
+    when it can; when it cannot and its progress is behind the straight line from submission to
+    deadline it uses on-demand, and it leaves on-demand as soon as it is ahead of the line again.
+    One pool (the cheapest), as in the paper's single-zone setting.
+``cost_optimized``, ``balanced``, ``performance_optimized``
+    spotlake's presets as they are.
+``spotlake-deadline``
+    Ours, deadline-aware: placement scores and several pools (price-capacity ranking, three pools
+    per launch), spot whenever there is spot, waiting for it while the job's slack allows, and
+    on-demand once the slack left would not survive two more restarts (:class:`SlackGuard`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final, Protocol
+
+import attrs
+
+from spotlake.compute.health import HealthLimits
+from spotlake.compute.policy.fallback import Fallback
+from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST, CapacityMix
+from spotlake.compute.policy.presets import Policy, balanced, cost_optimized, performance_optimized
+from spotlake.compute.policy.rankers import ByPrice, PriceCapacity
+from spotlake.errors import ConfigError
+
+__all__ = [
+    "CONTENDERS",
+    "Contender",
+    "Controller",
+    "JobView",
+    "Mode",
+    "SlackGuard",
+    "UniformProgress",
+    "contenders",
+]
+
+#: Blocks that last longer than any simulation: a pool or breaker that failed stays failed.
+_FOREVER: Final = timedelta(days=3650)
+
+
+class Mode(StrEnum):
+    """Where a deadline-aware controller wants a job now."""
+
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+@attrs.frozen(kw_only=True)
+class JobView:
+    """What a controller sees of one job at one step (all times absolute)."""
+
+    now: datetime
+    submitted_at: datetime
+    due_at: datetime
+    work: timedelta
+    done: timedelta
+    restart_overhead: timedelta
+    #: The work an interruption may lose at most (one checkpoint interval; without periodic
+    #: checkpoints, what an interruption now would lose: all the work not saved yet).
+    loss_bound: timedelta
+    #: How long the cloud warns before it takes a spot instance.
+    notice: timedelta
+    #: The job is on on-demand on purpose (the controller moved it there).
+    on_demand: bool
+    #: The job is waiting for capacity.
+    waiting: bool
+    #: Interruptions the job has had so far.
+    interruptions: int = 0
+
+    @property
+    def remaining(self) -> timedelta:
+        return max(self.work - self.done, timedelta(0))
+
+    @property
+    def time_left(self) -> timedelta:
+        return self.due_at - self.now
+
+    @property
+    def slack(self) -> timedelta:
+        """Time to spare if the job ran uninterrupted from now, after one restart."""
+        return self.time_left - self.remaining - self.restart_overhead
+
+
+class Controller(Protocol):
+    """Decides, per job with a deadline and at every step, where the job should be now."""
+
+    def mode(self, view: JobView) -> Mode: ...
+
+
+@attrs.frozen
+class UniformProgress:
+    """Keep progress on or above the straight line from submission (no work) to deadline (all of it).
+
+    Behind the line and waiting for spot: on-demand. On on-demand and ahead of the line again:
+    spot. Whatever the line says, on-demand once the slack left is below one restart.
+    """
+
+    def mode(self, view: JobView) -> Mode:
+        if view.slack <= view.restart_overhead:
+            return Mode.ON_DEMAND
+        span = view.due_at - view.submitted_at
+        expected = view.work * ((view.now - view.submitted_at) / span)
+        behind = view.done < expected
+        if view.on_demand:
+            return Mode.ON_DEMAND if behind else Mode.SPOT
+        return Mode.ON_DEMAND if behind and view.waiting else Mode.SPOT
+
+
+@attrs.frozen
+class SlackGuard:
+    """Spot whenever there is spot; wait for it while the slack allows; on-demand when it does not.
+
+    A job's slack is the time it can still lose and finish by its deadline. Waiting for spot costs
+    slack and nothing else, while an on-demand hour costs the most, so waiting is what saves; but
+    every move onto new capacity also costs slack (the notice, the work since the last checkpoint
+    and a restart overhead: one *switch*), and a job that spent all its slack waiting can no longer
+    afford to go back to spot when it returns. So the guard keeps a reserve: ``restarts`` switches
+    at their worst for good measure, plus two typical switches (to on-demand and back, losing half
+    a checkpoint interval) for every interruption it expects in the rest of the work, at the rate
+    the job has seen so far (with a prior of ``prior_rate`` interruptions an hour over
+    ``prior_hours``). While the job waits for spot, it keeps waiting as long as its slack is above
+    the reserve and it has used no more of the slack beyond the reserve than its pace allows
+    (``front`` of it at once, the rest spread evenly up to the deadline, so one long outage early
+    does not spend it all); otherwise it goes to on-demand. On on-demand it goes back to spot (the
+    allocator's revert) whenever the slack pays for the move and keeps ``restarts`` switches;
+    below that it stays on on-demand.
+    """
+
+    restarts: int = 2
+    prior_rate: float = 0.1
+    prior_hours: float = 4.0
+    front: float = 0.3
+
+    def mode(self, view: JobView) -> Mode:
+        if not view.waiting and not view.on_demand:
+            return Mode.SPOT  # running on spot: moving it now would itself be a restart
+        switch = view.notice + view.loss_bound + view.restart_overhead
+        hard = switch * self.restarts
+        if view.slack <= hard:
+            return Mode.ON_DEMAND
+        if view.on_demand:  # back to spot if the slack pays for the move and keeps the hard reserve
+            return Mode.SPOT if view.slack > hard + switch else Mode.ON_DEMAND
+        elapsed = max((view.now - view.submitted_at) / timedelta(hours=1), 0.0)
+        rate = (view.interruptions + self.prior_rate * self.prior_hours) / (elapsed + self.prior_hours)
+        expected = rate * (view.remaining / timedelta(hours=1))
+        # an expected switch loses half a checkpoint interval on average
+        typical = view.notice + view.loss_bound / 2 + view.restart_overhead
+        reserve = hard + typical * (2 * expected)
+        if view.slack <= reserve:
+            return Mode.ON_DEMAND
+        # pace the waiting: of the slack there is to wait with, ``front`` at once, the rest
+        # spread evenly up to the deadline (all of it up front: front = 1)
+        span = view.due_at - view.submitted_at
+        budget = max(span - view.work - view.restart_overhead - reserve, timedelta(0))
+        used = span - view.work - view.restart_overhead - view.slack
+        share = min(self.front + (1 - self.front) * ((view.now - view.submitted_at) / span), 1.0)
+        return Mode.SPOT if used < budget * share else Mode.ON_DEMAND
+
+
+@attrs.frozen(kw_only=True)
+class Contender:
+    """One way of getting capacity (see the module docstring)."""
+
+    name: str
+    policy: Policy
+    limits: HealthLimits = attrs.field(factory=HealthLimits)
+    #: Move fallen-back capacity back to spot when it is healthy (the allocator's revert).
+    revert: bool = True
+    #: Spot units that find no spot go to on-demand (else they wait for spot).
+    on_demand_fallback: bool = True
+    #: Decides per job with a deadline (``None``: the policy alone decides).
+    controller: Controller | None = None
+    #: Only the cheapest this many spot pools are used (``None``: all of them).
+    pools: int | None = None
+    description: str = ""
+
+
+def _sim_limits() -> HealthLimits:
+    """The registry's limits, with a revert cooldown of five minutes: a simulated job waits for no
+    operator, and the deadline-aware controllers move jobs back to spot as soon as they may."""
+    return HealthLimits(revert_cooldown=timedelta(minutes=5))
+
+
+def _all() -> dict[str, Contender]:
+    base = cost_optimized()
+    return {
+        c.name: c
+        for c in (
+            Contender(
+                name="on-demand",
+                policy=attrs.evolve(base.only(ON_DEMAND_ONLY), name="on-demand"),
+                revert=False,
+                description="everything on on-demand",
+            ),
+            Contender(
+                name="greedy",
+                policy=attrs.evolve(base.only(SPOT_FIRST), name="greedy", spot_ranker=ByPrice()),
+                limits=_sim_limits(),
+                description="spot while available, else on-demand, back to spot when healthy",
+            ),
+            Contender(
+                name="skypilot-like",
+                policy=attrs.evolve(
+                    base.only(SPOT_FIRST),
+                    name="skypilot-like",
+                    spot_ranker=ByPrice(),
+                    fallback=Fallback(spot_pools=10_000),
+                ),
+                limits=HealthLimits(capacity_ttl=timedelta(0), breaker_failures=10**9),
+                revert=False,
+                on_demand_fallback=False,
+                description="price order, per-launch blocklist without TTL, waits for spot",
+            ),
+            Contender(
+                name="asg-like",
+                policy=attrs.evolve(
+                    base.only(CapacityMix(spot_percent=70)), name="asg-like", spot_ranker=ByPrice(), spread=2
+                ),
+                limits=HealthLimits(breaker_failures=10**9),
+                revert=False,
+                on_demand_fallback=False,
+                description="fixed 30 % on-demand + 70 % spot over 2 pools, no fallback",
+            ),
+            Contender(
+                name="uniform-progress",
+                policy=attrs.evolve(base.only(SPOT_FIRST), name="uniform-progress", spot_ranker=ByPrice()),
+                limits=_sim_limits(),
+                on_demand_fallback=False,
+                controller=UniformProgress(),
+                pools=1,
+                description="Can't Be Late's Uniform Progress, one pool",
+            ),
+            Contender(name="cost_optimized", policy=cost_optimized(), limits=_sim_limits()),
+            Contender(name="balanced", policy=balanced(), limits=_sim_limits()),
+            Contender(name="performance_optimized", policy=performance_optimized(), limits=_sim_limits()),
+            Contender(
+                name="spotlake-deadline",
+                policy=attrs.evolve(
+                    base.only(SPOT_FIRST),
+                    name="spotlake-deadline",
+                    spot_ranker=PriceCapacity(risk=0.5),
+                    pools_per_launch=3,
+                ),
+                limits=_sim_limits(),
+                on_demand_fallback=False,
+                controller=SlackGuard(),
+                description="scores and several pools; spot while the slack survives two restarts",
+            ),
+        )
+    }
+
+
+#: Every contender's name, in the order of the comparison table.
+CONTENDERS: Final = tuple(_all())
+
+
+def contenders(names: Sequence[str] | None = None) -> tuple[Contender, ...]:
+    """The contenders ``names`` (all of them by default), in the order given."""
+    known = _all()
+    wanted = list(names) if names else list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return tuple(known[n] for n in wanted)
