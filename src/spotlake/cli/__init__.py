@@ -10,6 +10,8 @@
     spotlake rollback [--store ...] [--to VERSION]
     spotlake allocate (--store ... | --offers CSV) (--vcpus N | --count N | --memory GIB) [--preset ...]
                       [--max-price USD] [--launch ...]   (spotlake.cli.allocate)
+    spotlake simulate --trace (FILE|DIR|generated|store) [--workload week|deadline]
+                      [--policies ...] [--json] [--plot OUT.png]   (spotlake.cli.simulate)
 
 Every command takes ``--json`` (machine-readable stdout) and ``--quiet`` (no progress on stderr,
 for cron). Exit codes: 0 done (or already done), 1 the run failed, 2 bad usage or configuration,
@@ -498,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spotlake.cli.allocate import add_allocate_parser
 
     add_allocate_parser(sub, common, DEFAULT_STORE)
+
+    from spotlake.cli.simulate import add_simulate_parser
+
+    add_simulate_parser(sub, common, DEFAULT_STORE)
     return parser
 
 

@@ -11,7 +11,7 @@ hindsight optimum (:func:`hindsight_cost`) as the limit.
 
 from __future__ import annotations
 
-from spotlake.compute.simulate.compare import Comparison, compare
+from spotlake.compute.simulate.compare import COLUMNS, OPTIMUM, Comparison, ComparisonRow, compare
 from spotlake.compute.simulate.contenders import (
     CONTENDERS,
     Contender,
@@ -32,9 +32,12 @@ from spotlake.compute.simulate.trace import InstanceShape, OnDemandPrice, PoolSe
 from spotlake.compute.simulate.workload import Progress, SimJob, Workload, deadline_job, generate_workload
 
 __all__ = [
+    "COLUMNS",
     "CONTENDERS",
+    "OPTIMUM",
     "Bill",
     "Comparison",
+    "ComparisonRow",
     "Contender",
     "Controller",
     "Dynamics",

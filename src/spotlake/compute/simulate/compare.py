@@ -39,7 +39,7 @@ from spotlake.compute.simulate.workload import Workload
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "OPTIMUM", "Comparison", "compare"]
+__all__ = ["COLUMNS", "OPTIMUM", "Comparison", "ComparisonRow", "compare"]
 
 #: The optimum's row name in the table.
 OPTIMUM: Final = "hindsight-optimum"
@@ -57,6 +57,24 @@ COLUMNS: Final = (
     "spot_share",
     "work_lost_h",
 )
+
+
+@attrs.frozen(kw_only=True)
+class ComparisonRow:
+    """One row of the comparison table (the module docstring says what each column means)."""
+
+    contender: str
+    cost: float
+    vs_on_demand: float | None
+    score: float
+    misses: int
+    unfinished: int
+    completed: int
+    interruptions: int
+    fallbacks: int
+    #: ``None`` for the optimum (a bound, not a run).
+    spot_share: float | None
+    work_lost_h: float
 
 
 @attrs.frozen(kw_only=True)
@@ -89,48 +107,48 @@ class Comparison:
                 return run
         raise KeyError(contender)
 
-    def rows(self) -> list[dict[str, object]]:
-        """The table as plain rows (what ``to_frame`` and ``--json`` show)."""
+    def rows(self) -> tuple[ComparisonRow, ...]:
+        """The table: one row per run, then the optimum's."""
         od = self.on_demand_cost
-        rows: list[dict[str, object]] = []
+        rows: list[ComparisonRow] = []
         for r in self.runs:
             lost = sum((j.work_lost for j in r.jobs), timedelta(0)) / timedelta(hours=1)
             rows.append(
-                {
-                    "contender": r.contender,
-                    "cost": round(r.cost, 4),
-                    "vs_on_demand": round(r.cost / od, 4) if od else None,
-                    "score": round(self.score(r.cost), 2),
-                    "misses": r.misses,
-                    "unfinished": r.unfinished,
-                    "completed": r.completed,
-                    "interruptions": r.interruptions,
-                    "fallbacks": r.fallbacks,
-                    "spot_share": round(r.spot_share, 4),
-                    "work_lost_h": round(lost, 3),
-                }
+                ComparisonRow(
+                    contender=r.contender,
+                    cost=r.cost,
+                    vs_on_demand=r.cost / od if od else None,
+                    score=self.score(r.cost),
+                    misses=r.misses,
+                    unfinished=r.unfinished,
+                    completed=r.completed,
+                    interruptions=r.interruptions,
+                    fallbacks=r.fallbacks,
+                    spot_share=r.spot_share,
+                    work_lost_h=lost,
+                )
             )
         rows.append(
-            {
-                "contender": OPTIMUM,
-                "cost": round(self.optimum.total, 4),
-                "vs_on_demand": round(self.optimum.total / od, 4) if od else None,
-                "score": 100.0,
-                "misses": 0,
-                "unfinished": 0,
-                "completed": len(self.optimum.per_job),
-                "interruptions": 0,
-                "fallbacks": 0,
-                "spot_share": None,
-                "work_lost_h": 0.0,
-            }
+            ComparisonRow(
+                contender=OPTIMUM,
+                cost=self.optimum.total,
+                vs_on_demand=self.optimum.total / od if od else None,
+                score=100.0,
+                misses=0,
+                unfinished=0,
+                completed=len(self.optimum.per_job),
+                interruptions=0,
+                fallbacks=0,
+                spot_share=None,
+                work_lost_h=0.0,
+            )
         )
-        return rows
+        return tuple(rows)
 
     def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame(self.rows(), columns=list(COLUMNS))
+        return pd.DataFrame([attrs.asdict(r) for r in self.rows()], columns=list(COLUMNS))
 
 
 def compare(
