@@ -1,0 +1,44 @@
+"""The simulator benchmark runs and reports (its numbers are the report's business, not a test's)."""
+
+from __future__ import annotations
+
+from benchmarks import bench_simulate
+
+from spotlake.compute.simulate import CONTENDERS, OPTIMUM
+
+
+def test_the_simulator_benchmark_reports_both_parts_and_its_targets() -> None:
+    result = bench_simulate.run(quick=True)
+    assert result["name"] == "simulate" and result["quick"] is True
+    assert len(result["targets"]) == 6 and all(isinstance(ok, bool) for ok in result["targets"].values())
+
+    deadline = result["deadline"]
+    assert deadline["rows"] and deadline["summary"]["table"]
+    setups = {(r["trace"], r["deadline_h"], r["overhead_h"]) for r in deadline["rows"]}
+    assert len(deadline["rows"]) == len(setups) * (len(bench_simulate.DEADLINE_CONTENDERS) + 1)
+    assert {r["contender"] for r in deadline["rows"]} == {*bench_simulate.DEADLINE_CONTENDERS, OPTIMUM}
+    assert set(deadline["summary"]["ours_vs_up"]) == {t["trace"] for t in deadline["traces"]}
+
+    (seed,) = result["generated"]["seeds"]
+    assert seed["jobs"] == 100 and [r["contender"] for r in seed["rows"]] == [*CONTENDERS, OPTIMUM]
+    assert result["simulate_timing"]["median_s"] > 0 and len(result["simulate_timing"]["samples_s"]) == 3
+
+    md = result["markdown"]
+    assert "### 1. Single-job deadline setup" in md and "### 2. Generated markets" in md
+    assert "| trace | deadline | on-demand | greedy |" in md and "| contender | cost USD |" in md
+    if not result["spot_traces"]["shared"]:
+        assert "committed 200-tick excerpts" in md
+
+
+def test_the_excerpts_get_a_scaled_down_job_that_can_meet_its_deadlines() -> None:
+    part = bench_simulate.deadline_setups(bench_simulate.EXCERPTS, quick=True)
+    assert part["traces"] and not part["skipped"]  # the excerpts are short: none is left out
+    for trace in part["traces"]:
+        assert trace["scale"] < 1 and trace["work_h"] < trace["span_h"]
+    for row in part["rows"]:
+        assert row["deadline_h"] > row["work_h"] + row["overhead_h"]
+    assert "Scaled down" in "\n".join(
+        bench_simulate._deadline_markdown(
+            part, bench_simulate._deadline_summary(part), shared=False, where=bench_simulate.EXCERPTS
+        )
+    )
