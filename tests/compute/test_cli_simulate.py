@@ -99,3 +99,18 @@ def test_bad_arguments_exit_2_with_the_reason(
 ) -> None:
     code, _, err = run(capsys, *argv, "--quiet")
     assert code == 2 and message in err
+
+
+def test_the_docs_example_runs_and_ranks_the_optimum_lowest(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "allocator.md").read_text()
+    section = text[text.index("## Simulate before you deploy") :]
+    code = section[
+        section.index("```python") + len("```python") : section.index("```", section.index("```python") + 3)
+    ]
+    scope: dict[str, object] = {}
+    exec(compile(code, "docs/allocator.md", "exec"), scope)  # the snippet exactly as documented
+    table = scope["table"]
+    out = capsys.readouterr().out
+    assert "spotlake-deadline" in out and OPTIMUM in out
+    costs = dict(zip(table["contender"], table["cost"], strict=True))  # type: ignore[index]
+    assert costs["on-demand"] == max(costs.values()) and costs[OPTIMUM] < costs["greedy"]
