@@ -84,6 +84,14 @@ def test_a_store_history_is_a_trace(capsys: pytest.CaptureFixture[str], tmp_path
     payload = json.loads(out)
     assert " history 2026-" in payload["trace"]
     assert [r["contender"] for r in payload["rows"]] == ["on-demand", "greedy", OPTIMUM]
+    # the README's command on a demo-sized store (a few runs): a short deadline job completes
+    code, out, _ = run(
+        capsys, "--trace", "store", "--store", str(tmp_path / "data"), "--workload", "deadline",
+        "--work", "0.25", "--deadline", "0.5", "--json", "--quiet",
+    )  # fmt: skip
+    rows = {r["contender"]: r for r in json.loads(out)["rows"]}
+    assert code == 0 and all(r["completed"] == 1 for r in rows.values())
+    assert rows["spotlake-deadline"]["misses"] == 0 and rows["spotlake-deadline"]["spot_share"] > 0.5
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def _payload(comparison: Comparison) -> dict[str, Any]:
 
 def _table(comparison: Comparison) -> str:
     head = (
-        f"{'contender':22} {'cost':>10} {'vs OD':>6} {'score':>7} {'misses':>6} {'unfin':>5} "
+        f"{'contender':22} {'cost USD':>10} {'vs OD':>6} {'score':>7} {'misses':>6} {'unfin':>5} "
         f"{'intr':>5} {'fallb':>5} {'spot':>5}"
     )
     lines = [f"{comparison.workload} on {comparison.trace}", head, "-" * len(head)]
@@ -116,7 +116,7 @@ def _table(comparison: Comparison) -> str:
         vs = f"{r.vs_on_demand:.3f}" if r.vs_on_demand is not None else "-"
         spot = f"{r.spot_share:.2f}" if r.spot_share is not None else "-"
         lines.append(
-            f"{r.contender:22} {r.cost:10.2f} {vs:>6} {r.score:7.1f} {r.misses:6d} {r.unfinished:5d} "
+            f"{r.contender:22} {r.cost:10.4g} {vs:>6} {r.score:7.1f} {r.misses:6d} {r.unfinished:5d} "
             f"{r.interruptions:5d} {r.fallbacks:5d} {spot:>5}"
         )
     lines.append("score: 0 = all on-demand, 100 = the hindsight optimum (read it with the misses)")
