@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import attrs
@@ -154,8 +154,12 @@ class Allocator:
         policy: Policy | None = None,
         health: HealthRegistry | None = None,
         tags: Mapping[str, str] | None = None,
+        ids: Callable[[], str] | None = None,
     ) -> None:
         self.launcher = launcher
+        #: Allocation ids (default: the time and a random part, unique across processes; a
+        #: simulation passes a counter, so a run is identical to the byte).
+        self._ids = ids
         self.policy = policy or cost_optimized()
         self.health = health or HealthRegistry(clock=clock)
         self._check(self.policy)
@@ -239,6 +243,8 @@ class Allocator:
         return ensure_utc(self._clock.now())
 
     def next_id(self) -> str:
+        if self._ids is not None:
+            return self._ids()
         # Time for reading, random for uniqueness across processes (two CLI runs in one second).
         return f"alloc-{ensure_utc(self._clock.now()):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 

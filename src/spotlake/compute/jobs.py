@@ -266,11 +266,11 @@ class JobManager:
                 self.ledger.record_end(instance_id, reason)
 
     def fallback(self, job_id: str, reason: str = "moved to on-demand by the caller") -> Job:
-        """Move a job to on-demand now (the seed's ``resources/fallback``). A running job's spot
-        instances are each replaced on-demand first, then terminated (make before break); one
-        that finds no on-demand capacity stays on spot. A waiting job asks on-demand for what it
-        misses at once. The job stays on-demand, replacements included (revert leaves it alone),
-        until :meth:`unpin`. If a call fails part-way the error is raised, every instance
+        """Move a job to on-demand now (the seed's ``resources/fallback``). Its spot instances are
+        each replaced on-demand first, then terminated (make before break); one that finds no
+        on-demand capacity stays on spot. A waiting job also asks on-demand for what it misses.
+        The job stays on-demand, replacements included (revert leaves it alone), until
+        :meth:`unpin`. If a call fails part-way the error is raised, every instance
         launched stays with the job, and the moves already made keep the job on-demand."""
         with self._lock:
             job = self.get(job_id)
@@ -279,12 +279,13 @@ class JobManager:
             moved = 0
             done = False
             try:
-                if job.state is JobState.PENDING:
+                waiting = job.state is JobState.PENDING
+                if waiting:
                     job.pinned_on_demand = True
+                for _ in self._moves_to_on_demand(job):
+                    moved += 1
+                if waiting:
                     self._fill(job)
-                else:
-                    for _ in self._moves_to_on_demand(job):
-                        moved += 1
                 done = True
             finally:
                 job.pinned_on_demand = job.pinned_on_demand or done or moved > 0

@@ -91,6 +91,8 @@ class JobView:
     waiting: bool
     #: Interruptions the job has had so far.
     interruptions: int = 0
+    #: Whether the job saves its progress periodically (or continuously).
+    checkpoints: bool = True
 
     @property
     def remaining(self) -> timedelta:
@@ -157,10 +159,13 @@ class SlackGuard:
     front: float = 0.3
 
     def mode(self, view: JobView) -> Mode:
-        if not view.waiting and not view.on_demand:
-            return Mode.SPOT  # running on spot: moving it now would itself be a restart
         switch = view.notice + view.loss_bound + view.restart_overhead
         hard = switch * self.restarts
+        if not view.waiting and not view.on_demand:
+            # Running on spot: a move is itself a restart. A job that checkpoints moves when its
+            # slack is down to the hard reserve (spot-to-spot replacements may have eaten it);
+            # one that does not would lose all its work by moving, so it stays.
+            return Mode.ON_DEMAND if view.checkpoints and view.slack <= hard else Mode.SPOT
         if view.slack <= hard:
             return Mode.ON_DEMAND
         if view.on_demand:  # back to spot if the slack pays for the move and keeps the hard reserve

@@ -22,6 +22,7 @@ what the launcher billed by then.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -162,12 +163,14 @@ class _Run:
         self.workload = workload
         self.contender = contender
         self.clock = FakeClock(trace.start)
+        self._allocations = itertools.count(1)
         self.launcher = SimLauncher(trace, clock=self.clock)
         allocator = Allocator(
             self.launcher,
             clock=self.clock,
             policy=contender.policy,
             health=HealthRegistry(clock=self.clock, limits=contender.limits),
+            ids=lambda: f"alloc-{next(self._allocations):06d}",  # a run is identical to the byte
         )
         self.jobs = JobManager(
             allocator,
@@ -233,17 +236,9 @@ class _Run:
     def _submit(self, now: datetime) -> None:
         while self.pending and self.trace.start + self.pending[0].submit_at <= now:
             sim = self.pending.pop(0)
-            progress = Progress(sim)
-            view = self._view_of(sim, progress, now, waiting=True, on_demand=False)
-            controller = self.contender.controller
-            start_on_demand = (
-                controller is not None and view is not None and controller.mode(view) is Mode.ON_DEMAND
-            )
-            job = self.jobs.submit(
-                sim.request(start=self.trace.start), name=sim.name, on_demand=start_on_demand
-            )
+            job = self.jobs.submit(sim.request(start=self.trace.start), name=sim.name)
             self.sim[job.id] = sim
-            self.progress[job.id] = progress
+            self.progress[job.id] = Progress(sim)
 
     def _events(self) -> None:
         batch = self.jobs.poll(self.launcher)
@@ -312,6 +307,7 @@ class _Run:
             on_demand=on_demand,
             waiting=waiting,
             interruptions=progress.interruptions,
+            checkpoints=every is not None,
         )
 
     def _sync(self, now: datetime) -> None:

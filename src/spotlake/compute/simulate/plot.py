@@ -26,6 +26,7 @@ def cost_vs_misses(comparison: Comparison, path: str | Path | None = None) -> Fi
 
         matplotlib.use("Agg")  # no display needed: the figure is returned or written
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise ConfigError("plots need matplotlib: pip install 'spotlake[plot]'") from exc
     rows = comparison.rows()
@@ -44,7 +45,7 @@ def cost_vs_misses(comparison: Comparison, path: str | Path | None = None) -> Fi
         )
     top = max(r.misses for r in rows)
     ax.set_ylim(-0.5, top + 1)
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("cost relative to all on-demand")
     ax.set_ylabel("deadline misses")
     ax.set_title(f"{comparison.workload} on {comparison.trace}")
