@@ -187,6 +187,7 @@ def test_a_job_on_spot_all_along_costs_its_run_at_the_spot_price(name: str) -> N
         work_lost=timedelta(0),
         interruptions=0,
         restarts=0,
+        run_end=finished,
     )
     assert not outcome.missed and run.completed == 1 and run.unfinished == run.misses == 0
     assert [(e.pool, e.requested, e.realised, e.launched_at, e.ended_at, e.end) for e in entries(run)] == [
@@ -250,9 +251,11 @@ def test_a_deadline_aware_contender_waits_for_spot_while_the_deadline_allows() -
         run = simulate(trace, one(job), the(name))
         assert [(e.realised, e.launched_at, e.end) for e in entries(run)] == [
             (SPOT, T0, EndReason.INTERRUPTED),
-            (SPOT, T0 + 5 * H, EndReason.COMPLETED),  # waited 03:00-05:00, never on-demand
+            # waited from 03:00, never on-demand; its retries while spot was gone opened the spot
+            # breaker, which lets the first launch through at 05:06 (half-open after 10 minutes)
+            (SPOT, T0 + 5 * H + 6 * M, EndReason.COMPLETED),
         ], name
-        assert run.jobs[0].finished_at == T0 + 6 * H + 12 * M and not run.jobs[0].missed
+        assert run.jobs[0].finished_at == T0 + 6 * H + 18 * M and not run.jobs[0].missed
         assert run.cost == pytest.approx((3 + 2 / 60) * 0.05 + 1.2 * 0.05)
 
 
@@ -264,6 +267,9 @@ def test_a_job_still_waiting_when_the_trace_ends_is_unfinished_and_missed() -> N
     assert outcome.state is JobState.PENDING and outcome.finished_at is None and outcome.missed
     assert run.unfinished == run.misses == 1 and run.completed == 0
     assert run.end == trace.end and run.cost == 0 and entries(run) == ()
+    late = SimJob(name="j", work=H, deadline=4 * H, restart_overhead=M)  # due after the trace ends
+    [outcome] = simulate(trace, one(late), the("skypilot-like")).jobs
+    assert outcome.finished_at is None and not outcome.missed  # unfinished, not (yet) missed
 
 
 def test_simulate_refuses_a_workload_submitted_after_the_trace_ends() -> None:

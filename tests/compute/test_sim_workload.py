@@ -415,16 +415,15 @@ def test_a_gang_may_span_pools_and_mix_on_demand() -> None:
     assert hindsight_cost(trace, only_large).total == pytest.approx(2 * 0.1 + 0.3)
 
 
-def test_time_after_the_trace_is_on_demand() -> None:
+def test_work_after_the_trace_is_not_charged_as_no_run_is_billed_for_it() -> None:
     trace = make_trace({(A, "m5.large"): ([0, 1], [0.1, 0.1])}, {("us-east-1", "m5.large"): 0.3})
-    # Window 1h-4h: one spot hour in the trace, one on-demand hour (in it or after it).
-    assert hindsight_cost(trace, one(job(submit_at=H, work=2 * H, deadline=3 * H))).total == pytest.approx(
-        0.4
-    )
-    # No deadline: the trace's ticks first, the rest after its end at on-demand.
-    assert hindsight_cost(trace, one(job(work=3 * H))).total == pytest.approx(0.1 + 2 * 0.3)
-    # Submitted after the end: all on-demand.
-    assert hindsight_cost(trace, one(job(submit_at=5 * H, work=H))).total == pytest.approx(0.3)
+    # Window 1h-4h: one hour of it in the trace (a spot hour); the rest is after the end.
+    report = hindsight_cost(trace, one(job(submit_at=H, work=2 * H, deadline=3 * H)))
+    assert report.total == pytest.approx(0.1) and report.on_demand_total == pytest.approx(0.3)
+    # No deadline: the two hours of the trace (one on-demand, one spot), nothing after.
+    assert hindsight_cost(trace, one(job(work=3 * H))).total == pytest.approx(0.3 + 0.1)
+    # Submitted after the end: nothing runs, nothing is charged.
+    assert hindsight_cost(trace, one(job(submit_at=5 * H, work=H))).total == 0
 
 
 def test_types_sizes_regions_and_critical_jobs() -> None:
@@ -514,16 +513,16 @@ def markets(draw: st.DrawFn) -> tuple[Trace, SimJob]:
 
 def linear_program(trace: Trace, j: SimJob) -> float:
     """The same bound as a linear program: per tick the gang's hours, each pool's and on-demand's
-    instance-hours (a pool's at most its availability times the gang's hours), plus on-demand gang
-    hours after the trace's end."""
+    instance-hours (a pool's at most its availability times the gang's hours), for the work that
+    fits in the job's window inside the trace (no run is billed after the trace's end)."""
     from scipy.optimize import linprog
 
     od = on_demand_price(trace, j)
-    if j.task_class is TaskClass.CRITICAL:
-        return od * j.count * (j.work / H)
     step, end = trace.step / H, trace.ticks * trace.step / H
     lo = j.submit_at / H
     hi = end if j.due_at is None else j.due_at / H
+    if j.task_class is TaskClass.CRITICAL:
+        return od * j.count * min(j.work / H, max(min(hi, end) - lo, 0.0))
     pools = list(trace.spot)  # the job may use any type
     cost: list[float] = []
     bounds: list[tuple[float, float | None]] = []
@@ -550,10 +549,8 @@ def linear_program(trace: Trace, j: SimJob) -> float:
         bounds.append((0.0, None))
         fill[y] = 1.0
         rows_eq.append(fill)
-    after = len(cost)
-    cost.append(od * j.count)
-    bounds.append((0.0, None if j.due_at is None else max(0.0, hi - max(lo, end))))
-    rows_eq.append({**dict.fromkeys(gang_hours, 1.0), after: 1.0})
+    inside = sum(bounds[s][1] or 0.0 for s in gang_hours)
+    rows_eq.append(dict.fromkeys(gang_hours, 1.0))
 
     def matrix(rows: list[dict[int, float]]) -> np.ndarray:
         out = np.zeros((len(rows), len(cost)))
@@ -562,7 +559,9 @@ def linear_program(trace: Trace, j: SimJob) -> float:
                 out[i, k] = v
         return out
 
-    b_eq = [0.0] * (len(rows_eq) - 1) + [j.work / H]
+    b_eq = [0.0] * (len(rows_eq) - 1) + [min(j.work / H, inside)]
+    if not gang_hours:
+        return 0.0
     res = linprog(
         cost,
         A_ub=matrix(rows_ub) if rows_ub else None,
@@ -584,4 +583,6 @@ def test_the_greedy_is_the_linear_programs_optimum(market: tuple[Trace, SimJob])
     assert report.total == pytest.approx(linear_program(trace, j), rel=1e-6, abs=1e-9)
     assert report.total <= report.on_demand_total + 1e-12
     cheapest = min([float(s.price.min()) for s in trace.spot.values()] + [on_demand_price(trace, j)])
-    assert report.total >= cheapest * j.count * (j.work / H) - 1e-9
+    hi = trace.ticks * trace.step if j.due_at is None else min(j.due_at, trace.ticks * trace.step)
+    inside = max(min(j.work, hi - j.submit_at), timedelta(0))  # the work the trace can hold
+    assert report.total >= cheapest * j.count * (inside / H) - 1e-9

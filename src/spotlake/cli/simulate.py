@@ -10,7 +10,8 @@
 The trace is a spot-traces JSON file or a directory of them, ``generated`` (a seeded synthetic
 market of ``--pools`` pools over ``--days``), or ``store`` (the history the store ``--store``
 collected, between ``--start`` and ``--end``). The workload is ``week`` (``--jobs`` seeded jobs
-over the trace's span but its last day) or ``deadline`` (one job of ``--work`` hours due
+submitted over the trace's span but its last day, or its first half for a trace of two days or
+less) or ``deadline`` (one job of ``--work`` hours due
 ``--deadline`` hours after it starts, restarting in ``--overhead`` hours). The table is printed
 (``--json``: its rows); ``--plot`` writes cost against misses as a PNG (needs ``spotlake[plot]``).
 Progress goes to stderr, one line per contender. Exit 2 for bad arguments or data.

@@ -17,8 +17,9 @@ The contenders (:func:`contenders` builds them by name):
     of that launch only (a blocklist without TTL, not shared across launches), and when every pool
     failed the job waits and retries spot (it never falls back to on-demand).
 ``asg-like``
-    An Auto Scaling group's fixed mix: 30 % on-demand and 70 % spot over the two cheapest pools,
-    with no fallback: spot units that find no spot wait for it.
+    An Auto Scaling group's fixed mix: 70 % spot over the two cheapest pools and 30 % on-demand,
+    rounded per request by the allocator's rule (a one-instance job is all spot), with no
+    fallback: spot units that find no spot wait for it.
 ``uniform-progress``
     The deadline-aware rule of "Can't Be Late" (NSDI'24), from its description: a job uses spot
     when it can; when it cannot and its progress is behind the straight line from submission to

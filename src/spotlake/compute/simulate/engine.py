@@ -49,6 +49,9 @@ __all__ = ["JobOutcome", "RunResult", "TraceOffers", "simulate"]
 
 _FINAL: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TERMINATED})
 _HOUR: Final = 3600.0
+#: How often a deadline-aware controller looks at the jobs waiting for capacity (their slack
+#: shrinks while they wait), besides every event and trace tick.
+CONTROL_EVERY: Final = timedelta(minutes=1)
 
 
 class TraceOffers:
@@ -92,13 +95,17 @@ class JobOutcome:
     work_lost: timedelta
     interruptions: int
     restarts: int
+    #: When the run ended (a deadline after it is neither met nor missed: the job is unfinished).
+    run_end: datetime
 
     @property
     def missed(self) -> bool:
         """Finished after its deadline, or not finished when the deadline had passed."""
         if self.due_at is None:
             return False
-        return self.finished_at is None or self.finished_at > self.due_at
+        if self.finished_at is None:
+            return self.due_at <= self.run_end
+        return self.finished_at > self.due_at
 
 
 @attrs.frozen(kw_only=True)
@@ -224,10 +231,16 @@ class _Run:
             done = p.done_at(now) if p.running else None
             if done is not None and job_id not in self.finished:
                 times.append(done)
-        active = any(j.state not in _FINAL for j in self.jobs.list())
+        active = [j for j in self.jobs.list() if j.state not in _FINAL]
         if active:  # prices, scores and health change with the trace's ticks
             tick = self.trace.tick(now)
             times.append(self.trace.tick_start(tick + 1))
+        waiting = [j for j in active if j.state is JobState.PENDING]
+        # a waiting job is retried when the health registry lets capacity through again, and a
+        # controller watches its slack shrink (as a service's loop would, every CONTROL_EVERY)
+        times.extend(j.retry_at for j in waiting if j.retry_at is not None)
+        if waiting and self.contender.controller is not None:
+            times.append(now + CONTROL_EVERY)
         later = [t for t in times if t > now]
         return min(later) if later else None
 
@@ -346,6 +359,7 @@ class _Run:
                     work_lost=p.lost_total,
                     interruptions=p.interruptions,
                     restarts=max(p.starts - 1, 0),
+                    run_end=end,
                 )
             )
         fallbacks = sum(1 for e in self.jobs.ledger.entries() if e.requested is not e.realised)

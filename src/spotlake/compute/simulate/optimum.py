@@ -17,9 +17,10 @@ job sees every available instance), and it knows the future. Critical jobs never
 task class forbids it), so they cost their on-demand price; the batch class's spot/on-demand mix is
 not enforced, which keeps the bound below any policy's cost.
 
-Time outside the trace has no spot data: a window reaching past the trace's end runs there at the
-on-demand price only. A job without a deadline whose work does not fit the trace's remaining ticks
-(or that is submitted after the end) runs the rest after the end at the on-demand price.
+A simulated run stops at the trace's end, and so does its bill: a job whose window reaches past
+the end is charged here only for the work that fits in the window inside the trace (the cheapest
+of those ticks), in the optimum and in the all-on-demand reference alike. A run that leaves work
+undone (a miss, or a job unfinished at the end) may therefore cost less than the optimum.
 """
 
 from __future__ import annotations
@@ -124,8 +125,7 @@ class _Market:
 
 def _window(trace: Trace, job: SimJob) -> tuple[int, FloatArray]:
     """The job's window inside the trace: its first tick and the hours of each of its ticks inside
-    the window. The rest of the window (after the trace's end) is on-demand time; a job's window is
-    never shorter than its work (:class:`SimJob` checks its deadline), so on-demand always fits."""
+    the window (a window cut by the trace's end holds less than the job's work)."""
     step = trace.step
     length = step * trace.ticks
     lo = job.submit_at
@@ -162,13 +162,13 @@ def hindsight_cost(trace: Trace, workload: Workload) -> OptimumReport:
     total = on_demand_total = 0.0
     for job in workload.jobs:
         od = on_demand_price(trace, job)
-        work = job.work / _HOUR
+        first, hours = _window(trace, job)
+        work = min(job.work / _HOUR, float(hours.sum()))  # what can be done before the trace ends
         od_rate = od * job.count
         on_demand = work * od_rate
-        if job.task_class is TaskClass.CRITICAL:
+        if job.task_class is TaskClass.CRITICAL or work <= 0:
             cost = on_demand
         else:
-            first, hours = _window(trace, job)
             ticks = slice(first, first + len(hours))
             rates = market.rates(_allowed_types(trace, job), job.count, od, ticks)
             cost = min(_cheapest(rates, hours, work, od_rate), on_demand)
