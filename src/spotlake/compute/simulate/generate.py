@@ -31,7 +31,7 @@ Azure zones are named ``<region>-<n>`` as :class:`~spotlake.compute.offers.Store
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -101,24 +101,20 @@ GENERATOR_REGIONS: Final[Mapping[Cloud, Mapping[str, GeneratorRegion]]] = {
 }
 
 
-def _aws(
-    vcpus: int, memory: float, prices: tuple[float, float, float, float], gpus: int = 0
-) -> GeneratorType:
-    regions = ("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1")
-    return GeneratorType(
-        shape=InstanceShape(vcpus=vcpus, memory_gib=memory, gpus=gpus),
-        on_demand=dict(zip(regions, prices, strict=True)),
-    )
+def _in(regions: tuple[str, ...]) -> Callable[..., GeneratorType]:
+    """A table row maker: a type's size and its on-demand price in each of ``regions``."""
+
+    def row(vcpus: int, memory: float, prices: tuple[float, ...], gpus: int = 0) -> GeneratorType:
+        return GeneratorType(
+            shape=InstanceShape(vcpus=vcpus, memory_gib=memory, gpus=gpus),
+            on_demand=dict(zip(regions, prices, strict=True)),
+        )
+
+    return row
 
 
-def _azure(
-    vcpus: int, memory: float, prices: tuple[float, float, float, float], gpus: int = 0
-) -> GeneratorType:
-    regions = ("eastus", "centralus", "southcentralus", "westus2")
-    return GeneratorType(
-        shape=InstanceShape(vcpus=vcpus, memory_gib=memory, gpus=gpus),
-        on_demand=dict(zip(regions, prices, strict=True)),
-    )
+_aws = _in(("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1"))
+_azure = _in(("eastus", "centralus", "southcentralus", "westus2"))
 
 
 #: Instance types per cloud: shapes and on-demand prices of the SkyPilot catalog rows (see the
