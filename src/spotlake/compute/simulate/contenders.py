@@ -151,7 +151,10 @@ class SlackGuard:
     (``front`` of it at once, the rest spread evenly up to the deadline, so one long outage early
     does not spend it all); otherwise it goes to on-demand. On on-demand it goes back to spot (the
     allocator's revert) whenever the slack pays for the move and keeps ``restarts`` switches;
-    below that it stays on on-demand.
+    below that it stays on on-demand. A job running on spot stays there, unless it checkpoints
+    and its slack is down to the ``restarts`` switches (replacements from spot to spot, which it
+    never waits for, may have eaten it): then it moves while the move is still affordable. A job
+    without checkpoints never moves off running spot: the move would lose all its work.
     """
 
     restarts: int = 2
