@@ -22,6 +22,7 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from spotlake.cli._args import positive_float
 from spotlake.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -219,16 +220,6 @@ def _allocation_text(a: Allocation) -> str:
 # --- parser ---------------------------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def add_allocate_parser(sub: Any, common: argparse.ArgumentParser, default_store: str) -> None:
     from spotlake.compute.policy.presets import PRESETS
     from spotlake.compute.values import TaskClass
@@ -246,10 +237,10 @@ def add_allocate_parser(sub: Any, common: argparse.ArgumentParser, default_store
     how_much = p.add_mutually_exclusive_group(required=True)
     how_much.add_argument("--vcpus", type=int, help="total vCPUs")
     how_much.add_argument("--count", type=int, help="number of instances")
-    how_much.add_argument("--memory", type=_positive_float, help="total GiB of memory")
+    how_much.add_argument("--memory", type=positive_float, help="total GiB of memory")
     p.add_argument("--preset", default="cost_optimized", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--task-class", default="normal", choices=[t.value for t in TaskClass])
-    p.add_argument("--max-price", type=_positive_float, help="USD per instance-hour, never exceeded")
+    p.add_argument("--max-price", type=positive_float, help="USD per instance-hour, never exceeded")
     p.add_argument("--region", action="append", help="allowed region (repeatable)")
     p.add_argument("--zone", action="append", help="allowed zone (repeatable)")
     p.add_argument("--type", action="append", help="allowed instance type (repeatable)")
@@ -263,7 +254,7 @@ def add_allocate_parser(sub: Any, common: argparse.ArgumentParser, default_store
     )
     p.add_argument(
         "--max-age",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         metavar="MINUTES",
         help="leave out data older than this",

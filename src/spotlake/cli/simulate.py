@@ -23,6 +23,7 @@ import argparse
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from spotlake.cli._args import positive_float
 from spotlake.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -124,16 +125,6 @@ def _table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"a positive number, got {text!r}")
-    return value
-
-
 def add_simulate_parser(sub: Any, common: argparse.ArgumentParser, default_store: str) -> None:
     from spotlake.compute.simulate import CONTENDERS
 
@@ -154,12 +145,14 @@ def add_simulate_parser(sub: Any, common: argparse.ArgumentParser, default_store
     p.add_argument("--end", help="with --trace store: up to this time, ISO 8601 UTC")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated trace and workload (default 1)")
     p.add_argument("--pools", type=int, default=50, help="pools of a generated trace (default 50)")
-    p.add_argument("--days", type=_positive, default=7.0, help="days of a generated trace (default 7)")
+    p.add_argument("--days", type=positive_float, default=7.0, help="days of a generated trace (default 7)")
     p.add_argument("--workload", choices=("week", "deadline"), default="week", help="default week")
     p.add_argument("--jobs", type=int, default=500, help="jobs of the week workload (default 500)")
-    p.add_argument("--work", type=_positive, default=48.0, help="deadline job: hours of work (default 48)")
-    p.add_argument("--deadline", type=_positive, default=52.0, help="deadline job: hours (default 52)")
-    p.add_argument("--overhead", type=_positive, default=0.05, help="deadline job: restart hours (0.05)")
+    p.add_argument(
+        "--work", type=positive_float, default=48.0, help="deadline job: hours of work (default 48)"
+    )
+    p.add_argument("--deadline", type=positive_float, default=52.0, help="deadline job: hours (default 52)")
+    p.add_argument("--overhead", type=positive_float, default=0.05, help="deadline job: restart hours (0.05)")
     p.add_argument("--policies", help=f"contenders, comma-separated (default all: {', '.join(CONTENDERS)})")
     p.add_argument("--plot", metavar="OUT.png", help="write cost against misses as a PNG")
     p.set_defaults(func=_cmd_simulate, default_store=default_store)

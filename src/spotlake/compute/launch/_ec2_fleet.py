@@ -32,7 +32,7 @@ from spotlake.compute.launch.base import EC2_FAILURES, Instance, LaunchError, La
 from spotlake.compute.values import Cloud, Offer
 from spotlake.errors import ConfigError
 
-__all__ = ["Record", "check_pool_set", "create_fleet_over", "fleet_refusal"]
+__all__ = ["Record", "call_fleet", "check_pool_set", "create_fleet_over", "fleet_refusal"]
 
 #: The launcher's log: what this module says is said by the launcher.
 log = logging.getLogger("spotlake.compute.launch.ec2")
@@ -109,35 +109,7 @@ def create_fleet_over(
     first = ranked[0]
     # Fleet tag specifications tag every instance alike: the pool tag is added per pool after.
     common = {k: v for k, v in ec2_tags(first, tags).items() if k != POOL_TAG}
-    ordered = []
-    for rank, (offer, override) in enumerate(zip(ranked, overrides, strict=True)):
-        entry = dict(override)
-        if not offer.spot:  # the prioritized strategy reads it (price-capacity-optimized would not)
-            entry["Priority"] = float(rank)
-        ordered.append(entry)
-    capacity_type = str(first.capacity_type)
-    target: dict[str, Any] = {"TotalTargetCapacity": count, "DefaultTargetCapacityType": capacity_type}
-    spread = {"SingleInstanceType": False, "SingleAvailabilityZone": False}
-    options: dict[str, Any]
-    if first.spot:
-        target["SpotTargetCapacity"] = count
-        spot = {
-            "AllocationStrategy": "price-capacity-optimized",
-            "InstanceInterruptionBehavior": "terminate",
-            **spread,
-        }
-        options = {"SpotOptions": spot}
-    else:
-        target["OnDemandTargetCapacity"] = count
-        options = {"OnDemandOptions": {"AllocationStrategy": "prioritized", **spread}}
-    answer = client.create_fleet(
-        Type="instant",
-        LaunchTemplateConfigs=[{"LaunchTemplateSpecification": dict(template), "Overrides": ordered}],
-        TargetCapacitySpecification=target,
-        TagSpecifications=[tag_spec("instance", common), tag_spec("fleet", common)],
-        ClientToken=token(),
-        **options,
-    )
+    answer = call_fleet(client, template, overrides, count, spot=first.spot, tags=common)
     places = _Places(ranked, subnets, zones)
     landed: dict[int, list[str]] = {}
     unplaced: list[tuple[str, list[int]]] = []
@@ -171,6 +143,49 @@ def create_fleet_over(
         message = f"CreateFleet over {n} pools got {got} of {count}: no reason given"
         errors[(0, None)] = launch_error(first, LaunchFailure.NO_CAPACITY, message)
     return PoolSetResult(instances=tuple(instances), errors=tuple(errors.values()))
+
+
+def call_fleet(
+    client: Any,
+    template: Mapping[str, str],
+    overrides: Sequence[Mapping[str, Any]],
+    count: int,
+    *,
+    spot: bool,
+    tags: Mapping[str, str],
+) -> Any:
+    """One instant ``CreateFleet`` of ``count`` instances over ``overrides`` (ranked best first, one
+    capacity type): spot ``price-capacity-optimized``, on-demand ``prioritized`` with ``Priority``
+    = rank; ``tags`` on the instances and the fleet. The answer, as botocore returns it."""
+    ordered = []
+    for rank, override in enumerate(overrides):
+        entry = dict(override)
+        if not spot:  # the prioritized strategy reads it (price-capacity-optimized would not)
+            entry["Priority"] = float(rank)
+        ordered.append(entry)
+    kind = "spot" if spot else "on-demand"
+    target: dict[str, Any] = {"TotalTargetCapacity": count, "DefaultTargetCapacityType": kind}
+    spread = {"SingleInstanceType": False, "SingleAvailabilityZone": False}
+    options: dict[str, Any]
+    if spot:
+        target["SpotTargetCapacity"] = count
+        spot_options = {
+            "AllocationStrategy": "price-capacity-optimized",
+            "InstanceInterruptionBehavior": "terminate",
+            **spread,
+        }
+        options = {"SpotOptions": spot_options}
+    else:
+        target["OnDemandTargetCapacity"] = count
+        options = {"OnDemandOptions": {"AllocationStrategy": "prioritized", **spread}}
+    return client.create_fleet(
+        Type="instant",
+        LaunchTemplateConfigs=[{"LaunchTemplateSpecification": dict(template), "Overrides": ordered}],
+        TargetCapacitySpecification=target,
+        TagSpecifications=[tag_spec("instance", tags), tag_spec("fleet", tags)],
+        ClientToken=token(),
+        **options,
+    )
 
 
 def _place_by_describe(

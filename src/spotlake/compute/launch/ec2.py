@@ -75,7 +75,7 @@ from spotlake.compute.launch._ec2_errors import (
     launch_error,
     provider_error,
 )
-from spotlake.compute.launch._ec2_fleet import check_pool_set, create_fleet_over, fleet_refusal
+from spotlake.compute.launch._ec2_fleet import call_fleet, check_pool_set, create_fleet_over, fleet_refusal
 from spotlake.compute.launch._ec2_params import (
     CAPACITY_TYPE_TAG,
     LAUNCHED_BY,
@@ -550,28 +550,8 @@ class Ec2Launcher:
     ) -> LaunchResult:
         assert self.launch_template is not None  # checked at construction
         override = self._fleet_override(offer, max_price)
-        target = {"TotalTargetCapacity": count, "DefaultTargetCapacityType": str(offer.capacity_type)}
-        options: dict[str, Any]
-        if offer.spot:
-            target["SpotTargetCapacity"] = count
-            spot = {
-                "AllocationStrategy": "price-capacity-optimized",
-                "InstanceInterruptionBehavior": "terminate",
-            }
-            options = {"SpotOptions": spot}
-        else:
-            target["OnDemandTargetCapacity"] = count
-            options = {"OnDemandOptions": {"AllocationStrategy": "lowest-price"}}
-        answer = client.create_fleet(
-            Type="instant",
-            LaunchTemplateConfigs=[
-                {"LaunchTemplateSpecification": self.launch_template.spec(), "Overrides": [override]}
-            ],
-            TargetCapacitySpecification=target,
-            TagSpecifications=[tag_spec("instance", tags), tag_spec("fleet", tags)],
-            ClientToken=token(),
-            **options,
-        )
+        template = self.launch_template.spec()
+        answer = call_fleet(client, template, [override], count, spot=offer.spot, tags=tags)
         ids = [str(i) for entry in answer.get("Instances") or [] for i in entry.get("InstanceIds") or []]
         instances = self._instances(offer, ids, tags)
         if len(ids) >= count:
