@@ -524,6 +524,9 @@ def view(
     on_demand: bool = False,
     waiting: bool = True,
     interruptions: int = 0,
+    spot_held: timedelta = timedelta(0),
+    spot_lost: int = 0,
+    checkpoints: bool = True,
 ) -> JobView:
     """A job submitted at T0; times as offsets from it."""
     return JobView(
@@ -538,6 +541,9 @@ def view(
         on_demand=on_demand,
         waiting=waiting,
         interruptions=interruptions,
+        spot_held=spot_held,
+        spot_lost=spot_lost,
+        checkpoints=checkpoints,
     )
 
 
@@ -636,6 +642,71 @@ def test_slack_guard_returns_from_on_demand_only_if_the_slack_pays_the_move_and_
     assert guard.mode(attrs.evolve(threshold, due_at=threshold.due_at - 20 * M)) is Mode.ON_DEMAND
     # with restarts=1 the hard reserve is one switch: back above 46 min
     assert SlackGuard(restarts=1).mode(attrs.evolve(threshold, due_at=threshold.due_at - 22 * M)) is Mode.SPOT
+
+
+def test_slack_guard_keeps_a_running_job_on_spot_while_one_interruption_at_its_worst_fits() -> None:
+    guard = SlackGuard()
+    # checkpoints every hour, 6-minute restart, 2-minute notice: an interruption costs at most
+    # 68 minutes; with 69 minutes of slack the job stays whatever the odds
+    roomy = view(due=4 * H + 6 * M + 69 * M, loss=H, waiting=False, spot_lost=50, spot_held=H)
+    assert roomy.slack == 69 * M
+    assert guard.mode(roomy) is Mode.SPOT
+
+
+def test_slack_guard_weighs_the_chance_of_an_interruption_when_the_worst_one_would_not_fit() -> None:
+    guard = SlackGuard()
+    # 38 minutes of slack, 4 h of work left, hourly checkpoints: an interruption costs the
+    # deadline only once more than 30 of an interval's 60 minutes are unsaved, so 2 h of the 4
+    # are exposed. At the prior's 0.1/h the chance is 1 - e^-0.2 = 18 %: above 10 %, it moves.
+    tight = view(due=4 * H + 6 * M + 38 * M, loss=H, waiting=False)
+    assert tight.slack == 38 * M
+    assert guard.mode(tight) is Mode.ON_DEMAND
+    # 100 quiet hours on spot bring the rate to 0.4 / 104 per hour: 0.8 %, it stays
+    assert guard.mode(attrs.evolve(tight, spot_held=100 * H)) is Mode.SPOT
+    # ... but not if spot was taken from it 20 times in those hours: (20.4 / 104) x 2 h, 32 %
+    assert guard.mode(attrs.evolve(tight, spot_held=100 * H, spot_lost=20)) is Mode.ON_DEMAND
+    # a job near its end is exposed for less: 30 minutes left, 15 exposed, 2.5 % at the prior
+    near_end = attrs.evolve(tight, done=3 * H + 30 * M, due_at=tight.due_at - 3 * H - 30 * M)
+    assert near_end.slack == 38 * M
+    assert guard.mode(near_end) is Mode.SPOT
+    # the odds are the caller's: risk=0.2 accepts the 18 %
+    assert SlackGuard(risk=0.2).mode(tight) is Mode.SPOT
+
+
+def test_slack_guard_moves_a_running_job_when_even_a_lossless_interruption_would_cost_the_deadline() -> None:
+    guard = SlackGuard(risk=1.0)
+    # notice 2 + restart 6 = 8 minutes: at 8 minutes of slack no odds are good enough
+    edge = view(due=4 * H + 6 * M + 8 * M, loss=H, waiting=False, spot_held=1000 * H)
+    assert guard.mode(edge) is Mode.ON_DEMAND
+    # continuous checkpoints lose nothing but the notice and the restart: same edge
+    assert guard.mode(attrs.evolve(edge, loss_bound=timedelta(0))) is Mode.ON_DEMAND
+    assert guard.mode(attrs.evolve(edge, loss_bound=timedelta(0), due_at=edge.due_at + S)) is Mode.SPOT
+    # a job without checkpoints stays: moving would lose all its work
+    assert guard.mode(attrs.evolve(edge, checkpoints=False)) is Mode.SPOT
+
+
+def test_the_engine_tells_the_controller_how_long_the_job_held_spot_and_how_often_it_was_taken() -> None:
+    seen: list[JobView] = []
+
+    @attrs.frozen
+    class Watch:
+        def mode(self, view: JobView) -> Mode:
+            seen.append(view)
+            return Mode.SPOT
+
+    # spot for 40 minutes, gone for 20, back: the job holds spot twice and loses it once
+    trace = make_trace({"us-east-1a": [1, 1, 0, 1, 1, 1]}, step=20 * M)
+    workload = deadline_job(work=H, deadline=2 * H, restart_overhead=timedelta(0))
+    ours = attrs.evolve(the("spotlake-deadline"), controller=Watch())
+    [outcome] = simulate(trace, workload, ours).jobs
+    assert outcome.state is JobState.COMPLETED
+    # while it waits: 40 minutes held, taken once
+    waiting = [v for v in seen if v.waiting]
+    assert waiting and all(v.spot_held == 40 * M and v.spot_lost == 1 for v in waiting), waiting
+    # back on spot (from 01:00 at the earliest) the clock runs again, and nothing more is taken
+    last = seen[-1]
+    assert not last.waiting and last.spot_lost == 1
+    assert 40 * M < last.spot_held <= 40 * M + (last.now - (T0 + H)), last
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

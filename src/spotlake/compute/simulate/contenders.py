@@ -30,11 +30,14 @@ The contenders (:func:`contenders` builds them by name):
 ``spotlake-deadline``
     Ours, deadline-aware: placement scores and several pools (price-capacity ranking, three pools
     per launch), spot whenever there is spot, waiting for it while the job's slack allows, and
-    on-demand once the slack left would not survive two more restarts (:class:`SlackGuard`).
+    on-demand once the slack left would not survive two more restarts, and a running job leaves
+    spot when one more interruption would cost its deadline and is likely enough
+    (:class:`SlackGuard`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -62,6 +65,7 @@ __all__ = [
 
 #: Blocks that last longer than any simulation: a pool or breaker that failed stays failed.
 _FOREVER: Final = timedelta(days=3650)
+_HOUR: Final = timedelta(hours=1)
 
 
 class Mode(StrEnum):
@@ -94,6 +98,9 @@ class JobView:
     interruptions: int = 0
     #: Whether the job saves its progress periodically (or continuously).
     checkpoints: bool = True
+    #: How long the job has held spot capacity so far, and how often the cloud took it back.
+    spot_held: timedelta = timedelta(0)
+    spot_lost: int = 0
 
     @property
     def remaining(self) -> timedelta:
@@ -142,41 +149,59 @@ class SlackGuard:
     slack and nothing else, while an on-demand hour costs the most, so waiting is what saves; but
     every move onto new capacity also costs slack (the notice, the work since the last checkpoint
     and a restart overhead: one *switch*), and a job that spent all its slack waiting can no longer
-    afford to go back to spot when it returns. So the guard keeps a reserve: ``restarts`` switches
-    at their worst for good measure, plus two typical switches (to on-demand and back, losing half
-    a checkpoint interval) for every interruption it expects in the rest of the work, at the rate
-    the job has seen so far (with a prior of ``prior_rate`` interruptions an hour over
-    ``prior_hours``). While the job waits for spot, it keeps waiting as long as its slack is above
-    the reserve and it has used no more of the slack beyond the reserve than its pace allows
+    afford to go back to spot when it returns.
+
+    *Waiting* for spot, the guard keeps a reserve: ``restarts`` switches at their worst, plus two
+    typical switches (to on-demand and back, losing half a checkpoint interval) for every
+    restart it expects in the rest of the work. It keeps waiting while its slack is above the
+    reserve and it has used no more of the slack beyond the reserve than its pace allows
     (``front`` of it at once, the rest spread evenly up to the deadline, so one long outage early
-    does not spend it all); otherwise it goes to on-demand. On on-demand it goes back to spot (the
-    allocator's revert) whenever the slack pays for the move and keeps ``restarts`` switches;
-    below that it stays on on-demand. A job running on spot stays there, unless it checkpoints
-    and its slack is down to the ``restarts`` switches (replacements from spot to spot, which it
-    never waits for, may have eaten it): then it moves while the move is still affordable. A job
-    without checkpoints never moves off running spot: the move would lose all its work.
+    does not spend it all); otherwise it goes to on-demand.
+
+    *On on-demand*, it goes back to spot (the allocator's revert) whenever the slack pays for the
+    move and keeps the ``restarts`` switches; below that it stays.
+
+    *Running on spot*, a job stays while its slack survives one interruption at its worst. Below
+    that, a job that checkpoints weighs the risk: an interruption costs it the deadline only in
+    the part of each checkpoint interval where the unsaved work exceeds what its slack can lose,
+    so it stays while the chance of an interruption in that exposed time, over the rest of its
+    work, is at most ``risk``; otherwise it moves to on-demand while the move is affordable (and
+    always once even a loss-free interruption would be too much). A job without checkpoints never
+    moves off running spot: the move would lose all its work.
+
+    Rates are the job's own, each with a prior of ``prior_rate`` an hour over ``prior_hours``:
+    the reserve counts the restarts it has had per hour since submission, the risk the times spot
+    was taken from it per hour it held spot.
     """
 
     restarts: int = 2
     prior_rate: float = 0.1
     prior_hours: float = 4.0
     front: float = 0.3
+    risk: float = 0.1
+
+    def hazard(self, view: JobView) -> float:
+        """Interruptions per hour on spot (the times spot was taken from the job over the hours
+        it held spot, and the prior)."""
+        held = view.spot_held / _HOUR
+        return (view.spot_lost + self.prior_rate * self.prior_hours) / (held + self.prior_hours)
+
+    def disruptions(self, view: JobView) -> float:
+        """Restarts per hour since submission (every pause of the job's work, and the prior):
+        what eats its slack as the clock runs."""
+        elapsed = max((view.now - view.submitted_at) / _HOUR, 0.0)
+        return (view.interruptions + self.prior_rate * self.prior_hours) / (elapsed + self.prior_hours)
 
     def mode(self, view: JobView) -> Mode:
         switch = view.notice + view.loss_bound + view.restart_overhead
-        hard = switch * self.restarts
         if not view.waiting and not view.on_demand:
-            # Running on spot: a move is itself a restart. A job that checkpoints moves when its
-            # slack is down to the hard reserve (spot-to-spot replacements may have eaten it);
-            # one that does not would lose all its work by moving, so it stays.
-            return Mode.ON_DEMAND if view.checkpoints and view.slack <= hard else Mode.SPOT
+            return self._running(view, switch)
+        hard = switch * self.restarts
         if view.slack <= hard:
             return Mode.ON_DEMAND
         if view.on_demand:  # back to spot if the slack pays for the move and keeps the hard reserve
             return Mode.SPOT if view.slack > hard + switch else Mode.ON_DEMAND
-        elapsed = max((view.now - view.submitted_at) / timedelta(hours=1), 0.0)
-        rate = (view.interruptions + self.prior_rate * self.prior_hours) / (elapsed + self.prior_hours)
-        expected = rate * (view.remaining / timedelta(hours=1))
+        expected = self.disruptions(view) * (view.remaining / _HOUR)
         # an expected switch loses half a checkpoint interval on average
         typical = view.notice + view.loss_bound / 2 + view.restart_overhead
         reserve = hard + typical * (2 * expected)
@@ -189,6 +214,19 @@ class SlackGuard:
         used = span - view.work - view.restart_overhead - view.slack
         share = min(self.front + (1 - self.front) * ((view.now - view.submitted_at) / span), 1.0)
         return Mode.SPOT if used < budget * share else Mode.ON_DEMAND
+
+    def _running(self, view: JobView, switch: timedelta) -> Mode:
+        """A job computing on spot: stay, or move to on-demand (a move is itself a restart)."""
+        if not view.checkpoints or view.slack > switch:
+            return Mode.SPOT
+        lossless = view.notice + view.restart_overhead
+        if view.slack <= lossless or view.loss_bound <= timedelta(0):
+            return Mode.ON_DEMAND
+        # the share of each checkpoint interval in which an interruption would cost the deadline
+        exposed = min(max((view.loss_bound - (view.slack - lossless)) / view.loss_bound, 0.0), 1.0)
+        hours = view.remaining / _HOUR * exposed
+        chance = 1.0 - math.exp(-self.hazard(view) * hours)
+        return Mode.SPOT if chance <= self.risk else Mode.ON_DEMAND
 
 
 @attrs.frozen(kw_only=True)

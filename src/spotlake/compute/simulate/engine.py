@@ -162,6 +162,25 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+class _SpotRecord:
+    """One job's time on spot so far and how often spot was taken from it."""
+
+    __slots__ = ("since", "taken", "total")
+
+    def __init__(self) -> None:
+        self.since: datetime | None = None
+        self.total = timedelta(0)
+        self.taken = 0
+
+    def stop(self, now: datetime) -> None:
+        if self.since is not None:
+            self.total += now - self.since
+            self.since = None
+
+    def held(self, now: datetime) -> timedelta:
+        return self.total + (now - self.since if self.since is not None else timedelta(0))
+
+
 class _Run:
     """One contender on one trace and workload (see the module docstring)."""
 
@@ -193,6 +212,7 @@ class _Run:
         self.on: dict[str, tuple[str, ...]] = {}  # job id -> the instances it computes on
         self.finished: dict[str, datetime] = {}
         self.interruptions = 0
+        self.spot: dict[str, _SpotRecord] = {}  # job id -> its time on spot and spot lost
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -252,10 +272,16 @@ class _Run:
             job = self.jobs.submit(sim.request(start=self.trace.start), name=sim.name)
             self.sim[job.id] = sim
             self.progress[job.id] = Progress(sim)
+            self.spot[job.id] = _SpotRecord()
 
     def _events(self) -> None:
         batch = self.jobs.poll(self.launcher)
-        self.interruptions += sum(1 for e in batch.events if isinstance(e, InterruptionWarning))
+        taken = {e.instance_id for e in batch.events if isinstance(e, InterruptionWarning)}
+        self.interruptions += len(taken)
+        if taken:
+            for job_id, ids in self.on.items():
+                if taken.intersection(ids):
+                    self.spot[job_id].taken += 1
 
     def _complete(self, now: datetime) -> None:
         for job_id, p in self.progress.items():
@@ -265,6 +291,7 @@ class _Run:
             if done is not None and done <= now:
                 p.pause(done, lost=False)
                 self.finished[job_id] = done
+                self.spot[job_id].stop(done)
                 self.on.pop(job_id, None)
                 if self.jobs.get(job_id).state not in _FINAL:
                     self.jobs.complete(job_id)
@@ -289,13 +316,21 @@ class _Run:
         return self._view_of(
             self.sim[job.id],
             self.progress[job.id],
+            self.spot[job.id],
             now,
             waiting=job.state is JobState.PENDING,
             on_demand=job.pinned_on_demand,
         )
 
     def _view_of(
-        self, sim: SimJob, progress: Progress, now: datetime, *, waiting: bool, on_demand: bool
+        self,
+        sim: SimJob,
+        progress: Progress,
+        record: _SpotRecord,
+        now: datetime,
+        *,
+        waiting: bool,
+        on_demand: bool,
     ) -> JobView | None:
         """What a controller sees of a job (``None``: no deadline it could still meet; jobs
         without a deadline are due when the trace ends)."""
@@ -321,6 +356,8 @@ class _Run:
             waiting=waiting,
             interruptions=progress.interruptions,
             checkpoints=every is not None,
+            spot_held=record.held(now),
+            spot_lost=record.taken,
         )
 
     def _sync(self, now: datetime) -> None:
@@ -331,12 +368,16 @@ class _Run:
                 continue
             computing = job.state is JobState.RUNNING
             ids = job.instance_ids if computing else ()
+            record = self.spot[job.id]
             if p.running and ids != self.on.get(job.id):
                 p.pause(now, lost=True)  # taken, replaced or moved: back to the last checkpoint
                 self.on.pop(job.id, None)
+                record.stop(now)
             if computing and not p.running:
                 p.run(now)
                 self.on[job.id] = ids
+                if any(pl.instance.capacity_type is CapacityType.SPOT for pl in job.placements):
+                    record.since = now
 
     # --- the result ------------------------------------------------------------------------------
 
