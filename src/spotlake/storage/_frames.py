@@ -16,14 +16,17 @@ files to their Hive-partitioned keys (``raw/source=sps/date=.../HH-MM.parquet``)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from spotlake.clock import Clock, ensure_utc
 from spotlake.errors import ConfigError, StorageError
 from spotlake.model import empty_frame
+from spotlake.storage._digests import DayDigests, Filters, to_frame
 from spotlake.storage.backend import Backend
 from spotlake.storage.base import FrameKind, SweepReport
 from spotlake.storage.layout import (
@@ -32,6 +35,7 @@ from spotlake.storage.layout import (
     STAGING_PREFIX,
     decode_frame,
     decode_run_frame,
+    digest_of,
     encode_run_frame,
     frame_key,
     frame_kind,
@@ -45,7 +49,13 @@ from spotlake.storage.layout import (
     stage_prefix,
 )
 
-__all__ = ["RunFrames", "Stage"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["READ_THREADS", "RunFrames", "Stage"]
+
+#: Days :meth:`RunFrames.read_history` reads at once.
+READ_THREADS = 4
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +122,8 @@ class RunFrames:
             raise ConfigError(f"{what} lacks the schema's columns {missing}; build it with spotlake.model")
         key = frame_key(kind, at, source)
         self._backend.put(prefix + key, encode_run_frame(frame, at=at, what=what))
+        if not prefix:  # written straight to its key: its day changed
+            self._forget_digests((key,))
         return key
 
     def publish(self, stage: str, keys: tuple[str, ...]) -> int:
@@ -121,6 +133,7 @@ class RunFrames:
         if not staged:
             return 0  # published already (the usual case when a run starts)
         moved = sum(1 for key in keys if prefix + key in staged and self._backend.move(prefix + key, key))
+        self._forget_digests(keys)
         leftovers = sorted(staged - {prefix + key for key in keys})
         if leftovers:  # written into the stage but not recorded by the commit: never published
             self._backend.delete(leftovers)
@@ -142,11 +155,21 @@ class RunFrames:
 
     def hide(self, version: str, keys: tuple[str, ...]) -> int:
         """Move the frames a generation published out of the frame folders (a rollback took it back)."""
-        return sum(1 for key in keys if self._backend.move(key, hidden_key(version, key)))
+        moved = sum(1 for key in keys if self._backend.move(key, hidden_key(version, key)))
+        self._forget_digests(keys)
+        return moved
 
     def restore(self, version: str, keys: tuple[str, ...]) -> int:
         """Move a hidden generation's frames back (a rollback to it, or undoing the one that hid them)."""
-        return sum(1 for key in keys if self._backend.move(hidden_key(version, key), key))
+        moved = sum(1 for key in keys if self._backend.move(hidden_key(version, key), key))
+        self._forget_digests(keys)
+        return moved
+
+    def _forget_digests(self, keys: tuple[str, ...]) -> None:
+        """The days these frames file under changed: their digests are stale."""
+        doomed = sorted({digest_of(key) for key in keys})
+        if doomed:
+            self._backend.delete(doomed)
 
     def hidden_versions(self) -> list[str]:
         """Generations whose frames a rollback hid."""
@@ -244,6 +267,67 @@ class RunFrames:
             return empty
         return pd.concat(parts, ignore_index=True)
 
+    def read_history(
+        self,
+        kind: FrameKind | str,
+        *,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        columns: Sequence[str] | None = None,
+        where: Filters | None = None,
+    ) -> pd.DataFrame:
+        """The rows of every frame of a kind in ``[start, end]`` that pass ``where`` (column ->
+        allowed values), with ``columns`` only (``run_at`` always), oldest run first. Each day is
+        read through its digest (spotlake.storage._digests)."""
+        schema = schema_for(kind, source)
+        known = [*schema, RUN_AT_COLUMN]
+        wanted = list(dict.fromkeys([*(columns or schema), RUN_AT_COLUMN]))
+        where = dict(where or {})
+        unknown = [c for c in [*wanted, *where] if c not in known]
+        if unknown:
+            raise ConfigError(f"{kind} frames have no column(s) {unknown}; columns: {known}")
+        empty = empty_frame(schema)
+        empty[RUN_AT_COLUMN] = pd.Series([], dtype="datetime64[us, UTC]")
+        empty = empty[wanted]
+        lo = run_minute(start) if start is not None else None
+        hi = ensure_utc(end) if end is not None else None
+        digests = DayDigests(self._backend)
+
+        def one(day: str) -> pa.Table | None:  # each day through its digest (see _digests)
+            whole = self._day_runs(day)
+            runs = [at for at in whole if (lo is None or at >= lo) and (hi is None or at <= hi)]
+            if not runs:
+                return None
+            table = digests.read(day, whole, columns=wanted, filters=where)
+            if len(runs) < len(whole):  # the window cuts the day
+                table = table.filter(_within(table, min(runs), max(runs)))
+            return table.sort_by(RUN_AT_COLUMN)  # stable: by run, each in key order
+
+        days = self._days(kind, source, lo, hi)
+        # Parquet decoding releases the GIL: a few days at once keep the cores busy
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(len(days), 1))) as pool:
+            tables = [t for t in pool.map(one, days) if t is not None]
+        return to_frame(tables, empty)
+
+    def _days(
+        self, kind: FrameKind | str, source: str | None, lo: datetime | None, hi: datetime | None
+    ) -> list[str]:
+        """The day folders of a kind (``merged/date=2026-01-01/``) that may hold runs in ``[lo, hi]``."""
+        prefix = frame_prefix(kind, source)
+        days = sorted(c for c in self._backend.children(prefix) if c.startswith("date=") and c.endswith("/"))
+        first = f"date={lo:%Y-%m-%d}/" if lo is not None else ""
+        last = f"date={hi:%Y-%m-%d}/" if hi is not None else "~"
+        return [prefix + d for d in days if first <= d <= last]
+
+    def _day_runs(self, day: str) -> dict[datetime, str]:
+        found = {}
+        for name in self._backend.children(day):
+            at = parse_frame_key(day + name)
+            if at is not None:
+                found[at] = day + name
+        return found
+
     def latest(self, kind: FrameKind | str, *, source: str | None = None) -> pd.DataFrame | None:
         prefix = frame_prefix(kind, source)
         days = sorted(
@@ -258,3 +342,14 @@ class RunFrames:
                 if data is not None:
                     return decode_run_frame(data, where=f"{self.url}/{key}")
         return None
+
+
+def _within(table: pa.Table, lo: datetime, hi: datetime) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    run_at = table.column(RUN_AT_COLUMN)
+    return pc.and_(
+        pc.greater_equal(run_at, pa.scalar(lo, type=run_at.type)),
+        pc.less_equal(run_at, pa.scalar(hi, type=run_at.type)),
+    )

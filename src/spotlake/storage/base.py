@@ -26,7 +26,7 @@ The implementation is :class:`~spotlake.storage.core.ObjectStore` over a local d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -269,6 +269,20 @@ class SnapshotStore(Protocol):
         end: datetime | None = None,
     ) -> pd.DataFrame:
         """Every committed frame of a kind in ``[start, end]``, concatenated, with a ``run_at`` column."""
+        ...
+
+    def read_history(
+        self,
+        kind: FrameKind | str = FrameKind.MERGED,
+        *,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        columns: Sequence[str] | None = None,
+        where: Mapping[str, Sequence[Any]] | None = None,
+    ) -> pd.DataFrame:
+        """Committed rows of a kind in ``[start, end]`` passing ``where`` (column -> allowed
+        values), with ``columns`` (plus ``run_at``), oldest run first; filters pushed down."""
         ...
 
     def latest(

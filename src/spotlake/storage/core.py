@@ -16,7 +16,7 @@ for the local directory and S3.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -296,6 +296,27 @@ class ObjectStore:
         with the kind's schema (plus ``run_at``) comes back.
         """
         return self._frames.read_frames(kind, source=source, start=start, end=end)
+
+    def read_history(
+        self,
+        kind: FrameKind | str = FrameKind.MERGED,
+        *,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        columns: Sequence[str] | None = None,
+        where: Mapping[str, Sequence[Any]] | None = None,
+    ) -> pd.DataFrame:
+        """The rows of every frame of a kind in ``[start, end]`` whose columns hold one of the
+        values ``where`` allows, with ``columns`` only (plus ``run_at``), oldest run first.
+
+        Filters and columns are pushed down to the Parquet reader, and whole past days are read
+        from one digest file each (built on the first read), so one size over a year reads a few
+        hundred row groups instead of every run's file.
+        """
+        return self._frames.read_history(
+            kind, source=source, start=start, end=end, columns=columns, where=where
+        )
 
     def latest(
         self, kind: FrameKind | str = FrameKind.MERGED, *, source: str | None = None

@@ -1,0 +1,197 @@
+"""Day digests: every committed run of one day of one frame kind in one Parquet file.
+
+A year of 10-minute runs is 52,560 files per frame kind; a reader that opens each of them to find
+one size takes minutes. So long reads go through digests (``.digest/merged/date=2026-01-01.parquet``,
+``.digest/raw/source=sps/date=...``): one file per kind and day, its rows sorted by the kind's key
+and run time in row groups of :data:`ROW_GROUP` rows, so a filter on ``size`` reads the footer and
+a row group or two.
+
+Readers write them (the first read of a day after it changed pays for it once); runs never do.
+A digest names the run minutes it holds in its metadata: one whose list differs from the day's
+frames (the day's next run, a late run, a rollback that hid one) is rebuilt, so the day still
+being collected is rebuilt once per run, by the first read after it. Publishing, hiding or
+restoring a frame deletes its day's digest, so a rerun of the same minute is seen too. Digests live
+under a hidden
+folder: pandas, pyarrow, DuckDB and Spark reading the frame folders never see them, and deleting
+them loses nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import pandas as pd
+
+from spotlake.errors import CorruptStoreError, StorageError
+from spotlake.storage.backend import Backend
+from spotlake.storage.layout import PARQUET_COMPRESSION, RUN_AT_COLUMN, digest_key
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+__all__ = ["ROW_GROUP", "DayDigests", "Filters", "read_parquet"]
+
+log = logging.getLogger(__name__)
+
+#: Rows per row group of a digest: small enough that a filter on one size skips most of a day.
+ROW_GROUP: Final = 4_096
+_RUNS_META: Final = b"spotlake.digest_runs"
+#: Columns a digest is sorted by, in this order, when the kind has them.
+_SORT: Final = ("size", "region", "zone", "desired_count", RUN_AT_COLUMN)
+
+#: Column -> the values it may take (pyarrow's ``in`` filter).
+Filters = Mapping[str, Sequence[Any]]
+
+
+def _filters(where: Filters) -> list[tuple[str, str, list[Any]]] | None:
+    return [(col, "in", list(values)) for col, values in where.items()] or None
+
+
+def read_parquet(data: bytes, *, where: str, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
+    """The rows of Parquet bytes that pass ``filters`` (row groups skipped by their statistics)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(
+            io.BytesIO(data), columns=list(columns) if columns else None, filters=_filters(filters)
+        )
+    except Exception as exc:  # any decoding failure means the file is damaged
+        raise CorruptStoreError(
+            f"{where} is not readable Parquet ({type(exc).__name__}: {exc}); nothing was overwritten"
+        ) from exc
+
+
+class DayDigests:
+    """Reads one day of a frame kind through its digest (see the module docstring)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def read(
+        self,
+        day_prefix: str,
+        runs: Mapping[datetime, str],
+        *,
+        columns: Sequence[str] | None,
+        filters: Filters,
+    ) -> pa.Table:
+        """The rows of the day (``day_prefix``: ``merged/date=2026-01-01/``; ``runs``: its run
+        minutes and frame keys) that pass ``filters``, from the digest, built first if needed."""
+        key = digest_key(day_prefix)
+        wanted = sorted(runs)
+        data = self._backend.get(key)
+        if data is not None:
+            found = _open(data, where=f"{self._backend.url}/{key}")
+            if found is not None and _runs(found) == wanted:
+                return _select(found, columns=columns, filters=filters)
+        data = self._build(runs)
+        try:
+            self._backend.put(key, data)
+        except StorageError as exc:  # a read-only store still reads, just without the digest
+            log.info(
+                "%s: could not write the digest %s (%s); reading the day's files", self._backend.url, key, exc
+            )
+        built = _open(data, where=f"digest of {day_prefix}")
+        if built is None:  # pragma: no cover - we just wrote it
+            raise CorruptStoreError(f"the digest of {day_prefix} built unreadable")
+        return _select(built, columns=columns, filters=filters)
+
+    def _build(self, runs: Mapping[datetime, str]) -> bytes:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for at in sorted(runs):
+            key = runs[at]
+            data = self._backend.get(key)
+            if data is None:  # replaced between listing and reading: the next read rebuilds
+                continue
+            tables.append(read_parquet(data, where=f"{self._backend.url}/{key}", columns=None, filters={}))
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+        order = [(c, "ascending") for c in _SORT if c in table.column_names]
+        if order:
+            table = table.sort_by(order)
+        meta = dict(table.schema.metadata or {})
+        meta[_RUNS_META] = json.dumps([at.isoformat() for at in sorted(runs)]).encode()
+        table = table.replace_schema_metadata(meta)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=PARQUET_COMPRESSION, row_group_size=ROW_GROUP)
+        return buf.getvalue()
+
+
+def _open(data: bytes, *, where: str) -> pq.ParquetFile | None:
+    """A digest's file, or ``None`` (with a warning) when it is damaged: it is rebuilt."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(io.BytesIO(data))
+    except Exception:  # a damaged digest is rebuilt
+        log.warning("digest %s is unreadable; rebuilding it", where)
+        return None
+
+
+def _runs(file: pq.ParquetFile) -> list[datetime] | None:
+    raw = (file.schema_arrow.metadata or {}).get(_RUNS_META)
+    return None if raw is None else sorted(datetime.fromisoformat(t) for t in json.loads(raw))
+
+
+def _select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
+    """The rows passing ``filters``: only the row groups whose statistics admit a wanted value
+    are read (the digest is sorted by its key, so a size sits in one or two of them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    meta = file.metadata
+    names = file.schema_arrow.names
+    groups = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if all(_admits(group.column(names.index(col)).statistics, values) for col, values in filters.items()):
+            groups.append(g)
+    wanted = list(dict.fromkeys([*(columns or names), *filters]))
+    table = file.read_row_groups(groups, columns=wanted) if groups else file.schema_arrow.empty_table()
+    table = table.select(wanted)
+    if filters and table.num_rows:
+        mask = None
+        for col, values in filters.items():
+            column = table.column(col)
+            test = pc.is_in(column, value_set=pa.array(list(values), type=column.type))
+            mask = test if mask is None else pc.and_(mask, test)
+        table = table.filter(mask)
+    return table.select(list(columns or names))
+
+
+def _admits(stats: Any, values: Sequence[Any]) -> bool:
+    """Whether a column chunk with these statistics may hold one of ``values``."""
+    if stats is None or not stats.has_min_max:
+        return True
+    try:
+        present = [v for v in values if v is not None]
+        return len(present) < len(values) or any(stats.min <= v <= stats.max for v in present)
+    except TypeError:  # values of another type than the column's: let the row filter decide
+        return True
+
+
+def to_frame(tables: Sequence[pa.Table], empty: pd.DataFrame) -> pd.DataFrame:
+    """The tables as one frame with the columns and dtypes of ``empty`` (the kind's schema):
+    one conversion for all of them, not one per file."""
+    import pyarrow as pa
+
+    tables = [t.replace_schema_metadata(None) for t in tables if t.num_rows]
+    if not tables:
+        return empty
+    table = pa.concat_tables(tables, promote_options="permissive")
+    out = table.to_pandas(
+        types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get
+    )
+    for col in empty.columns:
+        if col in out.columns and out[col].dtype != empty[col].dtype:
+            out[col] = out[col].astype(empty[col].dtype)
+    result: pd.DataFrame = out[[c for c in empty.columns if c in out.columns]]
+    return result
