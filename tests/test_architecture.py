@@ -29,11 +29,13 @@ ALLOWED: dict[str, set[str]] = {
     "storage": FOUNDATION | {"retry"},
     "pipeline": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
     "compute": FOUNDATION | {"serde", "retry", "storage", "notify", "redact"},
+    "analysis": FOUNDATION | {"storage"},
     "cli": FOUNDATION
     | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"}
-    | {"compute"},
+    | {"compute", "analysis"},
     "testing": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "progress", "compute"},
-    "__init__": FOUNDATION | {"collect", "pipeline", "scoring", "storage"},
+    "__init__": FOUNDATION | {"collect", "pipeline", "scoring", "storage", "analysis"},
+    "__main__": {"cli"},
 }
 
 

@@ -12,6 +12,7 @@ The verbs, from the top::
     access = spotlake.AzureAccess(credentials=spotlake.AzureCredentials.from_env())
     report = spotlake.run_cycle(at, store=store, azure=access)  # one 10-minute collection
     status = spotlake.store_status(store, now=at)
+    lake = spotlake.open(store)                                 # the data as frames (history, offers)
     plan = spotlake.plan_calls(pairs)                           # the SPS call planner
 
 Importing ``spotlake`` is cheap: every name below is imported on first use, and boto3 and the
@@ -43,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     # storage
     "open_store": "spotlake.storage",
     "SnapshotStore": "spotlake.storage",
+    # reading what was collected
+    "open": "spotlake.analysis",
+    "Analysis": "spotlake.analysis",
     # planning
     "plan_calls": "spotlake.scoring.plan",
     "Plan": "spotlake.scoring.plan",
@@ -62,6 +66,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "DESIRED_COUNTS",
+    "Analysis",
     "AzureAccess",
     "AzureCredentials",
     "Clock",
@@ -82,6 +87,7 @@ __all__ = [
     "TransientError",
     "__version__",
     "arun_cycle",
+    "open",
     "open_store",
     "plan_calls",
     "run_cycle",
@@ -103,6 +109,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from spotlake.analysis import Analysis, open
     from spotlake.clock import Clock, FakeClock, SystemClock
     from spotlake.collect.auth import AzureCredentials
     from spotlake.errors import ConfigError, SpotlakeError, TransientError

@@ -1,0 +1,322 @@
+"""The analysis object: a store's collected data as pandas frames, one call per question.
+
+``spotlake.open(store)`` returns an :class:`Analysis`. Every method returns a frame and reads only
+what it needs: ``history`` and ``changes`` push their filters and columns down to the Parquet
+reader (:meth:`~spotlake.storage.base.SnapshotStore.read_history`), which reads whole past days
+from one digest file each, so one size over a year of 10-minute runs takes well under a second.
+docs/analysis.md shows each method on the demo store.
+
+Rows carry what an analyst asks next: merged rows get ``vcpus`` and ``memory_gib`` from the
+latest SKU list, and ``rotation_complete`` says whether the cell's T2/T3 already rest on every
+desired count (during the first rotation they climb as counts arrive; see docs/concepts.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import pandas as pd
+
+from spotlake.clock import Clock, SystemClock, ensure_utc
+from spotlake.errors import ConfigError
+from spotlake.model import DESIRED_COUNTS, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, ChangeKind, Source
+from spotlake.storage import SnapshotStore, open_store
+from spotlake.storage.base import FrameKind
+
+__all__ = ["CELL", "VALUE_COLUMNS", "Analysis", "When", "open"]
+
+#: A (size, region, zone): what T2/T3 describe.
+CELL: Final = ("size", "region", "zone")
+#: The columns a change compares (everything but the key and the observation time).
+VALUE_COLUMNS: Final = tuple(c for c in SNAPSHOT_SCHEMA if c not in (*SNAPSHOT_KEY, "observed_at"))
+RUN_AT: Final = "run_at"
+_SHAPE: Final = ("vcpus", "memory_gib")
+
+#: A point in time: a datetime (UTC if naive), or a timedelta meaning that long before now.
+When = datetime | timedelta | None
+#: One value or several.
+Many = str | Sequence[str] | None
+
+
+def open(store: SnapshotStore | str, *, clock: Clock | None = None) -> Analysis:
+    """The analysis object of ``store`` (a store, or a URL/path for :func:`~spotlake.open_store`)."""
+    return Analysis(open_store(store) if isinstance(store, str) else store, clock=clock)
+
+
+class Analysis:
+    """A store's data as frames (see the module docstring)."""
+
+    def __init__(self, store: SnapshotStore, *, clock: Clock | None = None) -> None:
+        self._store = store
+        self._clock = clock or SystemClock()
+
+    @property
+    def store(self) -> SnapshotStore:
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"Analysis({self._store.url!r})"
+
+    # --- runs and snapshots ---------------------------------------------------------------------
+
+    def runs(self, *, start: When = None, end: When = None) -> list[datetime]:
+        """The committed runs' times (UTC minutes), oldest first."""
+        return self._store.run_times(FrameKind.MERGED, start=self._at(start), end=self._at(end))
+
+    def latest(self) -> pd.DataFrame:
+        """The last run's merged rows (one desired count: the one that run collected), with
+        ``run_at``, ``vcpus``, ``memory_gib`` and ``rotation_complete``. Empty before any run."""
+        times = self.runs()
+        if not times:
+            return self._empty(RUN_AT, *_SHAPE, "rotation_complete")
+        frame = self._store.read_history(FrameKind.MERGED, start=times[-1], end=times[-1])
+        return self._mark(self._shape(frame), self._complete_cells())
+
+    def current(self) -> pd.DataFrame:
+        """Every (size, region, zone, count)'s latest observation (the state the next run diffs
+        against), with ``age`` (now minus ``observed_at``), ``vcpus``, ``memory_gib`` and
+        ``rotation_complete``."""
+        rows = self._state_rows()
+        frame = self._mark(self._shape(rows), self._complete_cells(rows))
+        frame["age"] = ensure_utc(self._clock.now()) - frame["observed_at"]
+        return frame
+
+    # --- over time --------------------------------------------------------------------------------
+
+    def history(
+        self,
+        *,
+        size: Many = None,
+        region: Many = None,
+        zone: Many = None,
+        count: int | Sequence[int] | None = None,
+        start: When = None,
+        end: When = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Merged rows over time (one row per key and run that collected its count), oldest
+        first, with ``run_at`` and ``rotation_complete``. ``columns``: the value columns wanted
+        (the key columns always come along)."""
+        where = self._where(size=size, region=region, zone=zone, count=count)
+        wanted = None if columns is None else list(dict.fromkeys([*SNAPSHOT_KEY, *columns]))
+        frame = self._store.read_history(
+            FrameKind.MERGED, start=self._at(start), end=self._at(end), columns=wanted, where=where
+        )
+        return self._mark(frame, self._complete_since(where), by_run=True)
+
+    def t2t3(
+        self,
+        *,
+        size: Many = None,
+        region: Many = None,
+        zone: Many = None,
+        start: When = None,
+        end: When = None,
+    ) -> pd.DataFrame:
+        """T2 and T3 of each cell at every run that touched it, oldest first."""
+        frame = self.history(size=size, region=region, zone=zone, start=start, end=end, columns=["t2", "t3"])
+        cols = [*CELL, RUN_AT, "t2", "t3", "rotation_complete"]
+        out: pd.DataFrame = frame[cols].drop_duplicates(subset=[*CELL, RUN_AT], keep="last")
+        return out.reset_index(drop=True)
+
+    def changes(
+        self,
+        *,
+        size: Many = None,
+        region: Many = None,
+        zone: Many = None,
+        count: int | Sequence[int] | None = None,
+        start: When = None,
+        end: When = None,
+        last_run: bool = False,
+    ) -> pd.DataFrame:
+        """What changed, with before and after: one row per changed key and run, with ``change``,
+        ``changed_fields`` and, for every value column ``c``, ``c_before`` (the key's previous
+        observation; missing for a first observation) and ``c`` (after; missing once it ceased).
+        ``last_run``: only the last run's changes."""
+        if last_run:
+            times = self.runs()
+            if not times:
+                return self._empty_changes()
+            start = end = times[-1]
+        where = self._where(size=size, region=region, zone=zone, count=count)
+        lo, hi = self._at(start), self._at(end)
+        found = self._store.read_history(FrameKind.CHANGES, start=lo, end=hi, where=where)
+        if found.empty:
+            return self._empty_changes()
+        # the previous observation of each key: its change row before this one (unchanged rows
+        # are not written, so the previous change row holds the values the key had until now)
+        past_where = {**where, "size": sorted(found["size"].dropna().unique())}
+        past = self._store.read_history(FrameKind.CHANGES, end=hi, where=past_where)
+        past = past.sort_values([*SNAPSHOT_KEY, RUN_AT], kind="stable")
+        before = past.groupby(list(SNAPSHOT_KEY), dropna=False, sort=False)[list(VALUE_COLUMNS)].shift(1)
+        before.columns = [f"{c}_before" for c in VALUE_COLUMNS]
+        paired = pd.concat([past[[*SNAPSHOT_KEY, RUN_AT]], before], axis=1)
+        out = found.merge(paired, on=[*SNAPSHOT_KEY, RUN_AT], how="left")
+        gone = out["change"].isin([ChangeKind.CEASED.value, ChangeKind.EXPIRED.value])
+        for col in VALUE_COLUMNS:
+            out.loc[gone, col] = pd.NA
+        cols = [*SNAPSHOT_KEY, RUN_AT, "change", "changed_fields"]
+        for col in VALUE_COLUMNS:
+            cols += [f"{col}_before", col]
+        result: pd.DataFrame = out[cols].sort_values([RUN_AT, *SNAPSHOT_KEY], kind="stable")
+        return result.reset_index(drop=True)
+
+    # --- what to launch -----------------------------------------------------------------------------
+
+    def offers(
+        self,
+        *,
+        vcpus: int | None = None,
+        memory: float | None = None,
+        min_score: str | int | None = None,
+        count: int = 1,
+        regions: Sequence[str] | None = None,
+        max_price: float | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Spot offers ranked cheapest first: one row per (size, region, zone) with a spot price,
+        at least ``vcpus`` vCPUs and ``memory`` GiB, in ``regions``, at most ``max_price`` USD/h,
+        and (with ``min_score``) placement scored at least that at every desired count up to
+        ``count`` (High: ``t3 >= count``; Medium: ``t2 >= count``). Ties: the higher tier, the
+        lower eviction rate (higher IF score), the fresher observation. docs/analysis.md."""
+        if count < 1:
+            raise ConfigError(f"offers: count must be >= 1 instances, got {count}")
+        tier = _tier(min_score)
+        rows = self.current()
+        cells = rows.sort_values("observed_at").drop_duplicates(subset=list(CELL), keep="last")
+        keep = cells["spot_price"].notna()
+        if vcpus is not None:
+            keep &= cells["vcpus"].fillna(0) >= vcpus
+        if memory is not None:
+            keep &= cells["memory_gib"].fillna(0) >= memory
+        if regions:
+            keep &= cells["region"].isin(list(regions))
+        if max_price is not None:
+            keep &= cells["spot_price"] <= max_price
+        if tier is not None:
+            keep &= cells[tier].fillna(0) >= count
+        found = cells[keep].copy()
+        found["tier"] = found["t3"].where(found["t3"] >= count, found["t2"]).fillna(0)
+        found = found.sort_values(
+            ["spot_price", "tier", "if_score", "observed_at"],
+            ascending=[True, False, False, False],
+            kind="stable",
+        )
+        cols = [
+            *CELL,
+            "family",
+            "vcpus",
+            "memory_gib",
+            "spot_price",
+            "ondemand_price",
+            "savings_pct",
+            "t2",
+            "t3",
+            "if_score",
+            "eviction_bucket",
+            "observed_at",
+            "age",
+            "rotation_complete",
+        ]
+        out: pd.DataFrame = found[cols].reset_index(drop=True)
+        out.insert(0, "rank", range(1, len(out) + 1))
+        return out.head(limit) if limit is not None else out
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _at(self, when: When) -> datetime | None:
+        if when is None:
+            return None
+        if isinstance(when, timedelta):
+            return ensure_utc(self._clock.now()) - when
+        return ensure_utc(when)
+
+    @staticmethod
+    def _where(
+        *, size: Many, region: Many, zone: Many, count: int | Sequence[int] | None
+    ) -> dict[str, list[Any]]:
+        where: dict[str, list[Any]] = {}
+        for col, value in (("size", size), ("region", region), ("zone", zone)):
+            if value is not None:
+                where[col] = [value] if isinstance(value, str) else list(value)
+        if count is not None:
+            where["desired_count"] = [count] if isinstance(count, int) else list(count)
+        return where
+
+    def _state_rows(self) -> pd.DataFrame:
+        state = self._store.read_state()
+        rows = state.frames.get("rows")
+        if rows is None:
+            return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in SNAPSHOT_SCHEMA.items()})
+        return rows
+
+    def _shape(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the sizes' vCPUs and memory from the latest SKU list."""
+        skus = self._store.latest(FrameKind.RAW, source=Source.SKUS.value)
+        out = frame.drop(columns=[c for c in _SHAPE if c in frame.columns])
+        if skus is None or skus.empty:
+            out["vcpus"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+            out["memory_gib"] = pd.Series(float("nan"), index=out.index, dtype="float64")
+            return out
+        shape = skus.drop_duplicates(subset=["size"], keep="last")[["size", *_SHAPE]]
+        return out.merge(shape, on="size", how="left")
+
+    def _complete_cells(self, rows: pd.DataFrame | None = None) -> pd.Series:
+        """Per cell: whether every desired count has an observation (a MultiIndex Series)."""
+        rows = self._state_rows() if rows is None else rows
+        counts = rows.groupby(list(CELL), dropna=False)["desired_count"].nunique()
+        return counts >= len(DESIRED_COUNTS)
+
+    def _complete_since(self, where: Mapping[str, Sequence[Any]]) -> pd.Series:
+        """Per cell: the run from which every desired count had been observed (missing: not yet)."""
+        cell_where = {k: v for k, v in where.items() if k in CELL}
+        cell_where["change"] = [ChangeKind.NEW.value]
+        first = self._store.read_history(FrameKind.CHANGES, columns=[*SNAPSHOT_KEY], where=cell_where)
+        if first.empty:
+            return pd.Series([], dtype="datetime64[us, UTC]")
+        per_count = first.groupby([*CELL, "desired_count"], dropna=False)[RUN_AT].min()
+        grouped = per_count.groupby(level=list(range(len(CELL))), dropna=False)
+        since = grouped.max().where(grouped.size() >= len(DESIRED_COUNTS))
+        return since
+
+    @staticmethod
+    def _mark(frame: pd.DataFrame, complete: pd.Series, *, by_run: bool = False) -> pd.DataFrame:
+        """``frame`` with ``rotation_complete`` per row (per cell, or per cell and run)."""
+        out = frame.copy()
+        if out.empty or complete.empty:
+            out["rotation_complete"] = pd.Series(False, index=out.index, dtype="boolean")
+            return out
+        name = "_since" if by_run else "_complete"
+        joined = out.merge(complete.rename(name).reset_index(), on=list(CELL), how="left")
+        if by_run:
+            flag = joined[name].notna() & (joined[RUN_AT] >= joined[name])
+        else:
+            flag = joined[name].fillna(False).astype(bool)
+        out["rotation_complete"] = pd.Series(flag.to_numpy(), index=out.index, dtype="boolean")
+        return out
+
+    def _empty(self, *extra: str) -> pd.DataFrame:
+        frame = pd.DataFrame({c: pd.Series([], dtype=d) for c, d in SNAPSHOT_SCHEMA.items()})
+        for col in extra:
+            frame[col] = pd.Series([], dtype="object")
+        return frame
+
+    def _empty_changes(self) -> pd.DataFrame:
+        cols = [*SNAPSHOT_KEY, RUN_AT, "change", "changed_fields"]
+        for col in VALUE_COLUMNS:
+            cols += [f"{col}_before", col]
+        return pd.DataFrame({c: pd.Series([], dtype="object") for c in cols})
+
+
+def _tier(min_score: str | int | None) -> str | None:
+    """The tier column a minimum score asks for (High: t3, Medium: t2; Low or none: no filter)."""
+    if min_score is None:
+        return None
+    names = {"high": 3, "medium": 2, "low": 1}
+    value = names.get(min_score.lower()) if isinstance(min_score, str) else min_score
+    if value not in (1, 2, 3):
+        raise ConfigError(f"min_score must be High, Medium, Low or 1-3, got {min_score!r}")
+    return {3: "t3", 2: "t2"}.get(value)
