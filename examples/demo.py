@@ -7,8 +7,12 @@
    where the Parquet files are.
 
 Options: ``--regions/--sizes`` (world size), ``--cycles``, ``--store``, ``--seed``, ``--start``.
-The emulator's clock is moved to each run time through its admin endpoint, so the scores evolve
-as they would over 20 minutes of real time.
+The run times are on the 10-minute grid (as ``spotlake collect`` snaps them) and end at the last grid
+point at or before now, so the store answers "the last hour" (``spotlake allocate`` leaves out data
+older than an hour). A store that already holds runs from that window is continued after its last
+run instead (nothing stored is replaced; those run times may be ahead of now). The emulator's clock
+is moved to each run time through its admin endpoint, so the scores evolve as they would over 20
+minutes of real time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,19 @@ from spotlake.progress import ProgressBoard
 from spotlake.storage import open_store
 
 Emulator = tuple[subprocess.Popen[str], str, dict[str, object]]
+
+GRID = timedelta(minutes=10)
+
+
+def demo_run_times(now: datetime, cycles: int, last: datetime | None = None) -> list[datetime]:
+    """``cycles`` run times on the 10-minute grid ending at the last grid point at or before ``now``;
+    if the store's ``last`` run is inside that window, the ones after ``last`` instead."""
+    now = now.astimezone(UTC).replace(second=0, microsecond=0)
+    end = now - timedelta(minutes=now.minute % 10)
+    first = end - GRID * (cycles - 1)
+    if last is not None and last >= first:
+        first = last + GRID
+    return [first + GRID * i for i in range(cycles)]
 
 
 def start_emulator(args: argparse.Namespace, start: datetime) -> Emulator:
@@ -59,20 +76,23 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, default=300)
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument(
-        "--start", default=None, help="first run time (default: after the store's last run, else 00:00 UTC)"
+        "--start",
+        default=None,
+        help="first run time (default: the runs end at the last 10-minute grid point at or before now)",
     )
     args = parser.parse_args()
 
     store = open_store(args.store)
     last = store.read_state(frames=False).docs.get("last_run")
+    last_at = datetime.fromisoformat(str(last["at"])) if last else None
     if args.start:
         start = datetime.fromisoformat(args.start)
-    elif last:
-        # Continue the store's time series: nothing already stored is replaced.
-        start = datetime.fromisoformat(str(last["at"])) + timedelta(minutes=10)
-        print(f"{args.store} already holds runs up to {last['at']}; continuing from {start.isoformat()}")
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
     else:
-        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = demo_run_times(datetime.now(UTC), args.cycles, last_at)[0]
+        if last_at is not None and start == last_at + GRID:
+            # Continue the store's time series: nothing already stored is replaced.
+            print(f"{args.store} already holds runs up to {last['at']}; continuing from {start.isoformat()}")
     started = time.monotonic()
     proc, url, info = start_emulator(args, start)
     try:
@@ -94,7 +114,7 @@ def main() -> int:
         )
         reports: list[RunReport] = []
         for i in range(args.cycles):
-            at = start + timedelta(minutes=10 * i)
+            at = start + GRID * i
             httpx.post(f"{url}/_emulator/clock", json={"now": at.isoformat()}).raise_for_status()
             clock.set(at)
             board = ProgressBoard()  # prices and SPS run at once: one shared progress line
@@ -174,9 +194,11 @@ def print_summary(reports: list[RunReport], store: Path, *, seconds: float) -> N
             shown = ", ".join(f"{'none' if pd.isna(k) else k}: {v}" for k, v in dist.items())
             print(f"  {col.upper()} distribution (latest snapshot): {shown}")
     print(f"  Parquet files under {store.resolve()}/ (raw/, merged/, changes/, state/)")
-    print("  try: .venv/bin/spotlake status; .venv/bin/spotlake show --changes --limit 5")
-    at = f"{last.at + timedelta(minutes=5):%Y-%m-%dT%H:%M}"
-    print(f"       .venv/bin/spotlake allocate --store {store} --vcpus 16 --at {at}  (spot-first decision)")
+    print(f"  try: .venv/bin/spotlake status --store {store}")
+    print(f"       .venv/bin/spotlake show --store {store} --changes --limit 5")
+    recent = datetime.now(UTC) - timedelta(minutes=55) <= last.at <= datetime.now(UTC)
+    at = "" if recent else f" --at {last.at + timedelta(minutes=5):%Y-%m-%dT%H:%MZ}"
+    print(f"       .venv/bin/spotlake allocate --store {store} --vcpus 16{at}  (spot-first decision)")
     print(f"  done in {seconds:.1f} s")
 
 

@@ -63,8 +63,10 @@ def test_collect_status_show(
     assert "last run" in capsys.readouterr().out
 
     assert main(["show", "--store", str(store), "--json", "--limit", "3"]) == EXIT_OK
-    rows = json.loads(capsys.readouterr().out)
+    shown = json.loads(capsys.readouterr().out)
+    rows = shown["rows"]
     assert len(rows) == 3 and {"size", "region", "zone", "t2", "t3"} <= set(rows[0])
+    assert shown["truncated"] and shown["total"] > 3 and shown["run_at"] == run_time(1).isoformat()
 
     assert main(["show", "--store", str(store), "--changes", "--where", "change=new"]) == EXIT_OK
     assert "rows)" in capsys.readouterr().out
@@ -95,8 +97,11 @@ def test_missing_credentials_name_the_variable(
 
 
 def test_status_of_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--store", str(tmp_path / "nothing")]) == EXIT_OK
+    assert main(["status", "--store", str(tmp_path)]) == EXIT_OK
     assert "empty store" in capsys.readouterr().out
+    # No directory at all is a mistyped --store, not an empty store.
+    assert main(["status", "--store", str(tmp_path / "nothing")]) == EXIT_USAGE
+    assert "no store at" in capsys.readouterr().err
 
 
 def world_pairs(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:

@@ -8,6 +8,10 @@ Output goes to stderr so ``--json`` output on stdout stays machine-readable.
 Collectors run concurrently (prices and SPS overlap), so bars that share a terminal are drawn by one
 :class:`ProgressBoard` on one line (``prices [#####-----] 120/223 | sps [##--------] 30/793``); each
 bar's summary line is printed above it when the bar closes.
+
+A bar never shows more done than its total: ``done`` is capped at ``total``. The price crawl reports
+every page it fetched, including the probe pages it requests past the end of the list to find that
+end (``49/48`` before the cap), and a total that is learned late must not make the display lie.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class ProgressBoard:
             self._bars.append(bar)
 
     def _update(self, bar: Progress, done: int, total: int | None) -> None:
+        if total is not None:
+            done = min(done, total)  # never "51/48" (see the module docstring)
         with self._lock:
             bar._state = (done, total)
             if self.tty:

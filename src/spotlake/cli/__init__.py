@@ -6,7 +6,7 @@
                            [--shard I/N | --shard auto/N]
     spotlake plan (--catalog CSV | --pairs CSV|-)
     spotlake status [--store ...]
-    spotlake show [--store ...] [--changes] [--at T] [--limit N]
+    spotlake show [--store ...] [--changes] [--at T] [--where 'COLUMN OP VALUE' ...] [--limit N | --all]
     spotlake rollback [--store ...] [--to VERSION]
     spotlake allocate (--store ... | --offers CSV) (--vcpus N | --count N | --memory GIB) [--preset ...]
                       [--max-price USD] [--launch ...]   (spotlake.cli.allocate)
@@ -16,14 +16,20 @@
 Every command takes ``--json`` (machine-readable stdout) and ``--quiet`` (no progress on stderr,
 for cron). Exit codes: 0 done (or already done), 1 the run failed, 2 bad usage or configuration,
 3 committed but some SPS calls failed (their pairs are unknown this run) or the sinks were not fed
-(a later run delivers them), 75 another run holds the store's lock (try later; EX_TEMPFAIL). A
-shard worker (``--shard``) that stored its part
-while other shards' parts are still missing exits 0 ("pending").
+(a later run delivers them), 75 another run holds the store's lock (try later; EX_TEMPFAIL), 141
+standard output closed early (``spotlake status --json | head``: quietly, no traceback). A shard
+worker (``--shard``) that stored its part while other shards' parts are still missing exits 0
+("pending").
+
+Times: every time printed (text or JSON) is ISO 8601 UTC to the second, ``2026-03-02T00:10:00+00:00``.
+``collect`` snaps its run time (``--at`` or now) down to the 10-minute grid (12:17 -> 12:10): the
+grid point is the run's identity, so a rerun within the same 10 minutes is a no-op once committed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -31,10 +37,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from spotlake import __version__
+from spotlake.cli._format import GRID_MINUTES, iso, normalise_times, snap_to_grid
+from spotlake.cli._help import ENVIRONMENT, EPILOG, SHOW_EPILOG, Parser
+from spotlake.cli._show import cmd_show
+from spotlake.cli._where import WHERE_HELP
 from spotlake.errors import ConfigError, LockedError, PlanError, SpotlakeError
 from spotlake.model import DEFAULT_PLAN_SEARCH
 from spotlake.redact import scrub
@@ -44,7 +54,15 @@ if TYPE_CHECKING:
     from spotlake.pipeline import RunReport, StoreStatus
     from spotlake.storage import GenerationInfo
 
-__all__ = ["EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_USAGE",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -62,6 +80,16 @@ def _non_negative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r} (--all: every row)")
     return value
 
 
@@ -85,12 +113,38 @@ def _parse_at(text: str | None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _run_time(text: str | None, *, quiet: bool) -> datetime:
+    """The run time of ``collect``: ``--at`` (or now) snapped down to the 10-minute grid."""
+    at = _parse_at(text)
+    snapped = snap_to_grid(at)
+    if text and snapped != at.replace(second=0, microsecond=0) and not quiet:
+        print(
+            f"spotlake: run time {iso(at)} snapped to {iso(snapped)}"
+            f" (runs are on the {GRID_MINUTES}-minute grid)",
+            file=sys.stderr,
+        )
+    return snapped
+
+
+def _require_store(location: str) -> None:
+    """A local store must be an existing directory (an S3 prefix with nothing under it is empty)."""
+    if location.startswith("s3://"):
+        return
+    if not Path(location).is_dir():
+        raise ConfigError(
+            f"no store at {location} (no such directory): check --store, or run `spotlake collect azure"
+            f" --store {location}` first"
+        )
+
+
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
-    """Print ``text``, or with ``--json`` the payload (a typed report goes through spotlake.serde)."""
+    """Print ``text``, or with ``--json`` the payload (a typed report goes through spotlake.serde).
+
+    Times in the JSON are rewritten to the CLI's one format (``spotlake.cli._format.iso``)."""
     if args.json:
         from spotlake.serde import dump
 
-        print(json.dumps(dump(payload), indent=2, default=str))
+        print(json.dumps(normalise_times(dump(payload)), indent=2, default=str))
     else:
         print(text)
 
@@ -105,7 +159,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from spotlake.progress import ProgressBoard
     from spotlake.storage import open_store
 
-    at = _parse_at(args.at)
+    at = _run_time(args.at, quiet=args.quiet)
     # Usage errors first, before any credential lookup or network call.
     shard = Shard.parse(args.shard) if args.shard is not None else None
     if args.credentials == "env":
@@ -202,7 +256,7 @@ def _run_text(report: RunReport, *, store: str) -> str:
     from spotlake.model import Source
     from spotlake.pipeline import RunStatus
 
-    when = f"{report.at:%Y-%m-%d %H:%M}"
+    when = iso(report.at)
     if report.status is RunStatus.FAILED:
         return f"run {when} FAILED: {report.error_type}: {report.error}"
     if report.status is RunStatus.SKIPPED:
@@ -217,7 +271,7 @@ def _run_text(report: RunReport, *, store: str) -> str:
     prices = report.collector(Source.PRICES)
     plan, scoring = report.plan, report.scoring
     lines = [
-        f"run {report.at.isoformat()}  desired count {report.desired_count}"
+        f"run {when}  desired count {report.desired_count}"
         + ("  (new day: plan rebuilt)" if report.new_day else ""),
         f"  prices: {prices.rows if prices else 0} (region, size) rows"
         f" from {prices.succeeded if prices else 0} pages",
@@ -280,6 +334,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from spotlake.pipeline import store_status
     from spotlake.storage import open_store
 
+    _require_store(args.store)
     status = store_status(open_store(args.store), now=datetime.now(UTC))
     _emit(args, status, _status_text(status))
     return EXIT_OK
@@ -288,11 +343,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _status_text(status: StoreStatus) -> str:
     last_committed = status.last_run_at
     pending_lines = [
-        f"sharded run {p.at:%Y-%m-%dT%H:%M} not committed:"
+        f"sharded run {iso(p.at)} not committed:"
         f" parts of shards {list(p.present)} of {p.count} stored,"
         + (
-            f" missing {list(p.missing)}"
-            f" (rerun them: collect azure --at {p.at:%Y-%m-%dT%H:%MZ} --shard I/{p.count})"
+            f" missing {list(p.missing)} (rerun them: collect azure --at {iso(p.at)} --shard I/{p.count})"
             if last_committed is None or p.at > last_committed
             else " older than the last committed run, so never committed (the next sharded commit removes it)"
         )
@@ -304,7 +358,7 @@ def _status_text(status: StoreStatus) -> str:
     scoring = status.last_report.scoring if status.last_report else None
     lines = [
         f"store {status.store}  state {status.state_version}",
-        f"last run {status.last_run_at.isoformat() if status.last_run_at else '?'}"
+        f"last run {iso(status.last_run_at) if status.last_run_at else '?'}"
         f"  desired count {status.last_desired_count}",
         f"rotation: next count {nxt.desired_count if nxt else '?'}"
         f"{' (new UTC day)' if nxt and nxt.new_day else ''},"
@@ -323,16 +377,14 @@ def _status_text(status: StoreStatus) -> str:
     if status.undelivered:
         lines.append(
             f"sinks owed {len(status.undelivered)} committed run(s), oldest"
-            f" {status.undelivered[0].isoformat()} (the next run delivers them)"
+            f" {iso(status.undelivered[0])} (the next run delivers them)"
         )
     return "\n".join([*lines, *pending_lines])
 
 
 def _quota_line(name: str, snap: LedgerSnapshot) -> str:
     free = (
-        f", next slot frees at {snap.next_free_at:%H:%M} UTC"
-        if snap.capacity == 0 and snap.next_free_at
-        else ""
+        f", next slot frees at {iso(snap.next_free_at)}" if snap.capacity == 0 and snap.next_free_at else ""
     )
     return (
         f"{name}: {snap.calls_in_window} calls in the current window over {snap.slots} slots"
@@ -368,66 +420,56 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _generation_line(info: GenerationInfo) -> str:
-    when = info.committed_at.isoformat() if info.committed_at else "?"
+    when = iso(info.committed_at) if info.committed_at else "?"
     return f"{info.version:<30} {info.run_id or '?':<18} {when}{'  (current)' if info.current else ''}"
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    from spotlake.storage import FrameKind, open_store
-
-    store = open_store(args.store)
-    kind = FrameKind.CHANGES if args.changes else FrameKind.MERGED
-    frame = store.read_frame(kind=kind, at=_parse_at(args.at)) if args.at else store.latest(kind)
-    if frame is None:
-        _emit(args, {"rows": []}, f"no {kind} data in {args.store} yet")
-        return EXIT_OK
-    if args.where:
-        for clause in args.where:
-            col, _, value = clause.partition("=")
-            if col not in frame.columns:
-                raise ConfigError(f"--where {clause!r}: no column {col!r}; columns: {list(frame.columns)}")
-            frame = frame[frame[col].astype("string") == value]
-    shown = frame.head(args.limit)
-    if args.json:
-        print(shown.to_json(orient="records", date_format="iso", indent=2))
-    else:
-        with pd.option_context("display.width", 200, "display.max_columns", 30):
-            print(shown.to_string(index=False))
-        print(f"({len(shown)} of {len(frame)} rows)")
-    return EXIT_OK
 
 
 # --- parser ---------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress output (for cron)")
     common.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
 
-    parser = argparse.ArgumentParser(prog="spotlake", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="spotlake", description=__doc__.split("\n\n")[0], epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"spotlake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    collect = sub.add_parser("collect", help="run one collection cycle")
+    collect = sub.add_parser("collect", help="run one collection cycle", epilog=ENVIRONMENT)
     collect_sub = collect.add_subparsers(dest="provider", required=True)
-    az = collect_sub.add_parser("azure", parents=[common], help="collect Azure spot data")
-    az.add_argument("--at", help="run time, ISO 8601 UTC (default: now); minutes are the run's identity")
+    az = collect_sub.add_parser("azure", parents=[common], help="collect Azure spot data", epilog=ENVIRONMENT)
+    az.add_argument(
+        "--at",
+        help=f"run time, ISO 8601 UTC (default: now), snapped down to the {GRID_MINUTES}-minute grid "
+        "(12:17 runs as 12:10; a rerun in the same 10 minutes is the same run)",
+    )
     az.add_argument("--store", default=DEFAULT_STORE, help="local directory or s3://bucket/prefix")
     az.add_argument(
         "--endpoint",
         help="send every Azure request to this base URL (the emulator, e.g. http://127.0.0.1:8080)",
     )
-    az.add_argument("--credentials", choices=("env", "dynamodb"), default="env")
-    az.add_argument("--dynamodb-table", default="AzureAuth")
+    az.add_argument(
+        "--credentials",
+        choices=("env", "dynamodb"),
+        default="env",
+        help="env: the AZURE_* variables below; dynamodb: the AzureAuth table of the original deployment",
+    )
+    az.add_argument("--dynamodb-table", default="AzureAuth", help="the table of --credentials dynamodb")
     az.add_argument("--regional", action="store_true", help="regional SPS requests instead of zonal")
     az.add_argument("--timestream", action="store_true", help="write the changes to Amazon Timestream")
-    az.add_argument("--timestream-database", default="spotlake")
-    az.add_argument("--timestream-table", default="azure")
-    az.add_argument("--timestream-layout", choices=("spotlake", "original"), default="spotlake")
+    az.add_argument("--timestream-database", default="spotlake", help="Timestream database")
+    az.add_argument("--timestream-table", default="azure", help="Timestream table")
+    az.add_argument(
+        "--timestream-layout",
+        choices=("spotlake", "original"),
+        default="spotlake",
+        help="record layout: spotlake's, or the original deployment's",
+    )
     az.add_argument("--cloudwatch", action="store_true", help="per-run counts to CloudWatch")
-    az.add_argument("--log-group", default="/spotlake/azure")
-    az.add_argument("--metrics-namespace", default="spotlake")
+    az.add_argument("--log-group", default="/spotlake/azure", help="CloudWatch Logs group")
+    az.add_argument("--metrics-namespace", default="spotlake", help="CloudWatch metrics namespace")
     az.add_argument("--compat-bucket", help="also write the original deployment's S3 layout to this bucket")
     az.add_argument("--slack", action="store_true", help="notify Slack on failure")
     az.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for another run")
@@ -461,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a CSV with region,size columns ('-' reads standard input, e.g. from "
         "'python -m spotlake.testing.azure pairs --seed 0')",
     )
-    plan.add_argument("--max-regions", type=int, default=8)
-    plan.add_argument("--max-sizes", type=int, default=5)
+    plan.add_argument("--max-regions", type=int, default=8, help="regions per SPS call")
+    plan.add_argument("--max-sizes", type=int, default=5, help="VM sizes per SPS call")
     plan.add_argument(
         "--search",
         "--plan-search",
@@ -476,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=_cmd_plan)
 
     status = sub.add_parser("status", parents=[common], help="rotation, quota windows and the last run")
-    status.add_argument("--store", default=DEFAULT_STORE)
+    status.add_argument("--store", default=DEFAULT_STORE, help="local directory or s3://bucket/prefix")
     status.set_defaults(func=_cmd_status)
 
     rollback = sub.add_parser(
@@ -484,18 +526,24 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="list the committed states a store keeps, or restore one (--to VERSION)",
     )
-    rollback.add_argument("--store", default=DEFAULT_STORE)
+    rollback.add_argument("--store", default=DEFAULT_STORE, help="local directory or s3://bucket/prefix")
     rollback.add_argument("--to", metavar="VERSION", help="the kept state to make current again")
     rollback.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for a run")
     rollback.set_defaults(func=_cmd_rollback)
 
-    show = sub.add_parser("show", parents=[common], help="the latest snapshot or changes")
-    show.add_argument("--store", default=DEFAULT_STORE)
+    show = sub.add_parser("show", parents=[common], help="the latest snapshot or changes", epilog=SHOW_EPILOG)
+    show.add_argument("--store", default=DEFAULT_STORE, help="local directory or s3://bucket/prefix")
     show.add_argument("--changes", action="store_true", help="the changeset instead of the snapshot")
-    show.add_argument("--at", help="a specific run time instead of the latest")
-    show.add_argument("--where", action="append", help="filter COLUMN=VALUE (repeatable)")
-    show.add_argument("--limit", type=int, default=20)
-    show.set_defaults(func=_cmd_show)
+    show.add_argument(
+        "--at", help="the run at this time (ISO 8601 UTC, to the minute) instead of the latest run"
+    )
+    show.add_argument("--where", action="append", metavar="'COLUMN OP VALUE'", help=WHERE_HELP)
+    rows = show.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--limit", type=_positive_int, default=20, help="show at most this many rows (a whole number >= 1)"
+    )
+    rows.add_argument("--all", action="store_true", help="show every row (no --limit)")
+    show.set_defaults(func=cmd_show)
 
     from spotlake.cli.allocate import add_allocate_parser
 
@@ -504,10 +552,50 @@ def build_parser() -> argparse.ArgumentParser:
     from spotlake.cli.simulate import add_simulate_parser
 
     add_simulate_parser(sub, common, DEFAULT_STORE)
+
+    from spotlake.cli.offers import add_offers_parser
+
+    add_offers_parser(sub, common, DEFAULT_STORE)
     return parser
 
 
+#: The exit code when stdout is closed before everything was written (128 + SIGPIPE, what a shell
+#: reports for ``cat big | head``): quiet, and visible to ``set -o pipefail``.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``spotlake`` command; returns its exit code (see ``spotlake --help``)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader went away (``spotlake status --json | head``): stop quietly.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout (and stderr when it is the same pipe, ``2>&1 | head``) at /dev/null, so the
+    flush at interpreter exit does not fail again with "Exception ignored ... BrokenPipeError"."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        out = sys.stdout.fileno()
+        targets = [out]
+        with contextlib.suppress(OSError, ValueError):
+            err = sys.stderr.fileno()
+            if os.path.samestat(os.fstat(out), os.fstat(err)):
+                targets.append(err)
+        for fd in targets:
+            os.dup2(devnull, fd)
+    except (OSError, ValueError):  # a stream without a descriptor (a test's capture): nothing to do
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -522,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrub_handlers(logging.getLogger())
     try:
         code: int = args.func(args)
+    except BrokenPipeError:
+        raise
     except LockedError as exc:
         print(f"spotlake: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_LOCKED

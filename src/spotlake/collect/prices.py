@@ -528,7 +528,9 @@ class _Crawl:
                             break
                     self._record(index, outcome)
                     if self.c.progress is not None:
-                        self.c.progress(len(self.outcomes), None if self.end is None else self.end + 1)
+                        # probes past the end are fetched too: count the pages of the list only
+                        inside = sum(1 for i in self.outcomes if self.end is None or i <= self.end)
+                        self.c.progress(inside, None if self.end is None else self.end + 1)
                 if self.first_terminal is not None:
                     self._cancel_beyond(self.first_terminal)
         finally:

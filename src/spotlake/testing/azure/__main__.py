@@ -11,6 +11,15 @@ Prints one line to stdout and flushes it, then serves until interrupted (SIGINT/
 
 The first token is the base URL (every service and the token endpoint live under it); the rest is
 JSON with the credentials the emulator accepts. These are emulator-only values, never real ones.
+
+With ``--export`` it prints shell lines instead, once it listens, for ``spotlake collect azure``::
+
+    # spotlake Azure emulator at http://127.0.0.1:8080 (test-only credentials, never real ones)
+    export AZURE_TENANT_ID=...
+    export AZURE_CLIENT_ID=...
+    export AZURE_CLIENT_SECRET=...
+    export AZURE_SUBSCRIPTION_IDS=sub1,sub2,...
+    export SPOTLAKE_EMULATOR_URL=http://127.0.0.1:8080
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -32,7 +42,7 @@ from spotlake.testing.azure.wire import base_url, make_server
 from spotlake.testing.faults import Faults
 from spotlake.testing.world import World
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "export_lines", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", help="start time of the fake clock (ISO 8601, default 2026-01-01T00:00:00Z)"
     )
     serve.add_argument(
+        "--export",
+        action="store_true",
+        help="print `export AZURE_...=...` shell lines (the emulator's test-only credentials and "
+        "SPOTLAKE_EMULATOR_URL) instead of the URL and JSON line",
+    )
+    serve.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -85,6 +101,21 @@ def _world(args: argparse.Namespace) -> World:
     if args.catalog:
         return World.from_catalog(args.catalog, seed=args.seed)
     return World.generate(args.seed, n_regions=args.regions, n_sizes=args.sizes, layout=args.layout)
+
+
+def export_lines(info: dict[str, object]) -> str:
+    """The ``export`` lines of ``serve --export`` for the emulator described by ``info``."""
+    subscriptions = info["subscriptions"]
+    assert isinstance(subscriptions, list)
+    env = {
+        "AZURE_TENANT_ID": str(info["tenant_id"]),
+        "AZURE_CLIENT_ID": str(info["client_id"]),
+        "AZURE_CLIENT_SECRET": str(info["client_secret"]),
+        "AZURE_SUBSCRIPTION_IDS": ",".join(map(str, subscriptions)),
+        "SPOTLAKE_EMULATOR_URL": str(info["url"]),
+    }
+    head = f"# spotlake Azure emulator at {info['url']} (test-only credentials, never real ones)\n"
+    return head + "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
 
 
 def _print_pairs(args: argparse.Namespace) -> int:
@@ -129,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "subscriptions": list(emu.subscriptions),
         "seed": args.seed,
     }
-    sys.stdout.write(f"{url} {json.dumps(info)}\n")
+    # One write once the server listens: a reader that sees the text can connect at once.
+    sys.stdout.write(export_lines(info) if args.export else f"{url} {json.dumps(info)}\n")
     sys.stdout.flush()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
