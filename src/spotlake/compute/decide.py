@@ -49,6 +49,9 @@ IntArray = npt.NDArray[np.int64]
 
 
 class Role(StrEnum):
+    """What a :class:`Step` of the launch plan is: a spot launch, a half-open breaker's probe, or
+    on-demand."""
+
     SPOT = "spot"
     #: The one spot instance a half-open breaker lets through.
     PROBE = "probe"

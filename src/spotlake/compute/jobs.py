@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 
 
 class JobState(StrEnum):
+    """Where a job stands: pending (waiting for capacity), running, hanging (ran too long: its
+    instances are terminated and it is rescheduled), or one of the final states completed,
+    failed and terminated (docs/allocator.md, "Jobs")."""
+
     PENDING = "pending"
     RUNNING = "running"
     HANGING = "hanging"

@@ -37,6 +37,9 @@ _HOUR = 3600.0
 
 
 class EndReason(StrEnum):
+    """Why an instance's ledger entry ended: its job completed or failed, spot interrupted it, its
+    job hung, it was terminated, or it was replaced by spot."""
+
     COMPLETED = "completed"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
@@ -110,6 +113,9 @@ class LedgerEntry:
 
 @attrs.frozen(kw_only=True)
 class LedgerTotals:
+    """The ledger summed up (:meth:`CostLedger.totals`): instances, interruptions, fallbacks,
+    instance-hours, the requested and realised spot shares, and the cost against all on-demand."""
+
     instances: int
     running: int
     interruptions: int

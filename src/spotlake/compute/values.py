@@ -32,11 +32,15 @@ __all__ = [
 
 
 class Cloud(StrEnum):
+    """The cloud an offer, pool or instance belongs to."""
+
     AWS = "aws"
     AZURE = "azure"
 
 
 class CapacityType(StrEnum):
+    """How an instance is bought: spot (interruptible, cheaper) or on-demand."""
+
     SPOT = "spot"
     ON_DEMAND = "on-demand"
 

@@ -19,6 +19,8 @@ __all__ = ["Fallback", "FallbackAction"]
 
 
 class FallbackAction(StrEnum):
+    """What :meth:`Fallback.after` says to do after a failed launch."""
+
     #: Try the next pool of the same capacity type.
     NEXT_POOL = "next-pool"
     #: Move what is left of the spot part to on-demand.

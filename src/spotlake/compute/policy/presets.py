@@ -134,18 +134,22 @@ class Policy:
 
 
 def cost_optimized() -> Policy:
+    """The default preset: 70 % spot, spot pools ranked by ``PriceCapacity(risk=0.5)``, one pool."""
     return Policy(
         name="cost_optimized", mix=CapacityMix(spot_percent=70), spot_ranker=PriceCapacity(risk=0.5)
     )
 
 
 def balanced() -> Policy:
+    """50 % spot, spot pools ranked by ``PriceCapacity(risk=1.0)``, spread over 2 pools."""
     return Policy(
         name="balanced", mix=CapacityMix(spot_percent=50), spot_ranker=PriceCapacity(risk=1.0), spread=2
     )
 
 
 def performance_optimized() -> Policy:
+    """30 % spot, spot pools ranked by placement score, then eviction rate, then price, spread
+    over 2 pools."""
     return Policy(
         name="performance_optimized",
         mix=CapacityMix(spot_percent=30),
