@@ -226,7 +226,7 @@ variable "metrics_namespace" {
 }
 
 variable "log_retention_days" {
-  description = "Retention of the job's log groups (days)."
+  description = "Retention of the job's log groups (days); a year of run summaries is a few MB."
   type        = number
-  default     = 90
+  default     = 365
 }
