@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": FOUNDATION | {"retry"},
     "pipeline": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "notify", "redact"},
     "compute": FOUNDATION | {"serde", "retry", "storage", "notify", "redact"},
-    "analysis": FOUNDATION | {"storage"},
+    "analysis": FOUNDATION | {"storage", "scoring"},
     "cli": FOUNDATION
     | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"}
     | {"compute", "analysis"},

@@ -3,6 +3,8 @@ through one digest file each, and never a stale answer when a day changes."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,7 +68,7 @@ def test_filters_and_columns_give_what_a_full_read_filtered_gives(tmp_path: Path
 def test_each_day_is_read_from_one_digest(tmp_path: Path) -> None:
     store = filled(tmp_path)
     store.read_history(where={"size": ["Standard_A"]})
-    digests = sorted(p.name for p in (tmp_path / ".digest" / "merged").iterdir())
+    digests = sorted(p.name for p in (tmp_path / ".digest" / "merged").glob("*.parquet"))
     assert digests == ["date=2026-05-01.parquet", "date=2026-05-02.parquet", "date=2026-05-03.parquet"]
     # a digest holds the whole day, sorted by the key, whatever the first reader filtered
     day = pd.read_parquet(tmp_path / ".digest" / "merged" / "date=2026-05-01.parquet")
@@ -132,3 +134,99 @@ def test_raw_frames_are_read_per_source(tmp_path: Path) -> None:
     store.put_frame(kind="raw", source="prices", at=DAY0, frame=prices)
     got = store.read_history("raw", source="prices", columns=["spot_price"])
     assert got["spot_price"].tolist() == [0.2]
+
+
+class RacingBackend(LocalBackend):
+    """A local backend on which, while a reader builds a digest from one frame, a rerun of the
+    same minute replaces that frame (the reader goes on with the bytes it had read)."""
+
+    def __init__(self, root: Path, *, frame: str, rerun: Callable[[], None]) -> None:
+        super().__init__(root)
+        self._dir, self._frame, self._rerun, self.raced = root, frame, rerun, False
+
+    def get(self, key: str) -> bytes | None:
+        data = super().get(key)
+        if key == self._frame and not self.raced and (self._dir / ".digest").exists():
+            self.raced = True
+            self._rerun()
+        return data
+
+
+def test_a_rerun_landing_while_a_reader_builds_the_digest_is_never_hidden(tmp_path: Path) -> None:
+    store = filled(tmp_path)
+    store.read_history()  # every day has its digest (and its epoch)
+    at = RUNS[0]
+    writer = open_store(str(tmp_path))
+    writer.put_frame(kind="merged", at=RUNS[1], frame=merged(RUNS[1]))  # the day changed: rebuilt next
+    racing = RacingBackend(
+        tmp_path,
+        frame=f"merged/date={at:%Y-%m-%d}/{at:%H-%M}.parquet",
+        rerun=lambda: writer.put_frame(kind="merged", at=at, frame=merged(at, price=100.0)),
+    )
+    reader = ObjectStore(racing)
+    first = reader.read_history(start=at, end=at, where={"size": ["Standard_A"], "region": ["eastus"]})
+    assert racing.raced
+    assert first["spot_price"].tolist() == [0.01]  # the reader saw the old file: fair, it raced
+    # ... but its digest was built under the day's old epoch: the next read sees the rerun
+    again = store.read_history(start=at, end=at, where={"size": ["Standard_A"], "region": ["eastus"]})
+    assert again["spot_price"].tolist() == [100.01]
+
+
+def test_a_publish_stopped_after_its_moves_leaves_no_stale_digest(tmp_path: Path) -> None:
+    at = RUNS[0]
+    store = open_store(str(tmp_path))
+    stage = store.stage(at)
+    stage.put_frame(kind="merged", frame=merged(at))
+    version = store.commit_state(expected_version=None, frames={}, docs={}, publish=stage)
+    assert store.read_history()["spot_price"].max() < 10  # the digest of the day is built
+    # the next commit of the same minute stops at the epoch write after its moves
+    epoch_writes = lambda op, key: op == "put" and key.endswith(".epoch")  # noqa: E731
+    faulty = ObjectStore(FaultyBackend(LocalBackend(tmp_path), fail_at=2, fail_when=epoch_writes))
+    stage = faulty.stage(at)
+    stage.put_frame(kind="merged", frame=merged(at, price=100.0))
+    with contextlib.suppress(Exception):  # however the failure surfaces, the frames were moved
+        faulty.commit_state(expected_version=version, frames={}, docs={}, publish=stage)
+    fresh = open_store(str(tmp_path))
+    fresh.publish_pending()
+    assert fresh.read_frames("merged")["spot_price"].min() >= 100.0
+    assert fresh.read_history()["spot_price"].min() >= 100.0
+
+
+def test_a_frame_gone_while_the_digest_is_built_is_read_again_later(tmp_path: Path) -> None:
+    filled(tmp_path)
+    at = RUNS[4]
+    key = f"merged/date={at:%Y-%m-%d}/{at:%H-%M}.parquet"
+
+    class Vanishing(LocalBackend):
+        gone = True
+
+        def get(self, k: str) -> bytes | None:
+            return None if k == key and self.gone else super().get(k)
+
+    backend = Vanishing(tmp_path)
+    flaky = ObjectStore(backend)
+    assert at not in flaky.read_history(where={"size": ["Standard_A"]})["run_at"].tolist()
+    backend.gone = False
+    assert at in flaky.read_history(where={"size": ["Standard_A"]})["run_at"].tolist()
+
+
+def test_a_day_whose_frames_all_vanished_reads_as_no_rows(tmp_path: Path) -> None:
+    store = filled(tmp_path)
+
+    class Empty(LocalBackend):
+        def get(self, k: str) -> bytes | None:
+            return None if k.startswith("merged/date=2026-05-02/") else super().get(k)
+
+    got = ObjectStore(Empty(tmp_path)).read_history(where={"size": ["Standard_A"]}, columns=["t3"])
+    assert len(got) == 6 * 2 and list(got.columns) == ["t3", "run_at"]  # two days of three runs
+    assert store.read_history(where={"size": ["Standard_A"]})["run_at"].nunique() == 9
+
+
+def test_filters_of_the_wrong_type_are_a_clear_error(tmp_path: Path) -> None:
+    store = filled(tmp_path)
+    with pytest.raises(ConfigError, match="desired_count"):
+        store.read_history(where={"desired_count": ["one"]})
+    with pytest.raises(ConfigError, match="bare string"):
+        store.read_history(where={"size": "Standard_A"})  # type: ignore[dict-item]
+    assert len(store.read_history(where={"desired_count": [1.0]})) == len(RUNS) * len(SIZES) * 2
+    assert store.read_history(where={"zone": [None]}).empty

@@ -13,6 +13,7 @@ desired count (during the first rotation they climb as counts arrive; see docs/c
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -22,6 +23,7 @@ import pandas as pd
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError
 from spotlake.model import DESIRED_COUNTS, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, ChangeKind, Source
+from spotlake.scoring.diff import COUNT_COLUMNS
 from spotlake.storage import SnapshotStore, open_store
 from spotlake.storage.base import FrameKind
 
@@ -104,7 +106,7 @@ class Analysis:
         frame = self._store.read_history(
             FrameKind.MERGED, start=self._at(start), end=self._at(end), columns=wanted, where=where
         )
-        return self._mark(frame, self._complete_since(where), by_run=True)
+        return self._mark(frame, self._live_counts(where))
 
     def t2t3(
         self,
@@ -146,17 +148,25 @@ class Analysis:
         found = self._store.read_history(FrameKind.CHANGES, start=lo, end=hi, where=where)
         if found.empty:
             return self._empty_changes()
-        # the previous observation of each key: its change row before this one (unchanged rows
-        # are not written, so the previous change row holds the values the key had until now)
-        past_where = {**where, "size": sorted(found["size"].dropna().unique())}
+        # Changesets are levelled (spotlake.scoring.diff): a count-level column is compared with
+        # the key's own previous observation, so its value before is the key's previous change
+        # row (unchanged rows are not written); the cell- and pair-level columns (tiers, prices,
+        # eviction, family) with the cell's latest observation of any count, so theirs is the
+        # cell's last new or changed row of an earlier run. A ceased or expired row carries the
+        # key's last values: they are its "before", and nothing is after.
+        cell_where = {k: v for k, v in where.items() if k in CELL}
+        past_where = {**cell_where, "size": sorted(found["size"].dropna().unique())}
         past = self._store.read_history(FrameKind.CHANGES, end=hi, where=past_where)
         past = past.sort_values([*SNAPSHOT_KEY, RUN_AT], kind="stable")
-        before = past.groupby(list(SNAPSHOT_KEY), dropna=False, sort=False)[list(VALUE_COLUMNS)].shift(1)
-        before.columns = [f"{c}_before" for c in VALUE_COLUMNS]
-        paired = pd.concat([past[[*SNAPSHOT_KEY, RUN_AT]], before], axis=1)
-        out = found.merge(paired, on=[*SNAPSHOT_KEY, RUN_AT], how="left")
+        own = past.groupby(list(SNAPSHOT_KEY), dropna=False, sort=False)[list(_COUNT_LEVEL)].shift(1)
+        own.columns = [f"{c}_before" for c in _COUNT_LEVEL]
+        out = found.merge(
+            pd.concat([past[[*SNAPSHOT_KEY, RUN_AT]], own], axis=1), on=[*SNAPSHOT_KEY, RUN_AT], how="left"
+        )
+        out = _cell_before(out, past)
         gone = out["change"].isin([ChangeKind.CEASED.value, ChangeKind.EXPIRED.value])
         for col in VALUE_COLUMNS:
+            out.loc[gone, f"{col}_before"] = out.loc[gone, col]
             out.loc[gone, col] = pd.NA
         cols = [*SNAPSHOT_KEY, RUN_AT, "change", "changed_fields"]
         for col in VALUE_COLUMNS:
@@ -199,11 +209,14 @@ class Analysis:
         if tier is not None:
             keep &= cells[tier].fillna(0) >= count
         found = cells[keep].copy()
-        found["tier"] = found["t3"].where(found["t3"] >= count, found["t2"]).fillna(0)
+        # the tier at this count: High at every count up to it beats Medium, which beats neither
+        found["_high"] = (found["t3"].fillna(0) >= count).astype(int)
+        found["_medium"] = (found["t2"].fillna(0) >= count).astype(int)
         found = found.sort_values(
-            ["spot_price", "tier", "if_score", "observed_at"],
-            ascending=[True, False, False, False],
+            ["spot_price", "_high", "_medium", "t3", "t2", "if_score", "observed_at"],
+            ascending=[True, False, False, False, False, False, False],
             kind="stable",
+            na_position="last",
         )
         cols = [
             *CELL,
@@ -240,10 +253,16 @@ class Analysis:
     ) -> dict[str, list[Any]]:
         where: dict[str, list[Any]] = {}
         for col, value in (("size", size), ("region", region), ("zone", zone)):
-            if value is not None:
-                where[col] = [value] if isinstance(value, str) else list(value)
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) or _missing(value) else list(value)
+            where[col] = [None if _missing(v) else str(v) for v in values]
         if count is not None:
-            where["desired_count"] = [count] if isinstance(count, int) else list(count)
+            counts: list[Any] = [count] if isinstance(count, numbers.Integral) else list(count)  # type: ignore[arg-type]
+            try:
+                where["desired_count"] = [None if _missing(c) else int(c) for c in counts]
+            except (TypeError, ValueError):
+                raise ConfigError(f"count= takes whole numbers of instances, got {count!r}") from None
         return where
 
     def _state_rows(self) -> pd.DataFrame:
@@ -270,31 +289,39 @@ class Analysis:
         counts = rows.groupby(list(CELL), dropna=False)["desired_count"].nunique()
         return counts >= len(DESIRED_COUNTS)
 
-    def _complete_since(self, where: Mapping[str, Sequence[Any]]) -> pd.Series:
-        """Per cell: the run from which every desired count had been observed (missing: not yet)."""
-        cell_where = {k: v for k, v in where.items() if k in CELL}
-        cell_where["change"] = [ChangeKind.NEW.value]
-        first = self._store.read_history(FrameKind.CHANGES, columns=[*SNAPSHOT_KEY], where=cell_where)
-        if first.empty:
-            return pd.Series([], dtype="datetime64[us, UTC]")
-        per_count = first.groupby([*CELL, "desired_count"], dropna=False)[RUN_AT].min()
-        grouped = per_count.groupby(level=list(range(len(CELL))), dropna=False)
-        since = grouped.max().where(grouped.size() >= len(DESIRED_COUNTS))
-        return since
+    def _live_counts(self, where: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+        """Per cell and run that changed it: how many desired counts were live after that run
+        (a count becomes live with its ``new`` row, stops with ``ceased`` or ``expired``)."""
+        cell_where: dict[str, Any] = {k: v for k, v in where.items() if k in CELL}
+        cell_where["change"] = [ChangeKind.NEW.value, ChangeKind.CEASED.value, ChangeKind.EXPIRED.value]
+        events = self._store.read_history(
+            FrameKind.CHANGES, columns=[*SNAPSHOT_KEY, "change"], where=cell_where
+        )
+        if events.empty:
+            return pd.DataFrame(columns=[*CELL, RUN_AT, "_live"])
+        events = events[events["desired_count"].notna()]
+        step = events["change"].map({ChangeKind.NEW.value: 1}).fillna(-1).astype(int)
+        per_run = events.assign(_step=step).groupby([*CELL, RUN_AT], dropna=False, sort=True)["_step"].sum()
+        live = per_run.groupby(level=list(range(len(CELL))), dropna=False).cumsum().rename("_live")
+        return live.reset_index()
 
     @staticmethod
-    def _mark(frame: pd.DataFrame, complete: pd.Series, *, by_run: bool = False) -> pd.DataFrame:
-        """``frame`` with ``rotation_complete`` per row (per cell, or per cell and run)."""
+    def _mark(frame: pd.DataFrame, complete: pd.Series | pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with ``rotation_complete`` per row: per cell (``complete``: a bool Series),
+        or per cell and run (``complete``: live counts per cell after each run that changed it)."""
         out = frame.copy()
         if out.empty or complete.empty:
             out["rotation_complete"] = pd.Series(False, index=out.index, dtype="boolean")
             return out
-        name = "_since" if by_run else "_complete"
-        joined = out.merge(complete.rename(name).reset_index(), on=list(CELL), how="left")
-        if by_run:
-            flag = joined[name].notna() & (joined[RUN_AT] >= joined[name])
-        else:
-            flag = joined[name].fillna(False).astype(bool)
+        if isinstance(complete, pd.DataFrame):
+            left = _asof_keys(out).reset_index().sort_values(RUN_AT, kind="stable")
+            right = _asof_keys(complete).sort_values(RUN_AT, kind="stable")
+            paired = pd.merge_asof(left, right, on=RUN_AT, by=list(CELL)).set_index("index").sort_index()
+            flag = paired["_live"].fillna(0) >= len(DESIRED_COUNTS)
+            out["rotation_complete"] = pd.Series(flag.to_numpy(), index=out.index, dtype="boolean")
+            return out
+        joined = out.merge(complete.rename("_complete").reset_index(), on=list(CELL), how="left")
+        flag = joined["_complete"].fillna(False).astype(bool)
         out["rotation_complete"] = pd.Series(flag.to_numpy(), index=out.index, dtype="boolean")
         return out
 
@@ -309,6 +336,45 @@ class Analysis:
         for col in VALUE_COLUMNS:
             cols += [f"{col}_before", col]
         return pd.DataFrame({c: pd.Series([], dtype="object") for c in cols})
+
+
+#: Columns compared with the key's own previous observation (the rest: with the cell's).
+_COUNT_LEVEL: Final = tuple(c for c in VALUE_COLUMNS if c in COUNT_COLUMNS)
+_CELL_LEVEL: Final = tuple(c for c in VALUE_COLUMNS if c not in COUNT_COLUMNS)
+_NO_ZONE: Final = "\x00no zone"
+
+
+def _asof_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a missing zone spelt as a value (merge_asof cannot group on NA)."""
+    out = frame.copy()
+    out["zone"] = out["zone"].astype("object").where(out["zone"].notna(), _NO_ZONE)
+    out["size"] = out["size"].astype("object")
+    out["region"] = out["region"].astype("object")
+    return out
+
+
+def _cell_before(out: pd.DataFrame, past: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with ``c_before`` for the cell-level columns: the cell's values at its latest
+    new or changed row of an earlier run."""
+    live = past[past["change"].isin([ChangeKind.NEW.value, ChangeKind.CHANGED.value])]
+    per_run = live.drop_duplicates(subset=[*CELL, RUN_AT], keep="last")[[*CELL, RUN_AT, *_CELL_LEVEL]]
+    per_run = per_run.rename(columns={c: f"{c}_before" for c in _CELL_LEVEL})
+    left = _asof_keys(out).reset_index().sort_values(RUN_AT, kind="stable")
+    right = _asof_keys(per_run).sort_values(RUN_AT, kind="stable")
+    paired = pd.merge_asof(left, right, on=RUN_AT, by=list(CELL), allow_exact_matches=False)
+    paired = paired.set_index("index").sort_index()
+    result = out.copy()
+    for col in _CELL_LEVEL:
+        result[f"{col}_before"] = paired[f"{col}_before"].astype(out[col].dtype).to_numpy()
+    return result
+
+
+def _missing(value: Any) -> bool:
+    """``None``, ``pd.NA`` or NaN (a regional row's zone, a row without a count)."""
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or an array: not one missing value
+        return False
 
 
 def _tier(min_score: str | int | None) -> str | None:

@@ -7,10 +7,13 @@ and run time in row groups of :data:`ROW_GROUP` rows, so a filter on ``size`` re
 a row group or two.
 
 Readers write them (the first read of a day after it changed pays for it once); runs never do.
-A digest names the run minutes it holds in its metadata: one whose list differs from the day's
-frames (the day's next run, a late run, a rollback that hid one) is rebuilt, so the day still
-being collected is rebuilt once per run, by the first read after it. Publishing, hiding or
-restoring a frame deletes its day's digest, so a rerun of the same minute is seen too. Digests live
+A digest names in its metadata the run minutes it holds (only those it could read) and the day's
+*epoch*, a token (``.digest/merged/date=2026-01-01.epoch``) that publishing, hiding, restoring or
+writing a frame of the day replaces, before its moves and after them. A digest whose minutes
+differ from the day's frames (the day's next run, a late run, a rollback that hid one) or whose
+epoch is not the day's (a rerun of the same minute, even one that lands while a reader is building
+the digest from the old file: the reader read the epoch first) is rebuilt, so the day still
+being collected is rebuilt once per run, by the first read after it. Digests live
 under a hidden
 folder: pandas, pyarrow, DuckDB and Spark reading the frame folders never see them, and deleting
 them loses nothing.
@@ -27,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
 
-from spotlake.errors import CorruptStoreError, StorageError
+from spotlake.errors import ConfigError, CorruptStoreError, StorageError
 from spotlake.storage.backend import Backend
-from spotlake.storage.layout import PARQUET_COMPRESSION, RUN_AT_COLUMN, digest_key
+from spotlake.storage.layout import PARQUET_COMPRESSION, RUN_AT_COLUMN, digest_key, epoch_key
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -80,17 +83,19 @@ class DayDigests:
         *,
         columns: Sequence[str] | None,
         filters: Filters,
+        empty: pa.Table,
     ) -> pa.Table:
         """The rows of the day (``day_prefix``: ``merged/date=2026-01-01/``; ``runs``: its run
-        minutes and frame keys) that pass ``filters``, from the digest, built first if needed."""
+        minutes and frame keys) that pass ``filters``, from the digest, built first if needed.
+        ``empty``: the kind's schema as a table (a day whose frames all vanished gives it)."""
         key = digest_key(day_prefix)
-        wanted = sorted(runs)
+        epoch = self._backend.get(epoch_key(day_prefix)) or b""  # read before any frame
         data = self._backend.get(key)
         if data is not None:
             found = _open(data, where=f"{self._backend.url}/{key}")
-            if found is not None and _runs(found) == wanted:
+            if found is not None and _stamp(found) == (sorted(runs), epoch.decode()):
                 return _select(found, columns=columns, filters=filters)
-        data = self._build(runs)
+        data = self._build(runs, epoch=epoch.decode(), empty=empty)
         try:
             self._backend.put(key, data)
         except StorageError as exc:  # a read-only store still reads, just without the digest
@@ -102,23 +107,24 @@ class DayDigests:
             raise CorruptStoreError(f"the digest of {day_prefix} built unreadable")
         return _select(built, columns=columns, filters=filters)
 
-    def _build(self, runs: Mapping[datetime, str]) -> bytes:
+    def _build(self, runs: Mapping[datetime, str], *, epoch: str, empty: pa.Table) -> bytes:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        tables = []
+        tables, read = [], []
         for at in sorted(runs):
             key = runs[at]
             data = self._backend.get(key)
-            if data is None:  # replaced between listing and reading: the next read rebuilds
+            if data is None:  # gone since the listing: not in this digest, so the next read rebuilds
                 continue
             tables.append(read_parquet(data, where=f"{self._backend.url}/{key}", columns=None, filters={}))
-        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+            read.append(at)
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else empty
         order = [(c, "ascending") for c in _SORT if c in table.column_names]
         if order:
             table = table.sort_by(order)
         meta = dict(table.schema.metadata or {})
-        meta[_RUNS_META] = json.dumps([at.isoformat() for at in sorted(runs)]).encode()
+        meta[_RUNS_META] = json.dumps({"runs": [at.isoformat() for at in read], "epoch": epoch}).encode()
         table = table.replace_schema_metadata(meta)
         buf = io.BytesIO()
         pq.write_table(table, buf, compression=PARQUET_COMPRESSION, row_group_size=ROW_GROUP)
@@ -136,9 +142,15 @@ def _open(data: bytes, *, where: str) -> pq.ParquetFile | None:
         return None
 
 
-def _runs(file: pq.ParquetFile) -> list[datetime] | None:
+def _stamp(file: pq.ParquetFile) -> tuple[list[datetime], str] | None:
+    """The run minutes a digest holds and the day's epoch it was built under."""
     raw = (file.schema_arrow.metadata or {}).get(_RUNS_META)
-    return None if raw is None else sorted(datetime.fromisoformat(t) for t in json.loads(raw))
+    if raw is None:
+        return None
+    stamp = json.loads(raw)
+    if not isinstance(stamp, dict):
+        return None
+    return sorted(datetime.fromisoformat(t) for t in stamp.get("runs", [])), str(stamp.get("epoch", ""))
 
 
 def _select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
@@ -161,7 +173,13 @@ def _select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Fil
         mask = None
         for col, values in filters.items():
             column = table.column(col)
-            test = pc.is_in(column, value_set=pa.array(list(values), type=column.type))
+            try:
+                allowed = pa.array(list(values)).cast(column.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise ConfigError(
+                    f"filter on {col!r}: {list(values)[:5]} are not {column.type} values ({exc})"
+                ) from None
+            test = pc.is_in(column, value_set=allowed)
             mask = test if mask is None else pc.and_(mask, test)
         table = table.filter(mask)
     return table.select(list(columns or names))

@@ -16,6 +16,7 @@ files to their Hive-partitioned keys (``raw/source=sps/date=.../HH-MM.parquet``)
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -35,8 +36,9 @@ from spotlake.storage.layout import (
     STAGING_PREFIX,
     decode_frame,
     decode_run_frame,
-    digest_of,
+    digest_key,
     encode_run_frame,
+    epoch_key,
     frame_key,
     frame_kind,
     frame_prefix,
@@ -130,8 +132,10 @@ class RunFrames:
         """Move a committed stage's frames to their keys; safe to repeat. Returns frames moved."""
         prefix = stage_prefix(stage)
         staged = set(self._backend.list_tree(prefix))
-        if not staged:
-            return 0  # published already (the usual case when a run starts)
+        if not staged:  # published already (the usual case when a run starts), or the moves were
+            self._forget_digests(keys)  # done and the process stopped before the digests were dropped
+            return 0
+        self._forget_digests(keys)
         moved = sum(1 for key in keys if prefix + key in staged and self._backend.move(prefix + key, key))
         self._forget_digests(keys)
         leftovers = sorted(staged - {prefix + key for key in keys})
@@ -166,10 +170,12 @@ class RunFrames:
         return moved
 
     def _forget_digests(self, keys: tuple[str, ...]) -> None:
-        """The days these frames file under changed: their digests are stale."""
-        doomed = sorted({digest_of(key) for key in keys})
-        if doomed:
-            self._backend.delete(doomed)
+        """The days these frames file under changed: a new epoch for each, and their digests go."""
+        days = sorted({key.rsplit("/", 1)[0] + "/" for key in keys if parse_frame_key(key) is not None})
+        for day in days:  # a new epoch first: a digest being built from the old files is stale
+            self._backend.put(epoch_key(day), uuid.uuid4().hex.encode())
+        if days:
+            self._backend.delete([digest_key(day) for day in days])
 
     def hidden_versions(self) -> list[str]:
         """Generations whose frames a rollback hid."""
@@ -284,6 +290,9 @@ class RunFrames:
         known = [*schema, RUN_AT_COLUMN]
         wanted = list(dict.fromkeys([*(columns or schema), RUN_AT_COLUMN]))
         where = dict(where or {})
+        lone = [c for c, v in where.items() if isinstance(v, str | bytes)]
+        if lone:
+            raise ConfigError(f"where= takes a list of values per column: {lone[0]}=[...], not a bare string")
         unknown = [c for c in [*wanted, *where] if c not in known]
         if unknown:
             raise ConfigError(f"{kind} frames have no column(s) {unknown}; columns: {known}")
@@ -293,13 +302,14 @@ class RunFrames:
         lo = run_minute(start) if start is not None else None
         hi = ensure_utc(end) if end is not None else None
         digests = DayDigests(self._backend)
+        blank = _arrow(empty_frame(schema), kind=kind)
 
         def one(day: str) -> pa.Table | None:  # each day through its digest (see _digests)
             whole = self._day_runs(day)
             runs = [at for at in whole if (lo is None or at >= lo) and (hi is None or at <= hi)]
             if not runs:
                 return None
-            table = digests.read(day, whole, columns=wanted, filters=where)
+            table = digests.read(day, whole, columns=wanted, filters=where, empty=blank)
             if len(runs) < len(whole):  # the window cuts the day
                 table = table.filter(_within(table, min(runs), max(runs)))
             return table.sort_by(RUN_AT_COLUMN)  # stable: by run, each in key order
@@ -353,3 +363,12 @@ def _within(table: pa.Table, lo: datetime, hi: datetime) -> pa.Array:
         pc.greater_equal(run_at, pa.scalar(lo, type=run_at.type)),
         pc.less_equal(run_at, pa.scalar(hi, type=run_at.type)),
     )
+
+
+def _arrow(frame: pd.DataFrame, *, kind: FrameKind | str) -> pa.Table:
+    """The kind's empty frame with ``run_at`` as an Arrow table (what a day without rows holds)."""
+    import pyarrow as pa
+
+    frame = frame.copy()
+    frame[RUN_AT_COLUMN] = pd.Series([], dtype="datetime64[us, UTC]")
+    return pa.Table.from_pandas(frame, preserve_index=False)

@@ -194,9 +194,10 @@ def digest_key(day_prefix: str) -> str:
     return f"{DIGEST_PREFIX}{day_prefix.rstrip('/')}.parquet"
 
 
-def digest_of(key: str) -> str:
-    """The digest of the day a frame key files under."""
-    return digest_key(key.rsplit("/", 1)[0])
+def epoch_key(day_prefix: str) -> str:
+    """``.digest/merged/date=2026-01-01.epoch``: a token replaced whenever a frame of the day is
+    written or moved, so a digest built before that is known stale (spotlake.storage._digests)."""
+    return f"{DIGEST_PREFIX}{day_prefix.rstrip('/')}.epoch"
 
 
 def parse_frame_key(key: str) -> datetime | None:
