@@ -13,7 +13,9 @@ with the profile in ``default``, never a bare number, which would override every
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 from hypothesis_support import CI_EXAMPLES, DEFAULT_EXAMPLES
@@ -21,3 +23,13 @@ from hypothesis_support import CI_EXAMPLES, DEFAULT_EXAMPLES
 settings.register_profile("ci", settings.get_profile("default"), max_examples=CI_EXAMPLES)
 settings.register_profile("default", settings.get_profile("default"), max_examples=DEFAULT_EXAMPLES)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
+
+
+@pytest.fixture(scope="session")
+def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store the pipeline filled with 13 runs of the emulator's small world (one whole rotation
+    of the desired counts and two repeats), shared by the read tests of a worker: they only
+    read it (the digests they write are a cache)."""
+    from pipeline_support import fill_store
+
+    return Path(str(fill_store(tmp_path_factory.mktemp("filled-store"), 13)))

@@ -44,3 +44,19 @@ def in_process_access(emu: AzureEmulator) -> AzureAccess:
 def run_time(i: int) -> datetime:
     """The i-th 10-minute run time from T0."""
     return T0 + timedelta(minutes=10 * i)
+
+
+def fill_store(root: object, runs: int) -> object:
+    """``runs`` committed 10-minute runs of the small world's emulator into a store at ``root``."""
+    from pathlib import Path
+
+    from spotlake.pipeline import run_cycle
+    from spotlake.storage import open_store
+
+    emu = emulator()
+    store = open_store(str(root))
+    for i in range(runs):
+        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
+        report = run_cycle(run_time(i), store=store, azure=in_process_access(emu), clock=emu.clock)
+        assert report.status == "committed", report
+    return Path(str(root))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,12 +14,11 @@ import pandas as pd
 import pytest
 
 import spotlake
-from pipeline_support import T0, emulator, in_process_access, run_time
+from pipeline_support import T0, fill_store, run_time
 from spotlake.analysis import VALUE_COLUMNS, Analysis
 from spotlake.clock import FakeClock
 from spotlake.errors import ConfigError
 from spotlake.model import DESIRED_COUNTS, SNAPSHOT_KEY, SNAPSHOT_SCHEMA
-from spotlake.pipeline import run_cycle
 from spotlake.storage import open_store
 
 RUNS = len(DESIRED_COUNTS) + 2
@@ -29,18 +27,12 @@ LAST = run_time(RUNS - 1)
 
 def fill(root: Path) -> Path:
     """13 committed runs of the emulator's small world into a store at ``root``."""
-    emu = emulator()
-    store = open_store(str(root))
-    for i in range(RUNS):
-        emu.clock.set(run_time(i))  # type: ignore[attr-defined]
-        report = run_cycle(run_time(i), store=store, azure=in_process_access(emu), clock=emu.clock)
-        assert report.status == "committed"
-    return root
+    return Path(str(fill_store(root, RUNS)))
 
 
 @pytest.fixture(scope="module")
-def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield fill(tmp_path_factory.mktemp("lake"))
+def store_dir(filled_store: Path) -> Path:
+    return filled_store
 
 
 @pytest.fixture

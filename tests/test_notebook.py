@@ -6,18 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from test_analysis import fill
-
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebook" / "analysis.ipynb"
 FIGURES = ("score_heatmap.png", "price_and_score.png", "savings_vs_eviction.png", "t2t3_distribution.png")
 
 
 def test_the_notebook_runs_headless_and_writes_its_figures(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filled_store: Path
 ) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    store = fill(tmp_path / "store")
+    store = filled_store
     figures = tmp_path / "figures"
     monkeypatch.setenv("SPOTLAKE_STORE", str(store))
     monkeypatch.setenv("SPOTLAKE_FIGURES", str(figures))

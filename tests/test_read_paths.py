@@ -12,15 +12,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from test_analysis import fill
-
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysis.md"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
 @pytest.fixture(scope="module")
-def namespace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = fill(tmp_path_factory.mktemp("docs-store"))
+def namespace(filled_store: Path) -> Iterator[dict[str, Any]]:
+    root = filled_store
     blocks = BLOCK.findall(DOC.read_text())
     assert len(blocks) >= 7, "docs/analysis.md lost its examples"
     ns: dict[str, Any] = {}
