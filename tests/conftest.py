@@ -13,12 +13,17 @@ with the profile in ``default``, never a bare number, which would override every
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
 from hypothesis_support import CI_EXAMPLES, DEFAULT_EXAMPLES
+
+if TYPE_CHECKING:
+    from spotlake.testing.azure import AzureEmulator
 
 settings.register_profile("ci", settings.get_profile("default"), max_examples=CI_EXAMPLES)
 settings.register_profile("default", settings.get_profile("default"), max_examples=DEFAULT_EXAMPLES)
@@ -33,3 +38,17 @@ def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline_support import fill_store
 
     return Path(str(fill_store(tmp_path_factory.mktemp("filled-store"), 13)))
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AzureEmulator, str]]:
+    """The small world's emulator on 127.0.0.1, its credentials in the ``AZURE_*`` variables."""
+    from pipeline_support import emulator
+
+    emu = emulator()
+    monkeypatch.setenv("AZURE_TENANT_ID", emu.tenant_id)
+    monkeypatch.setenv("AZURE_CLIENT_ID", emu.client_id)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", emu.client_secret)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_IDS", ",".join(emu.subscriptions))
+    with emu.serve() as url:
+        yield emu, url

@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ from spotlake.testing.azure import AzureEmulator
 
 # Real SkyPilot catalog rows, committed (tests/fixtures/README.md): no ../shared/data needed.
 CATALOG = Path(__file__).resolve().parent / "fixtures" / "catalog_world_excerpt.csv"
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AzureEmulator, str]]:
-    emu = emulator()
-    monkeypatch.setenv("AZURE_TENANT_ID", emu.tenant_id)
-    monkeypatch.setenv("AZURE_CLIENT_ID", emu.client_id)
-    monkeypatch.setenv("AZURE_CLIENT_SECRET", emu.client_secret)
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_IDS", ",".join(emu.subscriptions))
-    with emu.serve() as url:
-        yield emu, url
 
 
 def collect(url: str, store: Path, at: str, *extra: str) -> int:

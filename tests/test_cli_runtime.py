@@ -8,7 +8,6 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -23,17 +22,6 @@ from spotlake.storage import open_store
 from spotlake.testing.azure import AzureEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AzureEmulator, str]]:
-    emu = emulator()
-    monkeypatch.setenv("AZURE_TENANT_ID", emu.tenant_id)
-    monkeypatch.setenv("AZURE_CLIENT_ID", emu.client_id)
-    monkeypatch.setenv("AZURE_CLIENT_SECRET", emu.client_secret)
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_IDS", ",".join(emu.subscriptions))
-    with emu.serve() as url:
-        yield emu, url
 
 
 # --- the 10-minute grid ----------------------------------------------------------------------
