@@ -135,9 +135,10 @@ class Analysis:
         last_run: bool = False,
     ) -> pd.DataFrame:
         """What changed, with before and after: one row per changed key and run, with ``change``,
-        ``changed_fields`` and, for every value column ``c``, ``c_before`` (the key's previous
-        observation; missing for a first observation) and ``c`` (after; missing once it ceased).
-        ``last_run``: only the last run's changes."""
+        ``changed_fields`` and, for every value column ``c``, ``c_before`` and ``c`` (after;
+        missing once the key ceased or expired). Before is what the change was measured against:
+        the key's previous observation for a count's score, the cell's previous run for its tiers
+        and prices (docs/analysis.md). ``last_run``: only the last run's changes."""
         if last_run:
             times = self.runs()
             if not times:
