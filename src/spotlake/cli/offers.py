@@ -16,41 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from datetime import datetime, timedelta
 from typing import Any
 
-import pandas as pd
-
 from spotlake.cli._args import positive_float
-from spotlake.cli._format import iso
+from spotlake.cli._format import iso_columns
 from spotlake.errors import ConfigError
 
-__all__ = ["add_offers_parser", "records"]
-
-
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame's rows as JSON-ready dicts: timestamps ISO 8601 UTC, durations in seconds, missing
-    values ``None``."""
-    out = []
-    for row in frame.to_dict(orient="records"):
-        clean: dict[str, Any] = {}
-        for key, value in row.items():
-            if value is None or value is pd.NA or value is pd.NaT:
-                clean[str(key)] = None
-            elif isinstance(value, datetime):
-                clean[str(key)] = iso(value)
-            elif isinstance(value, timedelta):
-                clean[str(key)] = pd.Timedelta(value).total_seconds()
-            elif isinstance(value, float) and math.isnan(value):
-                clean[str(key)] = None
-            elif hasattr(value, "item"):  # numpy scalars
-                clean[str(key)] = value.item()
-            else:
-                clean[str(key)] = value
-        out.append(clean)
-    return out
+__all__ = ["add_offers_parser"]
 
 
 def _cmd_offers(args: argparse.Namespace) -> int:
@@ -76,11 +49,13 @@ def _cmd_offers(args: argparse.Namespace) -> int:
     )
     shown = found.head(args.limit) if args.limit is not None else found
     if args.json:
+        rows = iso_columns(shown.assign(age=shown["age"].dt.total_seconds()))
         payload = {
             "total": len(found),
             "shown": len(shown),
             "truncated": len(shown) < len(found),
-            "rows": records(shown),
+            # the rows as show --json has them: times ISO 8601 UTC; the age in seconds
+            "rows": json.loads(rows.to_json(orient="records")),
         }
         print(json.dumps(payload, indent=2))
         return 0

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-__all__ = ["ROW_GROUP", "DayDigests", "Filters", "read_parquet"]
+__all__ = ["ROW_GROUP", "DayDigests", "Filters", "to_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,12 @@ _SORT: Final = ("size", "region", "zone", "desired_count", RUN_AT_COLUMN)
 Filters = Mapping[str, Sequence[Any]]
 
 
-def _filters(where: Filters) -> list[tuple[str, str, list[Any]]] | None:
-    return [(col, "in", list(values)) for col, values in where.items()] or None
-
-
-def read_parquet(data: bytes, *, where: str, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
-    """The rows of Parquet bytes that pass ``filters`` (row groups skipped by their statistics)."""
+def read_parquet(data: bytes, *, where: str) -> pa.Table:
+    """A frame file's rows; :class:`CorruptStoreError` naming ``where`` if it is unreadable."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(
-            io.BytesIO(data), columns=list(columns) if columns else None, filters=_filters(filters)
-        )
+        return pq.read_table(io.BytesIO(data))
     except Exception as exc:  # any decoding failure means the file is damaged
         raise CorruptStoreError(
             f"{where} is not readable Parquet ({type(exc).__name__}: {exc}); nothing was overwritten"
@@ -117,7 +111,7 @@ class DayDigests:
             data = self._backend.get(key)
             if data is None:  # gone since the listing: not in this digest, so the next read rebuilds
                 continue
-            tables.append(read_parquet(data, where=f"{self._backend.url}/{key}", columns=None, filters={}))
+            tables.append(read_parquet(data, where=f"{self._backend.url}/{key}"))
             read.append(at)
         table = pa.concat_tables(tables, promote_options="permissive") if tables else empty
         order = [(c, "ascending") for c in _SORT if c in table.column_names]

@@ -302,7 +302,7 @@ class RunFrames:
         lo = run_minute(start) if start is not None else None
         hi = ensure_utc(end) if end is not None else None
         digests = DayDigests(self._backend)
-        blank = _arrow(empty_frame(schema), kind=kind)
+        blank = _arrow(empty_frame(schema))
 
         def one(day: str) -> pa.Table | None:  # each day through its digest (see _digests)
             whole = self._day_runs(day)
@@ -365,7 +365,7 @@ def _within(table: pa.Table, lo: datetime, hi: datetime) -> pa.Array:
     )
 
 
-def _arrow(frame: pd.DataFrame, *, kind: FrameKind | str) -> pa.Table:
+def _arrow(frame: pd.DataFrame) -> pa.Table:
     """The kind's empty frame with ``run_at`` as an Arrow table (what a day without rows holds)."""
     import pyarrow as pa
 
