@@ -236,23 +236,11 @@ class RunFrames:
     def _frame_keys(
         self, kind: FrameKind | str, source: str | None, start: datetime | None, end: datetime | None
     ) -> Iterator[tuple[datetime, str]]:
-        prefix = frame_prefix(kind, source)
         lo = run_minute(start) if start is not None else None
         hi = ensure_utc(end) if end is not None else None
-        days = sorted(c for c in self._backend.children(prefix) if c.startswith("date=") and c.endswith("/"))
-        for day in days:
-            day_text = day[len("date=") : -1]
-            if lo is not None and day_text < f"{lo:%Y-%m-%d}":
-                continue
-            if hi is not None and day_text > f"{hi:%Y-%m-%d}":
-                continue
-            found: list[tuple[datetime, str]] = []
-            for name in self._backend.children(prefix + day):
-                at = parse_frame_key(day + name)
-                if at is None or (lo is not None and at < lo) or (hi is not None and at > hi):
-                    continue
-                found.append((at, prefix + day + name))
-            yield from sorted(found)
+        for day in self._days(kind, source, lo, hi):
+            found = self._day_runs(day)
+            yield from ((at, found[at]) for at in sorted(found) if _between(at, lo, hi))
 
     def read_frames(
         self,
@@ -306,7 +294,7 @@ class RunFrames:
 
         def one(day: str) -> pa.Table | None:  # each day through its digest (see _digests)
             whole = self._day_runs(day)
-            runs = [at for at in whole if (lo is None or at >= lo) and (hi is None or at <= hi)]
+            runs = [at for at in whole if _between(at, lo, hi)]
             if not runs:
                 return None
             table = digests.read(day, whole, columns=wanted, filters=where, empty=blank)
@@ -331,6 +319,7 @@ class RunFrames:
         return [prefix + d for d in days if first <= d <= last]
 
     def _day_runs(self, day: str) -> dict[datetime, str]:
+        """A day folder's frame files by run minute."""
         found = {}
         for name in self._backend.children(day):
             at = parse_frame_key(day + name)
@@ -372,3 +361,7 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     frame = frame.copy()
     frame[RUN_AT_COLUMN] = pd.Series([], dtype="datetime64[us, UTC]")
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _between(at: datetime, lo: datetime | None, hi: datetime | None) -> bool:
+    return (lo is None or at >= lo) and (hi is None or at <= hi)
