@@ -8,7 +8,7 @@ from spotlake.compute.simulate import CONTENDERS, OPTIMUM
 
 
 def test_the_simulator_benchmark_reports_both_parts_and_its_targets() -> None:
-    result = bench_simulate.run(quick=True)
+    result = bench_simulate.run(quick=True, traces=bench_simulate.EXCERPTS)  # the shared set: make bench
     assert result["name"] == "simulate" and result["quick"] is True
     assert len(result["targets"]) == 6 and all(isinstance(ok, bool) for ok in result["targets"].values())
 
