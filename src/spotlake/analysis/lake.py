@@ -3,7 +3,7 @@
 ``spotlake.open(store)`` returns an :class:`Analysis`. Every method returns a frame and reads only
 what it needs: ``history`` and ``changes`` push their filters and columns down to the Parquet
 reader (:meth:`~spotlake.storage.base.SnapshotStore.read_history`), which reads whole past days
-from one digest file each, so one size over a year of 10-minute runs takes well under a second.
+from one digest file each and whole closed months from one roll-up each.
 docs/analysis.md shows each method on the demo store.
 
 Rows carry what an analyst asks next: merged rows get ``vcpus`` and ``memory_gib`` from the

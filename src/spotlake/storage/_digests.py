@@ -24,9 +24,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import pandas as pd
 
@@ -38,7 +38,16 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-__all__ = ["ROW_GROUP", "DayDigests", "Filters", "to_frame"]
+__all__ = [
+    "ROW_GROUP",
+    "DayDigests",
+    "DayStamp",
+    "Filters",
+    "open_parquet",
+    "select",
+    "to_frame",
+    "write_sorted",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,50 +91,90 @@ class DayDigests:
         """The rows of the day (``day_prefix``: ``merged/date=2026-01-01/``; ``runs``: its run
         minutes and frame keys) that pass ``filters``, from the digest, built first if needed.
         ``empty``: the kind's schema as a table (a day whose frames all vanished gives it)."""
+        file, _ = self.file(day_prefix, runs, empty=empty)
+        return select(file, columns=columns, filters=filters)
+
+    def stamp(self, day_prefix: str, runs: Mapping[datetime, str]) -> DayStamp:
+        """What a fresh digest of the day records now: its run minutes and epoch (the epoch is
+        read first, before any frame, so a digest built from it is never fresher than it says)."""
+        epoch = self._backend.get(epoch_key(day_prefix)) or b""
+        return DayStamp(_minutes(runs), epoch.decode())
+
+    def file(
+        self, day_prefix: str, runs: Mapping[datetime, str], *, empty: pa.Table
+    ) -> tuple[pq.ParquetFile, DayStamp]:
+        """The day's digest, read or (when missing, damaged or stale) built and stored, with the
+        stamp it was built under."""
         key = digest_key(day_prefix)
-        epoch = self._backend.get(epoch_key(day_prefix)) or b""  # read before any frame
+        now = self.stamp(day_prefix, runs)
         data = self._backend.get(key)
         if data is not None:
-            found = _open(data, where=f"{self._backend.url}/{key}")
-            if found is not None and _stamp(found) == (sorted(runs), epoch.decode()):
-                return _select(found, columns=columns, filters=filters)
-        data = self._build(runs, epoch=epoch.decode(), empty=empty)
+            found = open_parquet(data, where=f"{self._backend.url}/{key}")
+            if found is not None and _stamp(found) == now:
+                return found, now
+        data, built_stamp = self._build(runs, epoch=now.epoch, empty=empty)
         try:
             self._backend.put(key, data)
         except StorageError as exc:  # a read-only store still reads, just without the digest
             log.info(
                 "%s: could not write the digest %s (%s); reading the day's files", self._backend.url, key, exc
             )
-        built = _open(data, where=f"digest of {day_prefix}")
+        built = open_parquet(data, where=f"digest of {day_prefix}")
         if built is None:  # pragma: no cover - we just wrote it
             raise CorruptStoreError(f"the digest of {day_prefix} built unreadable")
-        return _select(built, columns=columns, filters=filters)
+        return built, built_stamp
 
-    def _build(self, runs: Mapping[datetime, str], *, epoch: str, empty: pa.Table) -> bytes:
+    def _build(self, runs: Mapping[datetime, str], *, epoch: str, empty: pa.Table) -> tuple[bytes, DayStamp]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        tables, read = [], []
+        tables, read = [], {}
         for at in sorted(runs):
             key = runs[at]
             data = self._backend.get(key)
             if data is None:  # gone since the listing: not in this digest, so the next read rebuilds
                 continue
             tables.append(read_parquet(data, where=f"{self._backend.url}/{key}"))
-            read.append(at)
+            read[at] = key
         table = pa.concat_tables(tables, promote_options="permissive") if tables else empty
-        order = [(c, "ascending") for c in _SORT if c in table.column_names]
-        if order:
-            table = table.sort_by(order)
-        meta = dict(table.schema.metadata or {})
-        meta[_RUNS_META] = json.dumps({"runs": [at.isoformat() for at in read], "epoch": epoch}).encode()
-        table = table.replace_schema_metadata(meta)
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression=PARQUET_COMPRESSION, row_group_size=ROW_GROUP)
-        return buf.getvalue()
+        stamp = DayStamp(_minutes(read), epoch)
+        return write_sorted(table, {_RUNS_META: stamp.encode()}, row_group=ROW_GROUP), stamp
 
 
-def _open(data: bytes, *, where: str) -> pq.ParquetFile | None:
+class DayStamp(NamedTuple):
+    """What a day digest was built from: the minutes of day of its runs and the day's epoch."""
+
+    minutes: tuple[int, ...]
+    epoch: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"minutes": list(self.minutes), "epoch": self.epoch}).encode()
+
+    @classmethod
+    def decode(cls, raw: Any) -> DayStamp | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("minutes"), list):
+            return None
+        return cls(tuple(int(m) for m in raw["minutes"]), str(raw.get("epoch", "")))
+
+
+def _minutes(runs: Iterable[datetime]) -> tuple[int, ...]:
+    return tuple(sorted(at.hour * 60 + at.minute for at in runs))
+
+
+def write_sorted(table: pa.Table, meta: Mapping[bytes, bytes], *, row_group: int) -> bytes:
+    """``table`` sorted by the kind's key and run time, with ``meta`` in its schema, as Parquet
+    bytes in row groups of ``row_group`` rows."""
+    import pyarrow.parquet as pq
+
+    order = [(c, "ascending") for c in _SORT if c in table.column_names]
+    if order:
+        table = table.sort_by(order)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=PARQUET_COMPRESSION, row_group_size=row_group)
+    return buf.getvalue()
+
+
+def open_parquet(data: bytes, *, where: str) -> pq.ParquetFile | None:
     """A digest's file, or ``None`` (with a warning) when it is damaged: it is rebuilt."""
     import pyarrow.parquet as pq
 
@@ -136,18 +185,13 @@ def _open(data: bytes, *, where: str) -> pq.ParquetFile | None:
         return None
 
 
-def _stamp(file: pq.ParquetFile) -> tuple[list[datetime], str] | None:
+def _stamp(file: pq.ParquetFile) -> DayStamp | None:
     """The run minutes a digest holds and the day's epoch it was built under."""
     raw = (file.schema_arrow.metadata or {}).get(_RUNS_META)
-    if raw is None:
-        return None
-    stamp = json.loads(raw)
-    if not isinstance(stamp, dict):
-        return None
-    return sorted(datetime.fromisoformat(t) for t in stamp.get("runs", [])), str(stamp.get("epoch", ""))
+    return None if raw is None else DayStamp.decode(json.loads(raw))
 
 
-def _select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
+def select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
     """The rows passing ``filters``: only the row groups whose statistics admit a wanted value
     are read (the digest is sorted by its key, so a size sits in one or two of them)."""
     import pyarrow as pa

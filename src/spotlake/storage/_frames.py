@@ -15,11 +15,13 @@ files to their Hive-partitioned keys (``raw/source=sps/date=.../HH-MM.parquet``)
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -28,6 +30,7 @@ from spotlake.clock import Clock, ensure_utc
 from spotlake.errors import ConfigError, StorageError
 from spotlake.model import empty_frame
 from spotlake.storage._digests import DayDigests, Filters, to_frame
+from spotlake.storage._rollups import MonthRollups
 from spotlake.storage.backend import Backend
 from spotlake.storage.base import FrameKind, SweepReport
 from spotlake.storage.layout import (
@@ -45,6 +48,7 @@ from spotlake.storage.layout import (
     hidden_key,
     new_stage,
     parse_frame_key,
+    rollup_key,
     run_minute,
     schema_for,
     stage_created,
@@ -170,12 +174,14 @@ class RunFrames:
         return moved
 
     def _forget_digests(self, keys: tuple[str, ...]) -> None:
-        """The days these frames file under changed: a new epoch for each, and their digests go."""
+        """The days these frames file under changed: a new epoch for each, and their digests and
+        their months' roll-ups go."""
         days = sorted({key.rsplit("/", 1)[0] + "/" for key in keys if parse_frame_key(key) is not None})
         for day in days:  # a new epoch first: a digest being built from the old files is stale
             self._backend.put(epoch_key(day), uuid.uuid4().hex.encode())
-        if days:
-            self._backend.delete([digest_key(day) for day in days])
+        if days:  # (a stale digest or roll-up is never read: this only tidies; see _digests, _rollups)
+            months = {rollup_key(day[: day.rindex("date=")], _month_of(day)) for day in days}
+            self._backend.delete([*(digest_key(day) for day in days), *sorted(months)])
 
     def hidden_versions(self) -> list[str]:
         """Generations whose frames a rollback hid."""
@@ -290,22 +296,39 @@ class RunFrames:
         lo = run_minute(start) if start is not None else None
         hi = ensure_utc(end) if end is not None else None
         digests = DayDigests(self._backend)
+        rollups = MonthRollups(self._backend, digests)
         blank = _arrow(empty_frame(schema))
 
-        def one(day: str) -> pa.Table | None:  # each day through its digest (see _digests)
-            whole = self._day_runs(day)
+        def day(prefix: str) -> pa.Table | None:  # a day through its digest (see _digests)
+            whole = self._day_runs(prefix)
             runs = [at for at in whole if _between(at, lo, hi)]
             if not runs:
                 return None
-            table = digests.read(day, whole, columns=wanted, filters=where, empty=blank)
+            table = digests.read(prefix, whole, columns=wanted, filters=where, empty=blank)
             if len(runs) < len(whole):  # the window cuts the day
                 table = table.filter(_within(table, min(runs), max(runs)))
             return table.sort_by(RUN_AT_COLUMN)  # stable: by run, each in key order
 
-        days = self._days(kind, source, lo, hi)
-        # Parquet decoding releases the GIL: a few days at once keep the cores busy
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(len(days), 1))) as pool:
-            tables = [t for t in pool.map(one, days) if t is not None]
+        def month(name: str, prefixes: list[str]) -> pa.Table | None:  # a closed month (see _rollups)
+            days = {prefix: self._day_runs(prefix) for prefix in prefixes}
+            days = {prefix: runs for prefix, runs in days.items() if runs}
+            if not days:
+                return None
+            return rollups.read(kind_prefix, name, days, columns=wanted, filters=where, empty=blank)
+
+        kind_prefix = frame_prefix(kind, source)
+        every = self._days(kind, source, None, None)
+        newest = _month_of(every[-1]) if every else ""
+        tasks: list[Callable[[], pa.Table | None]] = []
+        for name, group in itertools.groupby(self._days(kind, source, lo, hi), key=_month_of):
+            prefixes = list(group)
+            if name < newest and _covers(name, lo, hi):
+                tasks.append(functools.partial(month, name, prefixes))
+            else:
+                tasks.extend(functools.partial(day, prefix) for prefix in prefixes)
+        # Parquet decoding releases the GIL: a few days or months at once keep the cores busy
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(len(tasks), 1))) as pool:
+            tables = [t for t in pool.map(lambda task: task(), tasks) if t is not None]
         return to_frame(tables, empty)
 
     def _days(
@@ -361,6 +384,18 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     frame = frame.copy()
     frame[RUN_AT_COLUMN] = pd.Series([], dtype="datetime64[us, UTC]")
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _month_of(day_prefix: str) -> str:
+    """``2026-01`` for ``merged/date=2026-01-31/``."""
+    return day_prefix.rstrip("/").rsplit("date=", 1)[-1][:7]
+
+
+def _covers(month: str, lo: datetime | None, hi: datetime | None) -> bool:
+    """Whether ``[lo, hi]`` holds every minute of ``month`` (``2026-01``)."""
+    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    after = (start + timedelta(days=32)).replace(day=1)
+    return (lo is None or lo <= start) and (hi is None or hi >= after - timedelta(minutes=1))
 
 
 def _between(at: datetime, lo: datetime | None, hi: datetime | None) -> bool:

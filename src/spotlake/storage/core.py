@@ -310,9 +310,10 @@ class ObjectStore:
         """The rows of every frame of a kind in ``[start, end]`` whose columns hold one of the
         values ``where`` allows, with ``columns`` only (plus ``run_at``), oldest run first.
 
-        Filters and columns are pushed down to the Parquet reader, and whole past days are read
-        from one digest file each (built on the first read), so one size over a year reads a few
-        hundred row groups instead of every run's file.
+        Filters and columns are pushed down to the Parquet reader; whole past days are read from
+        one digest file each and whole closed months from one roll-up each (built on the first
+        read; docs/analysis.md), so one size over a year reads a row group or two of twelve files
+        instead of every run's file.
         """
         return self._frames.read_history(
             kind, source=source, start=start, end=end, columns=columns, where=where

@@ -16,6 +16,7 @@ The same relative keys are used by the local directory (relative paths under the
     .spotlake.lock                                       the run lock
     .rolled-back/{version}/{frame key}                   frames of runs a rollback took back (hidden)
     .digest/{kind folder}date=YYYY-MM-DD.parquet         a complete day's runs in one file (a read cache)
+    .digest/{kind folder}month=YYYY-MM.parquet           a closed month's days in one file (a read cache)
     state/ROLLBACK                                       a rollback being carried out
 
 ``source=`` and ``date=`` are Hive partitions, so pandas, pyarrow.dataset, DuckDB
@@ -194,6 +195,12 @@ def digest_key(day_prefix: str) -> str:
     return f"{DIGEST_PREFIX}{day_prefix.rstrip('/')}.parquet"
 
 
+def rollup_key(kind_prefix: str, month: str) -> str:
+    """``.digest/merged/month=2026-01.parquet``: the day digests of a closed month in one file,
+    sorted by key across the month (spotlake.storage._rollups)."""
+    return f"{DIGEST_PREFIX}{kind_prefix}month={month}.parquet"
+
+
 def epoch_key(day_prefix: str) -> str:
     """``.digest/merged/date=2026-01-01.epoch``: a token replaced whenever a frame of the day is
     written or moved, so a digest built before that is known stale (spotlake.storage._digests)."""
@@ -206,13 +213,10 @@ def parse_frame_key(key: str) -> datetime | None:
     if len(parts) < 2:
         return None
     date_part, file_part = parts[-2], parts[-1]
-    match = _FRAME_FILE_RE.fullmatch(file_part)
-    if not date_part.startswith("date=") or match is None:
+    if not date_part.startswith("date="):
         return None
-    day = _parse_day(date_part[5:])
-    if day is None:
-        return None
-    return day + timedelta(hours=int(match.group(1)), minutes=int(match.group(2)))
+    day, time = _parse_day(date_part[5:]), _parse_time(file_part)
+    return None if day is None or time is None else day + time
 
 
 @functools.lru_cache(maxsize=4096)
@@ -222,6 +226,13 @@ def _parse_day(text: str) -> datetime | None:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_time(name: str) -> timedelta | None:
+    """``12-30.parquet`` as 12 h 30 min (cached: a day has at most 1,440 such names)."""
+    match = _FRAME_FILE_RE.fullmatch(name)
+    return None if match is None else timedelta(hours=int(match.group(1)), minutes=int(match.group(2)))
 
 
 def run_dir(at: datetime) -> str:
