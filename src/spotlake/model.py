@@ -19,6 +19,18 @@ Schemas (column -> pandas dtype):
 ``SNAPSHOT_SCHEMA`` (the merged frame of one run; key: size, region, zone, desired_count)
     SPS columns, prices, eviction, family, T2/T3 and the observation time. Rows without an SPS
     partner (a price with no score) are kept with ``<NA>`` SPS columns.
+AWS sources reuse the shapes above where the meaning is the same: ``aws_sps`` rows are
+``SPS_SCHEMA`` (size = instance type, zone = availability-zone ID such as ``use1-az1``,
+desired_count = target capacity, score = the API's integer as a string, score_value 1 ... 10,
+quota_available ``<NA>``); ``aws_advisor`` rows are ``EVICTION_SCHEMA`` (the Spot Instance
+Advisor's interruption range mapped to the same buckets). Three are AWS's own:
+
+``AWS_SPOT_PRICES_SCHEMA`` (one row per (instance type, zone) with a Linux/UNIX spot price)
+    size, region, zone (zone ID), spot_price, price_at (when AWS set that price)
+``AWS_ONDEMAND_SCHEMA`` (one row per (instance type, region) from the Pricing API)
+    size, region, ondemand_price
+``AWS_TYPES_SCHEMA`` (one row per (instance type, zone) offered)
+    size, region, zone (zone ID), family (``m5`` for ``m5.large``), vcpus, memory_gib
 ``CHANGES_SCHEMA`` (what goes to the time-series sink): the snapshot columns plus ``change``
     (a :class:`ChangeKind`: "new", "changed", "ceased" or "expired") and ``changed_fields``
     (comma-separated value columns).
@@ -37,6 +49,9 @@ import pandas as pd
 from spotlake.errors import ConfigError, PayloadError
 
 __all__ = [
+    "AWS_ONDEMAND_SCHEMA",
+    "AWS_SPOT_PRICES_SCHEMA",
+    "AWS_TYPES_SCHEMA",
     "CHANGES_SCHEMA",
     "CHANGE_KINDS",
     "DESIRED_COUNTS",
@@ -69,6 +84,11 @@ class Source(StrEnum):
     SPS = "sps"
     EVICTION = "eviction"
     SKUS = "skus"
+    AWS_SPS = "aws_sps"
+    AWS_SPOT_PRICES = "aws_spot_prices"
+    AWS_ONDEMAND = "aws_ondemand"
+    AWS_TYPES = "aws_types"
+    AWS_ADVISOR = "aws_advisor"
 
 
 # --- Spot Placement Scores -------------------------------------------------------------------
@@ -245,6 +265,28 @@ SKUS_SCHEMA: Final[Schema] = {
     "restriction": "string",
 }
 
+AWS_SPOT_PRICES_SCHEMA: Final[Schema] = {
+    "size": "string",
+    "region": "string",
+    "zone": "string",
+    "spot_price": "float64",
+    "price_at": "datetime64[us, UTC]",
+}
+
+AWS_ONDEMAND_SCHEMA: Final[Schema] = {
+    "size": "string",
+    "region": "string",
+    "ondemand_price": "float64",
+}
+
+AWS_TYPES_SCHEMA: Final[Schema] = {
+    "size": "string",
+    "region": "string",
+    "zone": "string",
+    "family": "string",
+    "vcpus": "Int64",
+    "memory_gib": "float64",
+}
 
 #: Key of a snapshot/changeset row.
 SNAPSHOT_KEY: Final = ("size", "region", "zone", "desired_count")

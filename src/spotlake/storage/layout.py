@@ -52,6 +52,9 @@ import pandas as pd
 from spotlake.clock import ensure_utc
 from spotlake.errors import ConfigError, CorruptStoreError, StorageError
 from spotlake.model import (
+    AWS_ONDEMAND_SCHEMA,
+    AWS_SPOT_PRICES_SCHEMA,
+    AWS_TYPES_SCHEMA,
     CHANGES_SCHEMA,
     EVICTION_SCHEMA,
     PRICES_SCHEMA,
@@ -138,6 +141,11 @@ _SCHEMAS: Final[Mapping[tuple[FrameKind, Source | None], Schema]] = {
     (FrameKind.RAW, Source.SPS): SPS_SCHEMA,
     (FrameKind.RAW, Source.EVICTION): EVICTION_SCHEMA,
     (FrameKind.RAW, Source.SKUS): SKUS_SCHEMA,
+    (FrameKind.RAW, Source.AWS_SPS): SPS_SCHEMA,
+    (FrameKind.RAW, Source.AWS_SPOT_PRICES): AWS_SPOT_PRICES_SCHEMA,
+    (FrameKind.RAW, Source.AWS_ONDEMAND): AWS_ONDEMAND_SCHEMA,
+    (FrameKind.RAW, Source.AWS_TYPES): AWS_TYPES_SCHEMA,
+    (FrameKind.RAW, Source.AWS_ADVISOR): EVICTION_SCHEMA,
     (FrameKind.MERGED, None): SNAPSHOT_SCHEMA,
     (FrameKind.CHANGES, None): CHANGES_SCHEMA,
 }
