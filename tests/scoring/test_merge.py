@@ -203,3 +203,46 @@ def test_inputs_are_validated():
     bad = sps_frame([("Standard_NC6", "eastus", None, "High", True)]).assign(region=pd.NA)
     with pytest.raises(ConfigError, match="region"):
         merge_sources(bad, at=AT, **good)
+
+
+def test_zone_prices_give_each_zone_its_own_spot_price_and_savings():
+    """AWS prices each zone: a scored row of a priced zone takes that zone's price; other rows keep
+    the pair's price (prices_frame: on-demand 0.1, spot 0.02)."""
+    sps = sps_frame(
+        [
+            ("m5.large", "us-east-1", "use1-az1", "High", pd.NA),
+            ("m5.large", "us-east-1", "use1-az2", "Low", pd.NA),
+            ("m5.large", "us-east-1", "use1-az4", "Low", pd.NA),
+        ]
+    )
+    zone_prices = pd.DataFrame(
+        {
+            "size": ["m5.large", "m5.large", "m5.large"],
+            "region": ["us-east-1", "us-east-1", "us-east-1"],
+            "zone": ["use1-az1", "use1-az2", "use1-az9"],
+            "spot_price": [0.05, None, 0.01],
+        }
+    )
+    result = merge_sources(
+        sps,
+        prices_frame([("us-east-1", "m5.large")]),
+        eviction_frame([]),
+        skus_frame([]),
+        at=AT,
+        zone_prices=zone_prices,
+    )
+    by_zone = result.snapshot.set_index("zone")
+    assert by_zone.loc["use1-az1", "spot_price"] == 0.05
+    assert by_zone.loc["use1-az1", "savings_pct"] == pytest.approx(50.0)
+    assert by_zone.loc["use1-az2", "spot_price"] == 0.02  # no zone price: the pair's
+    assert by_zone.loc["use1-az4", "savings_pct"] == 80.0
+    assert result.report.zone_priced == 1 and len(result.snapshot) == 3
+    with pytest.raises(ConfigError, match="zone prices"):
+        merge_sources(
+            sps,
+            prices_frame([]),
+            eviction_frame([]),
+            skus_frame([]),
+            at=AT,
+            zone_prices=zone_prices.assign(zone=None),
+        )

@@ -476,8 +476,10 @@ def score_run(
     covered: Coverage,
     max_age: timedelta = DEFAULT_MAX_AGE,
     region_names: Mapping[str, str] | None = None,
+    zone_prices: pd.DataFrame | None = None,
 ) -> ScoreResult:
-    """Score one run (see the module docstring for the exact semantics).
+    """Score one run (see the module docstring for the exact semantics). ``zone_prices``: spot
+    prices per zone where they differ by zone (AWS; spotlake.scoring.merge).
 
     :class:`~spotlake.errors.ConfigError` for a count outside the rotation, SPS rows of another
     count, a naive or earlier-than-state run time, a non-positive ``max_age``, or a price crawl
@@ -489,7 +491,9 @@ def score_run(
         raise ConfigError(f"desired_count {desired_count} is not in the rotation {DESIRED_COUNTS}")
     if max_age <= timedelta(0):
         raise ConfigError(f"max_age must be positive, got {max_age}")
-    merged = merge_sources(sps, prices, eviction, skus, at=ts, region_names=region_names)
+    merged = merge_sources(
+        sps, prices, eviction, skus, at=ts, region_names=region_names, zone_prices=zone_prices
+    )
     snap = merged.snapshot
     scored_pos = np.flatnonzero(snap["desired_count"].notna().to_numpy(dtype=bool))
     cur = snap.take(scored_pos).reset_index(drop=True)

@@ -10,6 +10,11 @@ Inputs are the collectors' frames (:data:`~spotlake.model.SPS_SCHEMA`,
   columns ``<NA>``);
 * one row per eviction (region, size) that has neither a price nor an SPS row.
 
+Spot prices that differ by zone (AWS prices each availability zone) come as ``zone_prices``
+(size, region, zone, spot_price): a row of a priced zone takes that zone's spot price, and its
+savings are recomputed from it; ``prices`` still gives the pair's on-demand price (and the spot
+price of rows without a zone price, such as unscored pairs).
+
 So ``rows = sps_rows - sps_duplicates + price_without_sps + eviction_without_partner``, which
 :class:`MergeReport` states and the tests check. ``t2``/``t3`` are left ``<NA>`` (the history
 fills them); ``observed_at`` is the run time. Duplicate keys in an input (overlapping SPS calls,
@@ -63,6 +68,8 @@ class MergeReport:
     eviction_without_partner: int
     family_conflicts: int
     snapshot_rows: int
+    #: Rows whose spot price came from ``zone_prices`` (0 when none was given).
+    zone_priced: int = 0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -100,6 +107,26 @@ def family_by_size(skus: pd.DataFrame) -> tuple[pd.Series, int]:
     return pd.Series(first["family"].array, index=pd.Index(first["size"].array), name="family"), conflicts
 
 
+_ZONE_KEY: Final = ["size", "region", "zone"]
+ZONE_PRICES_SCHEMA: Final = {"size": "string", "region": "string", "zone": "string", "spot_price": "float64"}
+
+
+def _apply_zone_prices(snapshot: pd.DataFrame, zone_prices: pd.DataFrame) -> int:
+    """Give each row of a priced zone that zone's spot price (and the savings it makes), in
+    place; returns how many rows took one."""
+    zp = conformed(zone_prices, ZONE_PRICES_SCHEMA, source="zone prices")
+    _require_keys(zp, _ZONE_KEY, "zone prices")
+    zp, _ = _dedup(zp[zp["spot_price"].notna().to_numpy(dtype=bool)], _ZONE_KEY)
+    found = snapshot[_ZONE_KEY].merge(zp, on=_ZONE_KEY, how="left", sort=False)["spot_price"]
+    hit = found.notna().to_numpy(dtype=bool)
+    if hit.any():
+        spot = pd.array(found.to_numpy(dtype="float64", na_value=float("nan")))
+        snapshot.loc[hit, "spot_price"] = spot[hit]
+        ondemand = snapshot.loc[hit, "ondemand_price"].astype("float64")
+        snapshot.loc[hit, "savings_pct"] = (100.0 * (1.0 - spot[hit] / ondemand)).where(ondemand > 0)
+    return int(hit.sum())
+
+
 def merge_sources(
     sps: pd.DataFrame,
     prices: pd.DataFrame,
@@ -108,6 +135,7 @@ def merge_sources(
     *,
     at: datetime,
     region_names: Mapping[str, str] | None = None,
+    zone_prices: pd.DataFrame | None = None,
 ) -> MergeResult:
     """Join one run's SPS rows with prices, eviction and family (see the module docstring).
 
@@ -152,6 +180,7 @@ def merge_sources(
         [scored.drop(columns=["_price", "_evict"]), price_only, evict_only], ignore_index=True
     )
     snapshot["family"] = snapshot["size"].map(family)
+    zone_priced = _apply_zone_prices(snapshot, zone_prices) if zone_prices is not None else 0
     if region_names:
         named = snapshot["region"].map(dict(region_names))
         snapshot["region_name"] = snapshot["region_name"].where(snapshot["region_name"].notna(), named)
@@ -178,5 +207,6 @@ def merge_sources(
         eviction_without_partner=len(evict_only),
         family_conflicts=conflicts,
         snapshot_rows=len(snapshot),
+        zone_priced=zone_priced,
     )
     return MergeResult(snapshot=snapshot, report=report)
