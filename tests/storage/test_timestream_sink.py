@@ -96,6 +96,35 @@ def test_original_layout_records_follow_the_original_table() -> None:
     assert set(m) <= {"DesiredCount", "OndemandPrice", "SpotPrice", "IF", "T2", "T3", "Score"}
 
 
+def test_aws_layout_records_follow_the_original_aws_table() -> None:
+    changes = changes_frame(6)
+    changes["size"] = "m5.large"
+    changes["region"] = "us-east-1"
+    changes["zone"] = ["use1-az1", None, "use1-az2", "use1-az4", "use1-az5", "use1-az6"]
+    changes["score_value"] = changes["score_value"].astype("Int8").fillna(7)
+    records = build_records(changes, layout="aws")
+    assert len(records) == 5  # the row without a zone is not written, as the original dropped it
+    first = records[0]
+    assert dims(first) == {
+        "InstanceType": "m5.large",
+        "Region": "us-east-1",
+        "AZ": "use1-az1",
+        "OndemandPrice": "-1",
+    }
+    assert set(measures(first)) <= {"SPS", "T3", "T2", "IF", "SpotPrice"} and "SPS" in measures(first)
+    assert measures(first)["SPS"][1] == "BIGINT"
+    ceased = records[1]  # changes_frame: every third row is ceased
+    assert dims(ceased)["Ceased"] == "True" and dims(ceased)["AZ"] == "use1-az2"
+    assert {name: value for name, (value, _) in measures(ceased).items()} == {
+        "SPS": "0",
+        "T3": "0",
+        "T2": "0",
+        "IF": "0.0",
+        "SpotPrice": "0.0",
+    }
+    assert all("Ceased" not in dims(r) for r in (records[0], records[2]))
+
+
 def test_bad_layout_or_frame_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="layout"):
         build_records(changes_frame(1), layout="csv")  # type: ignore[arg-type]

@@ -23,6 +23,12 @@ Layouts (``layout=``):
     ``Region`` (display name), ``AvailabilityZone`` (``N/A`` when regional, as the original wrote);
     measures ``DesiredCount``, ``OndemandPrice``, ``SpotPrice``, ``IF``, ``T2``, ``T3`` (DOUBLE)
     and ``Score`` (VARCHAR). Ceased rows are not written: that layout cannot mark them.
+``"aws"`` (for an existing deployment of the original's AWS collector, table ``aws``), measure name
+    ``aws_values``: dimensions ``InstanceType``, ``Region``, ``AZ`` (zone ID) and ``OndemandPrice``
+    (``-1`` when unknown, as the original wrote it); measures ``SPS``, ``T3``, ``T2`` (BIGINT),
+    ``IF`` and ``SpotPrice`` (DOUBLE). A ceased or expired row gets the dimension ``Ceased`` =
+    ``True`` and every measure 0, as the original marked removed rows. Rows without a zone or a score
+    (an offering no placement score covers) are not written; the original dropped them too.
 
 Missing values (``<NA>``/NaN) are left out of the record: Timestream rejects NaN.
 
@@ -56,7 +62,7 @@ __all__ = [
     "run_version",
 ]
 
-TimestreamLayout = Literal["spotlake", "original"]
+TimestreamLayout = Literal["spotlake", "original", "aws"]
 
 #: WriteRecords accepts at most 100 records per call.
 MAX_RECORDS_PER_CALL: Final = 100
@@ -100,7 +106,14 @@ _ORIGINAL_MEASURES: Final = (
     ("t3", "T3", _DOUBLE),
     ("score", "Score", _VARCHAR),
 )
-_MEASURE_NAME: Final = {"spotlake": "spot", "original": "azure_values"}
+_AWS_MEASURES: Final = (
+    ("score_value", "SPS", _BIGINT),
+    ("t3", "T3", _BIGINT),
+    ("t2", "T2", _BIGINT),
+    ("if_score", "IF", _DOUBLE),
+    ("spot_price", "SpotPrice", _DOUBLE),
+)
+_MEASURE_NAME: Final = {"spotlake": "spot", "original": "azure_values", "aws": "aws_values"}
 
 #: Change kinds of keys that stopped being current.
 _GONE: Final = (ChangeKind.CEASED.value, ChangeKind.EXPIRED.value)
@@ -133,11 +146,13 @@ def _split_size(size: str) -> tuple[str, str]:
 def build_records(changes: pd.DataFrame, *, layout: TimestreamLayout = "spotlake") -> list[dict[str, Any]]:
     """Timestream records (without Time/Version, which are common attributes) for a changeset."""
     if layout not in _MEASURE_NAME:
-        raise ConfigError(f"unknown Timestream layout {layout!r}; use 'spotlake' or 'original'")
+        raise ConfigError(f"unknown Timestream layout {layout!r}; use 'spotlake', 'original' or 'aws'")
     missing = [c for c in CHANGES_SCHEMA if c not in changes.columns]
     if missing:
         raise ConfigError(f"the changeset lacks columns {missing}; build it with CHANGES_SCHEMA")
     frame = changes
+    if layout == "aws":
+        return _aws_records(changes)
     if layout == "original":
         # That layout has no way to mark a key as gone or forgotten: those rows are skipped.
         frame = changes[~changes["change"].astype("string").fillna("").isin(_GONE)]
@@ -185,6 +200,38 @@ def build_records(changes: pd.DataFrame, *, layout: TimestreamLayout = "spotlake
     return records
 
 
+def _aws_records(changes: pd.DataFrame) -> list[dict[str, Any]]:
+    """The ``aws`` layout (see the module docstring)."""
+    scored = changes["zone"].notna().to_numpy(dtype=bool) & changes["desired_count"].notna().to_numpy(
+        dtype=bool
+    )
+    frame = changes[scored]
+    columns = {col: frame[col].astype(object).tolist() for col in {m[0] for m in _AWS_MEASURES}}
+    keys = {
+        col: frame[col].astype(object).tolist()
+        for col in ("size", "region", "zone", "ondemand_price", "change")
+    }
+    records: list[dict[str, Any]] = []
+    for i in range(len(frame)):
+        ondemand = keys["ondemand_price"][i]
+        dims = [
+            ("InstanceType", str(keys["size"][i])),
+            ("Region", str(keys["region"][i])),
+            ("AZ", str(keys["zone"][i])),
+            ("OndemandPrice", "-1" if _missing(ondemand) else repr(float(ondemand))),
+        ]
+        gone = keys["change"][i] in _GONE
+        if gone:
+            dims.append(("Ceased", "True"))
+        values = [
+            {"Name": name, "Value": _format(0 if gone else columns[col][i], kind), "Type": kind}
+            for col, name, kind in _AWS_MEASURES
+            if gone or not _missing(columns[col][i])
+        ]
+        records.append({"Dimensions": [{"Name": n, "Value": v} for n, v in dims], "MeasureValues": values})
+    return records
+
+
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -209,7 +256,7 @@ class TimestreamSink:
 
     def __attrs_post_init__(self) -> None:
         if self.layout not in _MEASURE_NAME:
-            raise ConfigError(f"unknown Timestream layout {self.layout!r}; use 'spotlake' or 'original'")
+            raise ConfigError(f"unknown Timestream layout {self.layout!r}; use 'spotlake', 'original' or 'aws'")
         if self.max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.client is None:
@@ -225,9 +272,12 @@ class TimestreamSink:
         notes: list[str] = []
         skipped = len(changes) - len(records)
         if skipped:
-            notes.append(
-                f"{skipped} ceased or expired row(s) not written: the original layout cannot mark them"
+            why = (
+                "rows without a zone or a score: the aws layout keys on the zone"
+                if self.layout == "aws"
+                else "ceased or expired rows: the original layout cannot mark them"
             )
+            notes.append(f"{skipped} row(s) not written ({why})")
         if not records:
             return SinkReport(sink="timestream", notes=tuple(notes))
         common = {
