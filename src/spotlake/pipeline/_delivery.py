@@ -47,7 +47,7 @@ import pandas as pd
 
 from spotlake.clock import ensure_utc
 from spotlake.errors import SpotlakeError
-from spotlake.pipeline.options import CycleEnv, sink_names
+from spotlake.pipeline.options import DeliveryEnv, sink_names
 from spotlake.pipeline.state import Outbox, Owed
 from spotlake.redact import scrub
 from spotlake.storage.base import FrameKind, SinkReport
@@ -127,7 +127,7 @@ def _marker_lost(exc: BaseException) -> str:
     )
 
 
-def data_sinks(env: CycleEnv) -> dict[str, SinkCall]:
+def data_sinks(env: DeliveryEnv) -> dict[str, SinkCall]:
     """The sinks that are owed runs, by their stable names (see :func:`sink_names`)."""
     ts_name, names, _legacy = sink_names(env.timeseries, env.extra_writers)
     sinks: dict[str, SinkCall] = {}
@@ -144,7 +144,7 @@ def data_sinks(env: CycleEnv) -> dict[str, SinkCall]:
 
 
 def deliver_run(
-    env: CycleEnv,
+    env: DeliveryEnv,
     at: datetime,
     run: str,
     *,
@@ -178,7 +178,7 @@ def deliver_run(
     return tuple(reports), failures
 
 
-def deliver_owed(env: CycleEnv, outbox: Outbox) -> Delivery:
+def deliver_owed(env: DeliveryEnv, outbox: Outbox) -> Delivery:
     """Deliver what the sinks are owed (see the module docstring). Never raises."""
     sinks = data_sinks(env)
     _ts, _names, legacy = sink_names(env.timeseries, env.extra_writers)
@@ -213,7 +213,7 @@ def deliver_owed(env: CycleEnv, outbox: Outbox) -> Delivery:
 
 
 def _renamed(
-    env: CycleEnv, entries: Sequence[Owed], sinks: Mapping[str, SinkCall], legacy: Mapping[str, str]
+    env: DeliveryEnv, entries: Sequence[Owed], sinks: Mapping[str, SinkCall], legacy: Mapping[str, str]
 ) -> list[Owed]:
     """The entries, those of a store written before sinks had names under today's names (an
     entry whose old marker exists is done), each (run, sink) once."""
@@ -231,7 +231,7 @@ def _renamed(
     return list(out.values())
 
 
-def _taken(env: CycleEnv, name: str, entries: Sequence[Owed]) -> tuple[list[Owed], list[Owed], list[Owed]]:
+def _taken(env: DeliveryEnv, name: str, entries: Sequence[Owed]) -> tuple[list[Owed], list[Owed], list[Owed]]:
     """Split one sink's entries into (taken, owed, unreadable) by their delivery markers."""
     taken: list[Owed] = []
     owed: list[Owed] = []
@@ -247,7 +247,7 @@ def _taken(env: CycleEnv, name: str, entries: Sequence[Owed]) -> tuple[list[Owed
     return taken, owed, unreadable
 
 
-def _keep_for_later(env: CycleEnv, name: str, entries: Sequence[Owed]) -> Delivery:
+def _keep_for_later(env: DeliveryEnv, name: str, entries: Sequence[Owed]) -> Delivery:
     """Runs owed to a sink this run does not have: kept (and reported) until OWED_HORIZON old."""
     _taken_already, owed, unreadable = _taken(env, name, entries)
     horizon = ensure_utc(env.clock.now()) - OWED_HORIZON
@@ -288,7 +288,7 @@ def _keep_for_later(env: CycleEnv, name: str, entries: Sequence[Owed]) -> Delive
     return Delivery(owed=tuple(kept), parked=tuple(parked), failures=tuple(failures))
 
 
-def _work_off(env: CycleEnv, name: str, sink: SinkCall, entries: Sequence[Owed]) -> Delivery:
+def _work_off(env: DeliveryEnv, name: str, sink: SinkCall, entries: Sequence[Owed]) -> Delivery:
     """One sink's owed runs, oldest first (see the module docstring for the rules)."""
     parked: list[Owed] = []
     if len(entries) > MAX_OWED:

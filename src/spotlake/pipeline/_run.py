@@ -22,7 +22,7 @@ from spotlake.pipeline._collection import Collected, collect
 from spotlake.pipeline._delivery import Delivery, data_sinks, deliver_owed, deliver_run
 from spotlake.pipeline._sps import SpsSource
 from spotlake.pipeline._start import RunStart, begin
-from spotlake.pipeline.options import CycleEnv
+from spotlake.pipeline.options import CycleEnv, DeliveryEnv
 from spotlake.pipeline.report import RunReport, RunStatus, UnknownPairs
 from spotlake.pipeline.state import (
     LAST_RUN_DOC,
@@ -40,7 +40,16 @@ from spotlake.scoring.rotation import finish_run, learn_invalid
 from spotlake.serde import dump_doc
 from spotlake.storage.base import FrameKind, RunStage
 
-__all__ = ["SourceFactory", "run_id_of", "run_locked", "score_and_commit"]
+__all__ = [
+    "SourceFactory",
+    "discard_stage",
+    "finish_delivery",
+    "outbox_of",
+    "run_id_of",
+    "run_locked",
+    "score_and_commit",
+    "sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +74,15 @@ async def run_locked(at: datetime, env: CycleEnv, sps: SourceFactory) -> RunRepo
         return start
     # Stages are few and cheap to list; temporary files need a walk of the whole store, so the
     # first run of each UTC day looks for them.
-    _sweep(env, temporaries=start.decision.new_day)
-    owed = deliver_owed(env, _outbox(env, start))
+    sweep(env, temporaries=start.decision.new_day)
+    owed = deliver_owed(env, outbox_of(env, start))
     token = env.token()  # one token source for the whole run
     collected = await collect(env, token, start, sps(start, token))
     # Scoring and writing take seconds of CPU and blocking I/O: keep the event loop free.
     return await asyncio.to_thread(score_and_commit, at, env, start, collected, owed)
 
 
-def _outbox(env: CycleEnv, start: RunStart) -> Outbox:
+def outbox_of(env: DeliveryEnv, start: RunStart) -> Outbox:
     """The outbox to work off; for a store written before outboxes, its last run is owed (once:
     delivering twice is harmless, never delivering is not)."""
     if start.outbox is not None:
@@ -84,7 +93,7 @@ def _outbox(env: CycleEnv, start: RunStart) -> Outbox:
     return Outbox(owed=tuple(Owed(at=start.last_at, run=run, sink=name) for name in data_sinks(env)))
 
 
-def _sweep(env: CycleEnv, *, temporaries: bool) -> None:
+def sweep(env: DeliveryEnv, *, temporaries: bool) -> None:
     try:
         env.store.sweep(older_than=env.opts.stale_after, temporaries=temporaries)
     except SpotlakeError as exc:  # housekeeping; the next run tries again
@@ -184,25 +193,25 @@ def score_and_commit(
             publish=stage,
         )
     except ConflictError:
-        _discard(env, stage)  # definitely not committed
+        discard_stage(env, stage)  # definitely not committed
         raise
     except SpotlakeError:
         # Maybe committed (a lost answer): the sweep removes the stage later unless a kept
         # generation names it, so a commit that did land keeps its frames.
         raise
     report = attrs.evolve(report, state_version=version)
-    return _deliver_run(env, report, owed, stage.name, changes=scored.changes, snapshot=scored.snapshot)
+    return finish_delivery(env, report, owed, stage.name, changes=scored.changes, snapshot=scored.snapshot)
 
 
-def _discard(env: CycleEnv, stage: RunStage) -> None:
+def discard_stage(env: DeliveryEnv, stage: RunStage) -> None:
     try:
         env.store.discard(stage)
     except SpotlakeError as exc:
         log.warning("could not remove the stage of a run that did not commit (the sweep will): %s", exc)
 
 
-def _deliver_run(
-    env: CycleEnv,
+def finish_delivery(
+    env: DeliveryEnv,
     report: RunReport,
     owed: Delivery,
     run: str,

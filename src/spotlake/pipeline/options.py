@@ -28,6 +28,7 @@ __all__ = [
     "AzureAccess",
     "CycleEnv",
     "CycleOptions",
+    "DeliveryEnv",
     "ProgressFactory",
     "SnapshotWriter",
     "no_progress",
@@ -172,6 +173,37 @@ def sink_names(
         if len(current) == 1 and current[0] != old:
             legacy[old] = current[0]
     return ts_name, tuple(names), {old: new for old, new in legacy.items() if old not in seen}
+
+
+class _CatchUp(Protocol):
+    @property
+    def delivery_catch_up(self) -> int: ...
+
+    @property
+    def stale_after(self) -> timedelta: ...
+
+
+class DeliveryEnv(Protocol):
+    """What delivering runs to the sinks (and housekeeping the store) needs of a cycle, whichever
+    cloud it collects: :class:`CycleEnv` (Azure) and the AWS cycle's env both have it."""
+
+    @property
+    def store(self) -> SnapshotStore: ...
+
+    @property
+    def timeseries(self) -> TimeSeriesSink | None: ...
+
+    @property
+    def metrics(self) -> MetricsSink | None: ...
+
+    @property
+    def extra_writers(self) -> Sequence[SnapshotWriter]: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def opts(self) -> _CatchUp: ...
 
 
 @attrs.frozen(kw_only=True)

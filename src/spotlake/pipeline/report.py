@@ -112,7 +112,7 @@ class RunReport:
     @property
     def counts(self) -> dict[str, int]:
         """The per-run counts sent to the metrics sink."""
-        sps = self.collector(Source.SPS)
+        sps = self.collector(Source.SPS) or self.collector(Source.AWS_SPS)
         scoring = self.scoring
         return {
             "collected": sps.rows if sps else 0,
