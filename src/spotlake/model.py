@@ -50,8 +50,10 @@ from spotlake.errors import ConfigError, PayloadError
 
 __all__ = [
     "AWS_ONDEMAND_SCHEMA",
+    "AWS_SCORES",
     "AWS_SPOT_PRICES_SCHEMA",
     "AWS_TYPES_SCHEMA",
+    "AZURE_SCORES",
     "CHANGES_SCHEMA",
     "CHANGE_KINDS",
     "DESIRED_COUNTS",
@@ -65,6 +67,7 @@ __all__ = [
     "SNAPSHOT_SCHEMA",
     "SPS_SCHEMA",
     "ChangeKind",
+    "ScoreScale",
     "Secret",
     "Source",
     "SpsCall",
@@ -98,6 +101,36 @@ KNOWN_SCORES: Final = ("High", "Medium", "Low", "DataNotFoundOrStale", "Restrict
 
 #: Numeric value of a score; every other string has no numeric value (``<NA>``).
 SCORE_VALUES: Final[Mapping[str, int]] = {"High": 3, "Medium": 2, "Low": 1}
+
+@attrs.frozen(kw_only=True)
+class ScoreScale:
+    """A cloud's placement-score scale and where T2 and T3 sit on it (docs/data-model.md).
+
+    T3 of a cell is the largest desired count up to which every observed count scored at least
+    ``t3_at``; T2 the same with ``t2_at``. Azure scores High/Medium/Low (3/2/1): T3 means High and
+    T2 Medium or better. AWS scores 1 ... 10; one instance type per query (spotlake.collect.aws.plan)
+    keeps scores low, and the original system put T3 at 3 and T2 at 2 on that scale, so spotlake
+    does too: an AWS T3 of 20 means what it meant in the original's time series.
+    """
+
+    cloud: str
+    lowest: int
+    highest: int
+    t2_at: int
+    t3_at: int
+
+    def __attrs_post_init__(self) -> None:
+        if not self.lowest <= self.t2_at <= self.t3_at <= self.highest:
+            raise ConfigError(
+                f"score scale {self.cloud}: need lowest <= t2_at <= t3_at <= highest, got "
+                f"{self.lowest} <= {self.t2_at} <= {self.t3_at} <= {self.highest}"
+            )
+
+
+#: Azure's Spot Placement Scores: Low=1, Medium=2, High=3.
+AZURE_SCORES: Final = ScoreScale(cloud="azure", lowest=1, highest=3, t2_at=2, t3_at=3)
+#: EC2 spot placement scores: 1 ... 10.
+AWS_SCORES: Final = ScoreScale(cloud="aws", lowest=1, highest=10, t2_at=2, t3_at=3)
 
 #: The desired-count rotation: one count per 10-minute run, a full cycle every 110 minutes.
 DESIRED_COUNTS: Final = (1, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50)

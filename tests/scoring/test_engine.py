@@ -650,3 +650,44 @@ def test_a_zonal_run_whose_call_failed_does_not_count_the_regional_keys_unknown(
     )
     third = run(first.state, 1, regional[1:], at=T0 + timedelta(minutes=120), covered=regional_failed)
     assert third.report.unknown == 1 and third.report.stale_rows == 1
+
+
+def aws_sps(count, rows):
+    """AWS rows: the score is the API's integer (1 ... 10)."""
+    frame = sps(count, [(s, r, z, "High") for s, r, z, _ in rows])
+    frame["score"] = pd.array([str(v) for *_, v in rows], dtype="string")
+    frame["score_value"] = pd.array([v for *_, v in rows], dtype="Int8")
+    return frame
+
+
+def test_t2_and_t3_sit_where_the_cloud_s_scale_puts_them():
+    """AWS: T3 = every count up to it scored >= 3, T2 >= 2 (the original's thresholds on 1-10)."""
+    from spotlake.model import AWS_SCORES
+
+    state, at = None, T0
+    for count, value in zip((1, 5, 10), (7, 3, 2), strict=True):
+        result = score_run(
+            state,
+            sps=aws_sps(count, [(D2, "eastus", "use1-az1", value)]),
+            prices=prices(PAIRS),
+            eviction=eviction(PAIRS),
+            skus=SKUS,
+            at=at,
+            desired_count=count,
+            covered=Coverage(sps_pairs=PAIRS, prices_complete=True),
+            scale=AWS_SCORES,
+        )
+        state, at = result.state, at + timedelta(minutes=10)
+    row = result.snapshot[result.snapshot["zone"] == "use1-az1"].iloc[0]
+    assert (row["t3"], row["t2"]) == (5, 10)
+    with pytest.raises(ConfigError, match="outside the azure scale 1..3"):
+        score_run(
+            None,
+            sps=aws_sps(1, [(D2, "eastus", "use1-az1", 7)]),
+            prices=prices(PAIRS),
+            eviction=eviction(PAIRS),
+            skus=SKUS,
+            at=T0,
+            desired_count=1,
+            covered=Coverage(sps_pairs=PAIRS, prices_complete=True),
+        )

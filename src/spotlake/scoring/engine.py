@@ -53,12 +53,14 @@ import pandas as pd
 
 from spotlake.errors import ConfigError
 from spotlake.model import (
+    AZURE_SCORES,
     CHANGES_SCHEMA,
     DESIRED_COUNTS,
     PRICES_SCHEMA,
     SNAPSHOT_KEY,
     SNAPSHOT_SCHEMA,
     ChangeKind,
+    ScoreScale,
     Source,
     SpsCall,
     empty_frame,
@@ -477,9 +479,13 @@ def score_run(
     max_age: timedelta = DEFAULT_MAX_AGE,
     region_names: Mapping[str, str] | None = None,
     zone_prices: pd.DataFrame | None = None,
+    scale: ScoreScale = AZURE_SCORES,
 ) -> ScoreResult:
     """Score one run (see the module docstring for the exact semantics). ``zone_prices``: spot
-    prices per zone where they differ by zone (AWS; spotlake.scoring.merge).
+    prices per zone where they differ by zone (AWS; spotlake.scoring.merge). ``scale``: the
+    cloud's score scale, which says where T2 and T3 sit (:class:`~spotlake.model.ScoreScale`);
+    a score outside it is a :class:`~spotlake.errors.ConfigError` (the wrong scale would silently
+    change what T2/T3 mean).
 
     :class:`~spotlake.errors.ConfigError` for a count outside the rotation, SPS rows of another
     count, a naive or earlier-than-state run time, a non-positive ``max_age``, or a price crawl
@@ -502,6 +508,13 @@ def score_run(
         seen = sorted(set(cur.loc[other, "desired_count"].tolist()))
         raise ConfigError(
             f"sps has rows for desired_count {seen} in a run for {desired_count}: one count per run"
+        )
+    scores = cur["score_value"].dropna()
+    outside = scores[(scores < scale.lowest) | (scores > scale.highest)]
+    if len(outside):
+        raise ConfigError(
+            f"sps scores {sorted(set(outside.tolist()))[:5]} are outside the {scale.cloud} scale "
+            f"{scale.lowest}..{scale.highest}: pass the scale of the cloud that scored them"
         )
     start = prev if prev is not None else ScoringState.empty()
     latest = start.latest_observation()
@@ -539,7 +552,7 @@ def score_run(
     matrix, live = padded.score_matrix(ids, ts, max_age)
     matrix[:, j] = values["score_value"].to_numpy(dtype=np.int8, na_value=0)
     live[:, j] = True
-    values["t2"], values["t3"] = tiers(matrix, live)
+    values["t2"], values["t3"] = tiers(matrix, live, scale=scale)
     values["observed_at"] = pd.Series(ts, index=values.index, dtype=SNAPSHOT_SCHEMA["observed_at"])
 
     # Each column against the reference of its level; a key never seen before is new.

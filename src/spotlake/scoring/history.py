@@ -41,7 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from spotlake.errors import ConfigError, CorruptStoreError, PayloadError
-from spotlake.model import DESIRED_COUNTS, SNAPSHOT_SCHEMA, empty_frame
+from spotlake.model import AZURE_SCORES, DESIRED_COUNTS, SNAPSHOT_SCHEMA, ScoreScale, empty_frame
 from spotlake.scoring.diff import conformed, frame_repr
 
 __all__ = [
@@ -83,13 +83,16 @@ def utc_timestamp(at: datetime) -> pd.Timestamp:
 
 
 def tiers(
-    values: npt.NDArray[np.integer], observed: npt.NDArray[np.bool_]
+    values: npt.NDArray[np.integer],
+    observed: npt.NDArray[np.bool_],
+    *,
+    scale: ScoreScale = AZURE_SCORES,
 ) -> tuple[pd.api.extensions.ExtensionArray, pd.api.extensions.ExtensionArray]:
     """(T2, T3) per row of a score matrix, as ``Int64`` arrays (see the module docstring).
 
     ``values`` and ``observed`` have shape ``(n, len(DESIRED_COUNTS))``, columns in count order;
-    ``values`` holds the score value (3/2/1) and anything ``< 1`` for an observed slot without a
-    numeric score; it is ignored where ``observed`` is false.
+    ``values`` holds the score value (on ``scale``: 3/2/1 for Azure) and anything ``< 1`` for an
+    observed slot without a numeric score; it is ignored where ``observed`` is false.
     """
     if values.shape != observed.shape or values.ndim != 2 or values.shape[1] != len(DESIRED_COUNTS):
         raise ConfigError(
@@ -99,7 +102,7 @@ def tiers(
     cols = np.arange(width)
     none_live: npt.NDArray[np.bool_] = np.asarray(~observed.any(axis=1), dtype=bool)
     out: list[pd.api.extensions.ExtensionArray] = []
-    for k in (2, 3):
+    for k in (scale.t2_at, scale.t3_at):
         good = observed & (values >= k)
         bad = observed & ~(values >= k)
         first_bad = np.where(bad.any(axis=1), bad.argmax(axis=1), width)

@@ -256,7 +256,9 @@ class TimestreamSink:
 
     def __attrs_post_init__(self) -> None:
         if self.layout not in _MEASURE_NAME:
-            raise ConfigError(f"unknown Timestream layout {self.layout!r}; use 'spotlake', 'original' or 'aws'")
+            raise ConfigError(
+                f"unknown Timestream layout {self.layout!r}; use 'spotlake', 'original' or 'aws'"
+            )
         if self.max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.client is None:
