@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_storage_history import SIZES, merged
 
-from spotlake.storage import ObjectStore, open_store
-from spotlake.storage import _rollups
+from spotlake.storage import ObjectStore, _rollups, open_store
 from spotlake.storage.local import LocalBackend
 from spotlake.testing.backends import FaultyBackend
+from test_storage_history import SIZES, merged
 
 #: Two runs on three days of April (a closed month) and one day of May (the month being collected).
 APRIL = [datetime(2026, 4, d, h, tzinfo=UTC) for d in (1, 15, 30) for h in (0, 23)]
