@@ -680,7 +680,7 @@ def test_t2_and_t3_sit_where_the_cloud_s_scale_puts_them():
         state, at = result.state, at + timedelta(minutes=10)
     row = result.snapshot[result.snapshot["zone"] == "use1-az1"].iloc[0]
     assert (row["t3"], row["t2"]) == (5, 10)
-    with pytest.raises(ConfigError, match="outside the azure scale 1..3"):
+    with pytest.raises(ConfigError, match=r"outside the azure scale 1\.\.3"):
         score_run(
             None,
             sps=aws_sps(1, [(D2, "eastus", "use1-az1", 7)]),
