@@ -67,6 +67,7 @@ __all__ = [
     "SNAPSHOT_SCHEMA",
     "SPS_SCHEMA",
     "ChangeKind",
+    "Cloud",
     "ScoreScale",
     "Secret",
     "Source",
@@ -77,7 +78,15 @@ __all__ = [
     "score_value",
 ]
 
-# --- Sources ---------------------------------------------------------------------------------
+# --- Clouds and sources ----------------------------------------------------------------------
+
+
+class Cloud(StrEnum):
+    """A cloud spotlake collects from and allocates on."""
+
+    AWS = "aws"
+    AZURE = "azure"
+
 
 
 class Source(StrEnum):
@@ -113,7 +122,7 @@ class ScoreScale:
     does too: an AWS T3 of 20 means what it meant in the original's time series.
     """
 
-    cloud: str
+    cloud: Cloud
     lowest: int
     highest: int
     t2_at: int
@@ -128,9 +137,9 @@ class ScoreScale:
 
 
 #: Azure's Spot Placement Scores: Low=1, Medium=2, High=3.
-AZURE_SCORES: Final = ScoreScale(cloud="azure", lowest=1, highest=3, t2_at=2, t3_at=3)
+AZURE_SCORES: Final = ScoreScale(cloud=Cloud.AZURE, lowest=1, highest=3, t2_at=2, t3_at=3)
 #: EC2 spot placement scores: 1 ... 10.
-AWS_SCORES: Final = ScoreScale(cloud="aws", lowest=1, highest=10, t2_at=2, t3_at=3)
+AWS_SCORES: Final = ScoreScale(cloud=Cloud.AWS, lowest=1, highest=10, t2_at=2, t3_at=3)
 
 #: The desired-count rotation: one count per 10-minute run, a full cycle every 110 minutes.
 DESIRED_COUNTS: Final = (1, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50)

@@ -18,6 +18,7 @@ import attrs
 
 from spotlake.clock import ensure_utc
 from spotlake.errors import ConfigError
+from spotlake.model import Cloud
 
 __all__ = [
     "CapacityRequest",
@@ -29,13 +30,6 @@ __all__ = [
     "TaskClass",
     "Unit",
 ]
-
-
-class Cloud(StrEnum):
-    """The cloud an offer, pool or instance belongs to."""
-
-    AWS = "aws"
-    AZURE = "azure"
 
 
 class CapacityType(StrEnum):
