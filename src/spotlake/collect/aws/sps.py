@@ -1,0 +1,695 @@
+"""EC2 spot placement scores (``aws_sps``): planned queries spread over accounts by their 24-hour budget.
+
+One :class:`AwsSpsCollector` runs planned queries (one instance type over up to 10 regions) at one
+target capacity: ``ec2.get_spot_placement_scores(InstanceTypes=[type], TargetCapacity=n,
+TargetCapacityUnitType="units", SingleAvailabilityZone=True, RegionNames=[...], MaxResults=...,
+NextToken=...)``. It returns an :class:`AwsSpsResult`: a frame with :data:`spotlake.model.SPS_SCHEMA`
+(size = instance type, zone = zone ID such as ``use1-az1``, desired_count = target capacity, score =
+the integer as a string, score_value 1 ... 10, quota_available ``<NA>``), a report whose numbers add
+up (``planned == succeeded + failed``), and the updated :class:`AccountBook` to persist. A zone of a
+queried region the answer leaves out has no row: its score is unknown (the API answers the 10 best
+zones only; :attr:`AwsSpsResult.truncated` lists the cut answers), never "gone".
+
+Accounts. EC2 lets an account use about 10 *new* configurations (instance types, regions, capacity)
+in a rolling 24 h, and repeat those for free. The book records which account served which
+configuration (:func:`configuration_key`) and when: a query goes to an account that served it in the
+window, else to the usable account with the most budget left the book knows of (``config_limit``
+minus its records in the window; ties: the order given). The book's window has :data:`WINDOW_MARGIN`
+on the safe side each way: a repeat is trusted free for 24 h minus it, a new configuration occupies
+budget for 24 h plus it.
+
+==================================  ===========================================================
+what happens                        what the collector does
+==================================  ===========================================================
+an answer                           rows parsed; further pages fetched with ``NextToken``
+``RequestLimitExceeded``,           retried with jittered exponential backoff (tenacity, on the
+``Throttling``, 5xx, network        injected clock) up to ``max_attempts`` per page, then the
+errors                              query fails (``retries-exhausted``)
+``MaxConfigLimitExceeded``          the account is marked full until 24 h after its oldest
+                                    recorded configuration; the query moves to the next account
+                                    and fails (``all-accounts-full``) only when none is left
+``UnauthorizedOperation``,          the account is unusable for the rest of the run (noted);
+``AccessDenied``, no credentials    the query moves to the next account
+``InvalidParameterValue``, other    the query fails (``invalid-request``) naming the type,
+errors                              regions, capacity, account and EC2's message
+an answer of the wrong shape        the query fails (``payload``)
+==================================  ===========================================================
+
+A failed query has no rows, even when some of its pages had arrived. Queries run in sequence: an
+account takes a handful of new configurations a day, so a run is a few dozen calls, and sequential
+calls keep the choice of account, the book and the report deterministic (no race for the last unit
+of budget); :meth:`AwsSpsCollector.acollect` runs them in a worker thread. Clients from
+:meth:`AwsAccount.from_session` have botocore's retries off: every retry is ours, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, ClassVar, Final, Protocol
+
+import attrs
+import pandas as pd
+import tenacity
+
+from spotlake.clock import Clock, SystemClock, ensure_utc
+from spotlake.collect.base import CollectResult, Failure, ReportBuilder
+from spotlake.collect.http import Backoff
+from spotlake.errors import AuthError, CollectError, ConfigError, InvalidRequestError, PayloadError
+from spotlake.errors import TransientCollectError as Transient
+from spotlake.model import SPS_SCHEMA, Source, conform
+from spotlake.redact import scrub
+
+__all__ = [
+    "CONFIG_WINDOW",
+    "DEFAULT_CALL_REGION",
+    "DEFAULT_CONFIG_LIMIT",
+    "TOP_ZONES",
+    "WINDOW_MARGIN",
+    "AccountBook",
+    "AccountStatus",
+    "AwsAccount",
+    "AwsSpsCollector",
+    "AwsSpsResult",
+    "FailedQuery",
+    "FailureReason",
+    "FullAccount",
+    "PlacementQuery",
+    "ServedConfiguration",
+    "configuration_key",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCE: Final = Source.AWS_SPS
+#: New configurations an account may use in a rolling :data:`CONFIG_WINDOW` (EC2's default).
+DEFAULT_CONFIG_LIMIT: Final = 10
+#: EC2's rolling window for new configurations.
+CONFIG_WINDOW: Final = timedelta(hours=24)
+#: Safety margin on the book's window, each way (see the module docstring).
+WINDOW_MARGIN: Final = timedelta(minutes=5)
+#: The API answers the best 10 zones only.
+TOP_ZONES: Final = 10
+#: The endpoint the calls go to (any region's endpoint scores every region named).
+DEFAULT_CALL_REGION: Final = "us-east-1"
+#: Most regions one call may name; most pages one answer may take (10 zones fit in one page).
+MAX_REGIONS: Final = 10
+MAX_PAGES: Final = 50
+
+_MESSAGE_MAX: Final = 300
+_CONFIG_LIMIT: Final = "MaxConfigLimitExceeded"
+_THROTTLED: Final = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+_UNAVAILABLE: Final = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"})
+_DENIED: Final = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure"})
+_BAD_KEY: Final = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "Blocked"})
+
+
+# --- queries and accounts --------------------------------------------------------------------
+
+
+class PlacementQuery(Protocol):
+    """What the collector needs of a planned query (``spotlake.collect.aws.plan.AwsSpsQuery`` fits)."""
+
+    @property
+    def instance_type(self) -> str:
+        """The one instance type scored."""
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions scored (1 to 10)."""
+
+    @property
+    def zones(self) -> int:
+        """How many zones the regions have: an answer of 10 zones out of more was cut."""
+
+    @property
+    def key(self) -> str:
+        """A stable identity of (instance type, regions), e.g. ``m5.large|eu-west-1,us-east-1``."""
+
+
+def configuration_key(query: PlacementQuery, target_capacity: int) -> str:
+    """The configuration EC2 counts against an account's limit: the query's key and the capacity."""
+    return f"{query.key}|{target_capacity}"
+
+
+def _check_account(instance: AwsAccount, _attr: object, _value: object) -> None:
+    if not instance.name.strip() or instance.config_limit < 0:
+        raise ConfigError("aws_sps: an account needs a non-empty name and a config_limit >= 0")
+
+
+@attrs.frozen(kw_only=True)
+class AwsAccount:
+    """An AWS account to ask for scores: a name (for the book, notes and errors) and a factory of EC2
+    clients. Only the factory holds credentials, and it is never shown (not in ``repr`` either)."""
+
+    name: str
+    client_factory: Callable[[], Any] = attrs.field(repr=False, eq=False)
+    config_limit: int = attrs.field(default=DEFAULT_CONFIG_LIMIT, validator=_check_account)
+
+    @classmethod
+    def from_session(
+        cls,
+        name: str,
+        session: Any,
+        *,
+        region: str = DEFAULT_CALL_REGION,
+        config_limit: int = DEFAULT_CONFIG_LIMIT,
+    ) -> AwsAccount:
+        """An account whose clients come from a boto3 ``Session`` (its credentials, ``region``'s
+        endpoint), botocore's own retries off: the collector retries, and counts each one."""
+
+        def make() -> Any:
+            from botocore.config import Config
+
+            retries = Config(retries={"mode": "standard", "total_max_attempts": 1})
+            return session.client("ec2", region_name=region, config=retries)
+
+        return cls(name=name, client_factory=make, config_limit=config_limit)
+
+
+class AccountStatus(StrEnum):
+    """Where an account stands at the end of a run."""
+
+    #: It may take new configurations.
+    USABLE = "usable"
+    #: No new configuration until its ``full`` mark or its oldest record leaves the window.
+    FULL = "full"
+    #: Refused the call (access denied, no credentials): not asked again this run.
+    DENIED = "denied"
+    #: Its client could not be built.
+    BROKEN = "broken"
+
+
+# --- the account book ------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ServedConfiguration:
+    """``account`` took configuration ``key`` as a new one at ``at`` (counting against its limit)."""
+
+    key: str
+    account: str
+    at: datetime = attrs.field(converter=ensure_utc)
+
+
+@attrs.frozen(kw_only=True)
+class FullAccount:
+    """``account`` refused new configurations (``MaxConfigLimitExceeded``) and is full until ``until``."""
+
+    account: str
+    until: datetime = attrs.field(converter=ensure_utc)
+
+
+def _served(values: Iterable[ServedConfiguration]) -> tuple[ServedConfiguration, ...]:
+    return tuple(sorted(values, key=lambda s: (s.at, s.key, s.account)))
+
+
+def _full(values: Iterable[FullAccount]) -> tuple[FullAccount, ...]:
+    latest = {m.account: m for m in sorted(values, key=lambda m: m.until)}  # one mark per account
+    return tuple(latest[a] for a in sorted(latest))
+
+
+@attrs.frozen(kw_only=True)
+class AccountBook:
+    """The persisted record of which account served which configuration, and which accounts are full.
+
+    An immutable value (every change returns a new book) and a versioned document of
+    :mod:`spotlake.serde`: ``dump_doc(book)`` / ``load_doc(data, AccountBook, where=...)``.
+    """
+
+    DOC_FORMAT: ClassVar[int] = 1
+
+    served: tuple[ServedConfiguration, ...] = attrs.field(default=(), converter=_served)
+    full: tuple[FullAccount, ...] = attrs.field(default=(), converter=_full)
+
+    def servers(self, key: str, now: datetime) -> tuple[str, ...]:
+        """Accounts that may repeat configuration ``key`` for free at ``now``, latest first."""
+        fresh = [
+            s for s in reversed(self.served) if s.key == key and now - s.at < CONFIG_WINDOW - WINDOW_MARGIN
+        ]
+        return tuple(dict.fromkeys(s.account for s in fresh))
+
+    def in_window(self, account: str, now: datetime) -> list[datetime]:
+        """When each configuration ``account`` is known to count at ``now`` was taken, oldest first."""
+        return [s.at for s in self.served if s.account == account and _occupies(s, now)]
+
+    def remaining(self, account: str, limit: int, now: datetime) -> int:
+        """New configurations ``account`` may still take at ``now`` (0 while it is marked full)."""
+        if any(f.account == account and f.until > now for f in self.full):
+            return 0
+        return max(0, limit - len(self.in_window(account, now)))
+
+    def frees_at(self, account: str, limit: int, now: datetime) -> datetime | None:
+        """When an account without budget at ``now`` takes a new configuration again (else ``None``)."""
+        marks = [f.until for f in self.full if f.account == account and f.until > now]
+        times = self.in_window(account, now)
+        if marks:
+            return max(marks)
+        return times[0] + CONFIG_WINDOW + WINDOW_MARGIN if times and len(times) >= limit else None
+
+    def with_served(self, key: str, account: str, at: datetime) -> AccountBook:
+        """This book plus ``account`` having taken ``key`` as a new configuration at ``at``."""
+        return attrs.evolve(self, served=(*self.served, ServedConfiguration(key=key, account=account, at=at)))
+
+    def with_full(self, account: str, until: datetime) -> AccountBook:
+        """This book with ``account`` marked full until ``until``."""
+        return attrs.evolve(self, full=(*self.full, FullAccount(account=account, until=until)))
+
+    def pruned(self, now: datetime) -> AccountBook:
+        """Without records out of the window and expired marks (what is worth persisting)."""
+        return AccountBook(
+            served=[s for s in self.served if _occupies(s, now)], full=[f for f in self.full if f.until > now]
+        )
+
+
+def _occupies(record: ServedConfiguration, now: datetime) -> bool:
+    return now - record.at < CONFIG_WINDOW + WINDOW_MARGIN
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+class FailureReason(StrEnum):
+    """Why a planned query ended unscored."""
+
+    #: Every usable account is at its limit of new configurations.
+    ALL_ACCOUNTS_FULL = "all-accounts-full"
+    #: Every account was refused (access denied, no credentials) or could not be built.
+    NO_USABLE_ACCOUNT = "no-usable-account"
+    #: Throttling, server or network errors until ``max_attempts``.
+    RETRIES_EXHAUSTED = "retries-exhausted"
+    #: An error retrying cannot fix (``InvalidParameterValue`` ...).
+    INVALID_REQUEST = "invalid-request"
+    #: The answer was not the documented shape.
+    PAYLOAD = "payload"
+
+    @property
+    def retry_next_run(self) -> bool:
+        """Not the query's fault: the next run may well succeed."""
+        return self is not FailureReason.INVALID_REQUEST
+
+
+@attrs.frozen(kw_only=True)
+class FailedQuery:
+    """A planned query that was not scored: which, at what capacity, through which account, why."""
+
+    index: int
+    key: str
+    instance_type: str
+    regions: tuple[str, ...]
+    target_capacity: int
+    reason: FailureReason
+    message: str
+    account: str | None = None
+    status: int | None = None
+    attempts: int = 0
+
+    @property
+    def what(self) -> str:
+        """The query, for a report line."""
+        where = f"in [{','.join(self.regions)}] at capacity {self.target_capacity}"
+        return f"aws_sps query #{self.index} {self.instance_type} {where}"
+
+    def to_failure(self) -> Failure:
+        """The report's :class:`Failure` for it."""
+        via = f" (account {self.account})" if self.account else ""
+        reason = f"{self.reason}: {self.message}{via}"
+        return Failure(what=self.what, reason=reason, status=self.status, attempts=self.attempts)
+
+
+@attrs.frozen(kw_only=True)
+class AwsSpsResult(CollectResult):
+    """What the collection returns: ``frame`` and ``report`` as every collector, plus the rest."""
+
+    #: The book after the run (pruned): persist it for the next run.
+    book: AccountBook
+    failed_queries: tuple[FailedQuery, ...] = ()
+    #: Configuration keys whose answer stopped at the top-10 limit (their other zones: unknown).
+    truncated: tuple[str, ...] = ()
+    #: Configuration key -> the account that scored it, for the queries that succeeded.
+    served_by: dict[str, str] = attrs.field(factory=dict)
+    #: Each account's standing at the end of the run.
+    accounts: dict[str, AccountStatus] = attrs.field(factory=dict)
+
+
+class _ConfigLimit(CollectError):
+    """Internal: the account refused a new configuration."""
+
+
+#: (region, zone ID, score text, score value) of one answer entry.
+_Row = tuple[str, str, str | None, int | None]
+
+
+@attrs.define
+class _Account:
+    spec: AwsAccount
+    index: int
+    client: Any = None
+    status: AccountStatus = AccountStatus.USABLE
+
+
+@attrs.define
+class _Run:
+    book: AccountBook
+    report: ReportBuilder
+    accounts: list[_Account]
+    truncated: list[str] = attrs.field(factory=list)
+    served_by: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.define
+class _Query:
+    index: int
+    query: PlacementQuery
+    key: str
+    attempts: int = 0
+    account: str | None = None
+
+
+class AwsSpsCollector:
+    """Score planned queries at one target capacity, rotating accounts (see the module docstring).
+
+    ``book`` is not modified: the updated one is :attr:`AwsSpsResult.book`. ``max_attempts`` caps the
+    requests per page (throttling and transient errors); ``backoff`` spaces them on ``clock``.
+    """
+
+    source = SOURCE
+
+    def __init__(
+        self,
+        *,
+        queries: Sequence[PlacementQuery],
+        target_capacity: int,
+        accounts: Sequence[AwsAccount],
+        book: AccountBook | None = None,
+        clock: Clock | None = None,
+        max_attempts: int = 4,
+        backoff: Backoff | None = None,
+        max_results: int = 1000,
+    ) -> None:
+        names = [a.name for a in accounts]
+        if target_capacity < 1 or max_attempts < 1 or not 10 <= max_results <= 1000:
+            wrong = (
+                f"target_capacity={target_capacity}, max_attempts={max_attempts}, max_results={max_results}"
+            )
+            raise ConfigError(f"aws_sps: {wrong}: the first two must be >= 1, max_results within 10 ... 1000")
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"aws_sps: give at least one account, each with its own name (got {names})")
+        for query in queries:
+            if not 1 <= len(query.regions) <= MAX_REGIONS:
+                raise ConfigError(
+                    f"aws_sps: query {query.key!r} names {len(query.regions)} regions, not 1 to 10"
+                )
+        self.queries = tuple(queries)
+        self.target_capacity = target_capacity
+        self.accounts = tuple(accounts)
+        self.book = book or AccountBook()
+        self._clock: Clock = clock or SystemClock()
+        self.max_attempts = max_attempts
+        self._backoff = backoff or Backoff()
+        self.max_results = max_results
+
+    def __repr__(self) -> str:
+        return (
+            f"AwsSpsCollector(queries={len(self.queries)}, target_capacity={self.target_capacity}, "
+            f"accounts={[a.name for a in self.accounts]}, book={len(self.book.served)} record(s))"
+        )
+
+    def collect(self) -> AwsSpsResult:
+        """Run every query, in order, and account for each one (blocking: boto3 is synchronous)."""
+        report = ReportBuilder(source=SOURCE, planned=len(self.queries), started_at=self._clock.now())
+        accounts = [_Account(spec=a, index=i) for i, a in enumerate(self.accounts)]
+        run = _Run(book=self.book, report=report, accounts=accounts)
+        rows: list[tuple[str, _Row]] = []
+        failed: list[FailedQuery] = []
+        for index, query in enumerate(self.queries):
+            state = _Query(index=index, query=query, key=configuration_key(query, self.target_capacity))
+            outcome = self._run_query(state, run)
+            if isinstance(outcome, FailedQuery):
+                failed.append(outcome)
+                log.warning("aws_sps: %s", outcome.to_failure())
+            else:
+                report.succeeded += 1
+                rows.extend((query.instance_type, row) for row in outcome)
+        return self._result(run, rows, failed)
+
+    async def acollect(self) -> AwsSpsResult:
+        """:meth:`collect` in a worker thread, so the event loop carries on meanwhile."""
+        return await asyncio.to_thread(self.collect)
+
+    def _run_query(self, state: _Query, run: _Run) -> list[_Row] | FailedQuery:
+        tried: set[str] = set()
+        while True:
+            account, repeat = self._choose(state.key, run, tried, self._clock.now())
+            if account is None:
+                return self._no_account(state, run)
+            name = state.account = account.spec.name
+            tried.add(name)
+            if (client := self._client(account, run)) is None:
+                continue
+            try:
+                rows = self._fetch(state, run, name, client, repeat=repeat)
+            except _ConfigLimit:
+                self._mark_full(state, run, name)
+                continue
+            except AuthError as exc:
+                account.status = AccountStatus.DENIED
+                run.report.notes.append(f"account {name} refused ({exc}); not asked again this run")
+                log.warning("aws_sps: account %s refused: %s", name, exc)
+                continue
+            except Transient as exc:
+                return self._failed(state, FailureReason.RETRIES_EXHAUSTED, str(exc), exc.status)
+            except PayloadError as exc:
+                return self._failed(state, FailureReason.PAYLOAD, str(exc), exc.status)
+            except InvalidRequestError as exc:
+                return self._failed(state, FailureReason.INVALID_REQUEST, str(exc), exc.status)
+            run.served_by[state.key] = name
+            return rows
+
+    def _choose(self, key: str, run: _Run, tried: set[str], now: datetime) -> tuple[_Account | None, bool]:
+        """The account to ask next, and whether the configuration is a (free) repeat for it."""
+        usable = {a.spec.name: a for a in run.accounts if a.status is AccountStatus.USABLE}
+        usable = {name: a for name, a in usable.items() if name not in tried}
+        for name in run.book.servers(key, now):
+            if name in usable:
+                return usable[name], True
+        budgets = [(run.book.remaining(n, a.spec.config_limit, now), -a.index, a) for n, a in usable.items()]
+        best = max((b for b in budgets if b[0] > 0), key=lambda b: b[:2], default=None)
+        return (best[2] if best else None), False
+
+    def _client(self, account: _Account, run: _Run) -> Any:
+        if account.client is None:
+            try:
+                account.client = account.spec.client_factory()
+            except Exception as exc:  # caller code: any failure makes the account unusable this run
+                account.status = AccountStatus.BROKEN
+                why = f"{type(exc).__name__}: {_clean(str(exc))}"
+                run.report.notes.append(f"account {account.spec.name}: no EC2 client ({why}); not asked")
+        return account.client
+
+    def _mark_full(self, state: _Query, run: _Run, name: str) -> None:
+        now = self._clock.now()
+        times = run.book.in_window(name, now)
+        until = times[0] + CONFIG_WINDOW + WINDOW_MARGIN if times else now + CONFIG_WINDOW + WINDOW_MARGIN
+        run.book = run.book.with_full(name, until)
+        run.report.notes.append(
+            f"{state.key}: account {name} is full ({_CONFIG_LIMIT}) until {until.isoformat()}; "
+            "moved to the next account"
+        )
+        log.info("aws_sps: account %s full until %s", name, until.isoformat())
+
+    def _no_account(self, state: _Query, run: _Run) -> FailedQuery:
+        now = self._clock.now()
+        state.account = None
+        usable = [a for a in run.accounts if a.status is AccountStatus.USABLE]
+        if usable:
+            frees = [(a.spec.name, run.book.frees_at(a.spec.name, a.spec.config_limit, now)) for a in usable]
+            shown = ", ".join(f"{n} until {t.isoformat() if t else 'unknown'}" for n, t in frees)
+            message = f"every account used its new configurations of the last 24 h ({shown}); add one or wait"
+            return self._failed(state, FailureReason.ALL_ACCOUNTS_FULL, message, None)
+        why = ", ".join(f"{a.spec.name} {a.status}" for a in run.accounts)
+        message = f"no account may be asked ({why}); give the accounts ec2:GetSpotPlacementScores"
+        return self._failed(state, FailureReason.NO_USABLE_ACCOUNT, message, None)
+
+    def _failed(self, state: _Query, reason: FailureReason, message: str, status: int | None) -> FailedQuery:
+        return FailedQuery(
+            index=state.index,
+            key=state.key,
+            instance_type=state.query.instance_type,
+            regions=tuple(state.query.regions),
+            target_capacity=self.target_capacity,
+            reason=reason,
+            message=message,
+            account=state.account,
+            status=status,
+            attempts=state.attempts,
+        )
+
+    def _fetch(self, state: _Query, run: _Run, name: str, client: Any, *, repeat: bool) -> list[_Row]:
+        """Every page of the query's answer through account ``name`` (all or nothing)."""
+        query = state.query
+        params: dict[str, Any] = {
+            "InstanceTypes": [query.instance_type],
+            "TargetCapacity": self.target_capacity,
+            "TargetCapacityUnitType": "units",
+            "SingleAvailabilityZone": True,
+            "RegionNames": list(query.regions),
+            "MaxResults": self.max_results,
+        }
+        what = f"{query.instance_type} in [{','.join(query.regions)}] at capacity {self.target_capacity}"
+        rows: list[_Row] = []
+        tokens: set[str] = set()
+        for page in range(MAX_PAGES):
+            answer, sent_at = self._call(client, params, state, run, f"{what} via account {name}")
+            if page == 0 and not repeat:  # EC2 counted the configuration, whatever the next pages do
+                run.book = run.book.with_served(state.key, name, sent_at)
+            rows.extend(_parse(answer, what))
+            if not (token := answer.get("NextToken")):
+                break
+            if str(token) in tokens:
+                raise PayloadError(f"{SOURCE}: {what} repeated a NextToken", source=SOURCE)
+            tokens.add(str(token))
+            params["NextToken"] = str(token)
+        else:
+            raise PayloadError(f"{SOURCE}: {what} had a NextToken after {MAX_PAGES} pages", source=SOURCE)
+        kept = [r for r in rows if r[0] in query.regions]
+        if len(kept) < len(rows):
+            run.report.notes.append(
+                f"{state.key}: {len(rows) - len(kept)} score(s) of regions not asked dropped"
+            )
+        if len(kept) >= TOP_ZONES and query.zones > len(kept):
+            run.truncated.append(state.key)
+            run.report.notes.append(
+                f"{state.key}: the answer holds the top {len(kept)} of {query.zones} zones; the others "
+                "are unknown this run"
+            )
+        return kept
+
+    def _call(
+        self, client: Any, params: dict[str, Any], state: _Query, run: _Run, what: str
+    ) -> tuple[dict[str, Any], datetime]:
+        """One page, retried on throttling and transient errors: the answer, and when it was asked."""
+        sent_at = self._clock.now()
+        answer: Any = None
+        backoff = self._backoff
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=lambda retry: backoff.delay(retry.attempt_number),
+            retry=tenacity.retry_if_exception_type(Transient),
+            sleep=self._clock.sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                sent_at = self._clock.now()
+                state.attempts += 1
+                run.report.requests += 1
+                if attempt.retry_state.attempt_number > 1:
+                    run.report.retried += 1
+                try:
+                    answer = client.get_spot_placement_scores(**params)
+                except Exception as exc:
+                    if (error := _classify(exc, what)) is None:
+                        raise  # not a provider error: a bug
+                    raise error from None
+        if not isinstance(answer, dict):
+            raise PayloadError(f"{SOURCE}: {what}: the answer is a {type(answer).__name__}", source=SOURCE)
+        return answer, sent_at
+
+    def _result(self, run: _Run, rows: list[tuple[str, _Row]], failed: list[FailedQuery]) -> AwsSpsResult:
+        report = run.report
+        records = [(size, *row, self.target_capacity, pd.NA) for size, row in rows]
+        columns = ["size", "region", "zone", "score", "score_value", "desired_count", "quota_available"]
+        frame = conform(pd.DataFrame.from_records(records, columns=columns), SPS_SCHEMA, source=SOURCE)
+        before = len(frame)
+        frame = frame.drop_duplicates(subset=["size", "region", "zone"], keep="first").reset_index(drop=True)
+        if len(frame) < before:
+            report.notes.append(f"{before - len(frame)} duplicate score(s) from overlapping queries dropped")
+        report.failures.extend(f.to_failure() for f in failed)
+        finished = self._clock.now()
+        statuses: dict[str, AccountStatus] = {}
+        for account in run.accounts:
+            name, limit = account.spec.name, account.spec.config_limit
+            status = account.status
+            if status is AccountStatus.USABLE and run.book.remaining(name, limit, finished) == 0:
+                status = AccountStatus.FULL
+            statuses[name] = status
+            frees = run.book.frees_at(name, limit, finished)
+            report.notes.append(
+                f"account {name}: {status}, {len(run.book.in_window(name, finished))} of {limit} new "
+                "configuration(s) used in the last 24 h"
+                + (f", frees at {frees.isoformat()}" if frees else "")
+            )
+        if full := sum(f.reason is FailureReason.ALL_ACCOUNTS_FULL for f in failed):
+            report.notes.append(f"all accounts full: {full} query(ies) not scored")
+        log.info(
+            "aws_sps: %d/%d queries scored, %d failed, %d requests (%d retries), %d rows",
+            *(report.succeeded, report.planned, report.failed, report.requests, report.retried, len(frame)),
+        )
+        return AwsSpsResult(
+            frame=frame,
+            report=report.build(rows=len(frame), at=finished),
+            book=run.book.pruned(finished),
+            failed_queries=tuple(failed),
+            truncated=tuple(run.truncated),
+            served_by=dict(run.served_by),
+            accounts=statuses,
+        )
+
+
+def _parse(answer: dict[str, Any], what: str) -> list[_Row]:
+    """The rows of one page; a wrong shape is a :class:`PayloadError`."""
+    entries = answer.get("SpotPlacementScores", [])
+    if not isinstance(entries, list):
+        raise PayloadError(f"{SOURCE}: {what}: SpotPlacementScores is not a list", source=SOURCE)
+    rows: list[_Row] = []
+    for entry in entries:
+        region = entry.get("Region") if isinstance(entry, dict) else None
+        zone = entry.get("AvailabilityZoneId") if isinstance(entry, dict) else None
+        if not isinstance(region, str) or not region or not isinstance(zone, str) or not zone:
+            shown = _clean(repr(entry))
+            raise PayloadError(
+                f"{SOURCE}: {what}: an entry lacks Region or AvailabilityZoneId: {shown}", source=SOURCE
+            )
+        score = entry.get("Score")
+        known = isinstance(score, int) and not isinstance(score, bool) and 1 <= score <= 10
+        rows.append((region, zone, None if score is None else str(score), score if known else None))
+    return rows
+
+
+def _clean(text: str) -> str:
+    """A provider message fit for an error: scrubbed, on one line, not too long."""
+    text = " ".join(scrub(text).split())
+    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 1] + "…"
+
+
+def _classify(exc: BaseException, what: str) -> CollectError | None:
+    """The spotlake error for a botocore failure of ``what``; ``None`` for anything else (a bug)."""
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.ClientError):
+        response = exc.response if isinstance(exc.response, dict) else {}
+        code = str(response.get("Error", {}).get("Code") or "ClientError")
+        message = _clean(str(response.get("Error", {}).get("Message") or ""))
+        text = f"{SOURCE}: {what} refused with {code}: {message}"
+        raw_status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = raw_status if isinstance(raw_status, int) else None
+        if code == _CONFIG_LIMIT:
+            return _ConfigLimit(text, source=SOURCE, status=status)
+        if code in _THROTTLED or code in _UNAVAILABLE or (status or 0) >= 500:
+            return Transient(text, source=SOURCE, status=status)
+        if code in _DENIED or code in _BAD_KEY or code in ("UnrecognizedClientException", "OptInRequired"):
+            hint = "; check its credentials and its permission for ec2:GetSpotPlacementScores"
+            return AuthError(text + hint, source=SOURCE, status=status)
+        return InvalidRequestError(text, source=SOURCE, status=status)
+    text = f"{SOURCE}: {what}: {type(exc).__name__}: {_clean(str(exc))}"
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return AuthError(f"{SOURCE}: {what}: no usable AWS credentials ({type(exc).__name__})", source=SOURCE)
+    if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):
+        return Transient(f"{text} (could not reach EC2)", source=SOURCE)
+    if isinstance(exc, boto.BotoCoreError):
+        return InvalidRequestError(f"{text} (botocore refused the call)", source=SOURCE)
+    return None
