@@ -151,9 +151,14 @@ class DayStamp(NamedTuple):
 
     @classmethod
     def decode(cls, raw: Any) -> DayStamp | None:
+        """The stamp in a digest's metadata; ``None`` (the digest is rebuilt) for anything else,
+        including the stamps of older spotlake versions."""
         if not isinstance(raw, dict) or not isinstance(raw.get("minutes"), list):
             return None
-        return cls(tuple(int(m) for m in raw["minutes"]), str(raw.get("epoch", "")))
+        try:
+            return cls(tuple(int(m) for m in raw["minutes"]), str(raw.get("epoch", "")))
+        except (TypeError, ValueError):
+            return None
 
 
 def _minutes(runs: Iterable[datetime]) -> tuple[int, ...]:
@@ -188,7 +193,10 @@ def open_parquet(data: bytes, *, where: str) -> pq.ParquetFile | None:
 def _stamp(file: pq.ParquetFile) -> DayStamp | None:
     """The run minutes a digest holds and the day's epoch it was built under."""
     raw = (file.schema_arrow.metadata or {}).get(_RUNS_META)
-    return None if raw is None else DayStamp.decode(json.loads(raw))
+    try:
+        return None if raw is None else DayStamp.decode(json.loads(raw))
+    except ValueError:  # damaged metadata: rebuilt
+        return None
 
 
 def select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Filters) -> pa.Table:
@@ -202,15 +210,26 @@ def select(file: pq.ParquetFile, *, columns: Sequence[str] | None, filters: Filt
     groups = []
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
-        if all(_admits(group.column(names.index(col)).statistics, values) for col, values in filters.items()):
+        if all(
+            col not in names or _admits(group.column(names.index(col)).statistics, values)
+            for col, values in filters.items()
+        ):
             groups.append(g)
     wanted = list(dict.fromkeys([*(columns or names), *filters]))
-    table = file.read_row_groups(groups, columns=wanted) if groups else file.schema_arrow.empty_table()
+    present = [c for c in wanted if c in names]
+    table = file.read_row_groups(groups, columns=present) if groups else file.schema_arrow.empty_table()
+    for col in wanted:  # a column this file lacks (frames written before it existed): all null
+        if col not in names:
+            table = table.append_column(col, pa.nulls(table.num_rows))
     table = table.select(wanted)
     if filters and table.num_rows:
         mask = None
         for col, values in filters.items():
             column = table.column(col)
+            if pa.types.is_null(column.type):  # a column the file lacks: only a None filter admits it
+                test = pa.array([None in values] * table.num_rows, pa.bool_())
+                mask = test if mask is None else pc.and_(mask, test)
+                continue
             try:
                 allowed = pa.array(list(values)).cast(column.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:

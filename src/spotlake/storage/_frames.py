@@ -47,6 +47,7 @@ from spotlake.storage.layout import (
     frame_prefix,
     hidden_key,
     new_stage,
+    parse_day_folder,
     parse_frame_key,
     rollup_key,
     run_minute,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["READ_THREADS", "RunFrames", "Stage"]
 
-#: Days :meth:`RunFrames.read_history` reads at once.
+#: Days or months :meth:`RunFrames.read_history` reads at once (one month is built at a time).
 READ_THREADS = 4
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class RunFrames:
     def __init__(self, backend: Backend, *, clock: Clock) -> None:
         self._backend = backend
         self._clock = clock
+        self._digests = DayDigests(backend)
+        self._rollups = MonthRollups(backend, self._digests)
 
     @property
     def url(self) -> str:
@@ -279,7 +282,8 @@ class RunFrames:
     ) -> pd.DataFrame:
         """The rows of every frame of a kind in ``[start, end]`` that pass ``where`` (column ->
         allowed values), with ``columns`` only (``run_at`` always), oldest run first. Each day is
-        read through its digest (spotlake.storage._digests)."""
+        read through its digest (spotlake.storage._digests), each whole closed month through its
+        roll-up (spotlake.storage._rollups)."""
         schema = schema_for(kind, source)
         known = [*schema, RUN_AT_COLUMN]
         wanted = list(dict.fromkeys([*(columns or schema), RUN_AT_COLUMN]))
@@ -295,8 +299,7 @@ class RunFrames:
         empty = empty[wanted]
         lo = run_minute(start) if start is not None else None
         hi = ensure_utc(end) if end is not None else None
-        digests = DayDigests(self._backend)
-        rollups = MonthRollups(self._backend, digests)
+        digests, rollups = self._digests, self._rollups
         blank = _arrow(empty_frame(schema))
 
         def day(prefix: str) -> pa.Table | None:  # a day through its digest (see _digests)
@@ -310,19 +313,24 @@ class RunFrames:
             return table.sort_by(RUN_AT_COLUMN)  # stable: by run, each in key order
 
         def month(name: str, prefixes: list[str]) -> pa.Table | None:  # a closed month (see _rollups)
-            days = {prefix: self._day_runs(prefix) for prefix in prefixes}
-            days = {prefix: runs for prefix, runs in days.items() if runs}
+            import pyarrow as pa
+
+            listed = {prefix: self._day_runs(prefix) for prefix in prefixes}
+            days = {prefix: runs for prefix, runs in listed.items() if runs}
             if not days:
                 return None
-            return rollups.read(kind_prefix, name, days, columns=wanted, filters=where, empty=blank)
+            table = rollups.read(kind_prefix, name, days, columns=wanted, filters=where, empty=blank)
+            if table is not None:
+                return table
+            parts = [t for t in map(day, sorted(days)) if t is not None]  # not rolled up: by days
+            return pa.concat_tables(parts, promote_options="permissive") if parts else None
 
         kind_prefix = frame_prefix(kind, source)
-        every = self._days(kind, source, None, None)
-        newest = _month_of(every[-1]) if every else ""
+        newest = self._newest_month(kind, source)
         tasks: list[Callable[[], pa.Table | None]] = []
         for name, group in itertools.groupby(self._days(kind, source, lo, hi), key=_month_of):
             prefixes = list(group)
-            if name < newest and _covers(name, lo, hi):
+            if name and name < newest and _covers(name, lo, hi):
                 tasks.append(functools.partial(month, name, prefixes))
             else:
                 tasks.extend(functools.partial(day, prefix) for prefix in prefixes)
@@ -340,6 +348,14 @@ class RunFrames:
         first = f"date={lo:%Y-%m-%d}/" if lo is not None else ""
         last = f"date={hi:%Y-%m-%d}/" if hi is not None else "~"
         return [prefix + d for d in days if first <= d <= last]
+
+    def _newest_month(self, kind: FrameKind | str, source: str | None) -> str:
+        """The month of the newest day folder holding a run (``""`` for none): the month still
+        being collected, which is never rolled up. An empty folder does not count."""
+        for prefix in reversed(self._days(kind, source, None, None)):
+            if self._day_runs(prefix):
+                return _month_of(prefix)
+        return ""
 
     def _day_runs(self, day: str) -> dict[datetime, str]:
         """A day folder's frame files by run minute."""
@@ -387,8 +403,9 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
 
 
 def _month_of(day_prefix: str) -> str:
-    """``2026-01`` for ``merged/date=2026-01-31/``."""
-    return day_prefix.rstrip("/").rsplit("date=", 1)[-1][:7]
+    """``2026-01`` for ``merged/date=2026-01-31/``; ``""`` for a folder that names no day."""
+    day = parse_day_folder(day_prefix)
+    return f"{day:%Y-%m}" if day is not None else ""
 
 
 def _covers(month: str, lo: datetime | None, hi: datetime | None) -> bool:

@@ -312,8 +312,8 @@ class ObjectStore:
 
         Filters and columns are pushed down to the Parquet reader; whole past days are read from
         one digest file each and whole closed months from one roll-up each (built on the first
-        read; docs/analysis.md), so one size over a year reads a row group or two of twelve files
-        instead of every run's file.
+        read; docs/analysis.md), so one size over a year reads a row group or two of eleven roll-ups
+        and the current month's day digests instead of every run's file.
         """
         return self._frames.read_history(
             kind, source=source, start=start, end=end, columns=columns, where=where

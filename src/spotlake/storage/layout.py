@@ -227,6 +227,12 @@ def parse_frame_key(key: str) -> datetime | None:
     return None if day is None or time is None else day + time
 
 
+def parse_day_folder(day_prefix: str) -> datetime | None:
+    """Midnight UTC of a day folder (``merged/date=2026-01-01/``); ``None`` if it names no day."""
+    name = day_prefix.rstrip("/").rsplit("/", 1)[-1]
+    return _parse_day(name[5:]) if name.startswith("date=") else None
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_day(text: str) -> datetime | None:
     """``2026-01-01`` as midnight UTC (cached: a year of keys names 365 days 52,560 times)."""
