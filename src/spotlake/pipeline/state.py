@@ -5,6 +5,8 @@ pipeline's documents are:
 
 * ``rotation``: :class:`~spotlake.scoring.rotation.RotationState` (which count is next);
 * ``plan``: :class:`DayPlan`, the day's SPS plan;
+* ``aws_plan``: :class:`AwsDayPlan`, the day's AWS placement-score queries (AWS tree only);
+* ``aws_accounts``: the :class:`~spotlake.collect.aws.sps.AccountBook` (AWS tree only);
 * ``quota`` (and ``quota.shard-i-of-n`` per shard): the SPS quota ledger;
 * ``last_run``: :class:`LastRun`, the last committed run and its report;
 * ``outbox``: :class:`Outbox`, committed runs whose sink delivery is still owed.
@@ -23,6 +25,8 @@ from typing import Any, ClassVar, Final, TypeVar
 import attrs
 
 from spotlake.clock import ensure_utc
+from spotlake.collect.aws.plan import AwsSpsPlan
+from spotlake.collect.aws.sps import AccountBook
 from spotlake.collect.quota import LedgerState, QuotaLedger
 from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.pipeline.report import RunReport
@@ -32,11 +36,14 @@ from spotlake.serde import load_doc
 from spotlake.storage.base import StateSnapshot
 
 __all__ = [
+    "AWS_ACCOUNTS_DOC",
+    "AWS_PLAN_DOC",
     "LAST_RUN_DOC",
     "OUTBOX_DOC",
     "PLAN_DOC",
     "QUOTA_DOC",
     "ROTATION_DOC",
+    "AwsDayPlan",
     "DayPlan",
     "LastRun",
     "Outbox",
@@ -55,6 +62,8 @@ PLAN_DOC: Final = "plan"
 QUOTA_DOC: Final = "quota"
 LAST_RUN_DOC: Final = "last_run"
 OUTBOX_DOC: Final = "outbox"
+AWS_PLAN_DOC: Final = "aws_plan"
+AWS_ACCOUNTS_DOC: Final = "aws_accounts"
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +74,17 @@ class DayPlan:
 
     date: date
     plan: Plan
+
+
+@attrs.frozen(kw_only=True)
+class AwsDayPlan:
+    """The AWS placement-score queries of one UTC day (re-planned by the day's first run, from
+    the day before's so that configurations repeat: spotlake.collect.aws.plan)."""
+
+    DOC_FORMAT: ClassVar[int] = 1
+
+    date: date
+    plan: AwsSpsPlan
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +171,20 @@ class StateDocs:
         except CorruptStoreError as exc:  # the plan is a cache of the day's support set
             log.warning("%s; the run rebuilds the day's plan", exc)
             return None
+
+    def aws_plan(self) -> AwsDayPlan | None:
+        """The stored AWS day plan; ``None`` (re-planned from scratch) when missing or unreadable."""
+        try:
+            return self._load(AWS_PLAN_DOC, AwsDayPlan, "")
+        except CorruptStoreError as exc:  # a cache of the day's offerings
+            log.warning("%s; the run plans the day's queries again", exc)
+            return None
+
+    def account_book(self) -> AccountBook:
+        """Which account served which configuration (empty when missing: accounts are then tried
+        in order, and a full one says so with MaxConfigLimitExceeded)."""
+        hint = "delete the document: the next run starts a fresh book"
+        return self._load(AWS_ACCOUNTS_DOC, AccountBook, hint) or AccountBook()
 
     def last_run(self) -> LastRun | None:
         return self._load(LAST_RUN_DOC, LastRun, "roll back to a kept generation (docs/operations.md)")

@@ -5,3 +5,28 @@ Each has the shape of the Azure collectors (:class:`spotlake.collect.base.Collec
 its clients and options, ``collect()``/``acollect()`` return a frame of a documented schema
 (:mod:`spotlake.model`) and a report accounting for every call.
 """
+
+from spotlake.collect.aws.advisor import DEFAULT_ADVISOR_URL, SpotAdvisorCollector
+from spotlake.collect.aws.ondemand import AwsOnDemandCollector
+from spotlake.collect.aws.plan import AwsSpsPlan, AwsSpsQuery, offerings_from_frame, plan_queries
+from spotlake.collect.aws.spot_prices import AwsSpotPriceCollector, ClientFactory, default_clients
+from spotlake.collect.aws.sps import AccountBook, AwsAccount, AwsSpsCollector, AwsSpsResult
+from spotlake.collect.aws.types import AwsInstanceTypeCollector
+
+__all__ = [
+    "DEFAULT_ADVISOR_URL",
+    "AccountBook",
+    "AwsAccount",
+    "AwsInstanceTypeCollector",
+    "AwsOnDemandCollector",
+    "AwsSpotPriceCollector",
+    "AwsSpsCollector",
+    "AwsSpsPlan",
+    "AwsSpsQuery",
+    "AwsSpsResult",
+    "ClientFactory",
+    "SpotAdvisorCollector",
+    "default_clients",
+    "offerings_from_frame",
+    "plan_queries",
+]
