@@ -19,9 +19,11 @@ only when constructed. The layout, the guarantees and recovery are described in 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from spotlake.clock import Clock
+from spotlake.model import Cloud
 from spotlake.storage.base import (
     FRAME_KINDS,
     RAW_SOURCES,
@@ -41,6 +43,7 @@ from spotlake.storage.core import DEFAULT_KEEP_GENERATIONS, ObjectStore
 from spotlake.storage.local import LocalStore
 
 __all__ = [
+    "CLOUD_TREES",
     "FRAME_KINDS",
     "RAW_SOURCES",
     "FrameKind",
@@ -56,8 +59,23 @@ __all__ = [
     "StateSnapshot",
     "SweepReport",
     "TimeSeriesSink",
+    "cloud_location",
     "open_store",
 ]
+
+
+#: Where each cloud's tree is in a store (relative to its location).
+CLOUD_TREES: Final[Mapping[Cloud, str]] = {Cloud.AZURE: "", Cloud.AWS: "aws"}
+
+
+def cloud_location(location: str, cloud: Cloud) -> str:
+    """The location of ``cloud``'s tree in the store at ``location``."""
+    tree = CLOUD_TREES[Cloud(cloud)]
+    if not tree:
+        return location
+    if location.startswith("s3://"):
+        return f"{location.rstrip('/')}/{tree}"
+    return os.path.join(location, tree)
 
 
 def open_store(
@@ -66,13 +84,18 @@ def open_store(
     s3_client: Any = None,
     clock: Clock | None = None,
     keep_generations: int = DEFAULT_KEEP_GENERATIONS,
+    cloud: Cloud = Cloud.AZURE,
 ) -> ObjectStore:
     """A store at ``location``: ``s3://bucket/prefix`` for S3, anything else is a local directory.
 
     ``s3_client`` (a boto3 S3 client) is used for S3 locations; without one, boto3 builds a client
     from the default credential chain. Nothing is created until the first write.
+
+    ``cloud``: whose data. Azure's is the store itself (the layout of spotlake.storage.layout);
+    AWS's is the same layout under ``{location}/aws/`` (:data:`CLOUD_TREES`), with its own state
+    and lock, so the two clouds' runs never wait for each other.
     """
-    text = os.fspath(location)
+    text = cloud_location(os.fspath(location), cloud)
     if text.startswith("s3://"):
         from spotlake.storage.s3 import S3Store
 
