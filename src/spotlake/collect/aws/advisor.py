@@ -34,7 +34,7 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect._paging import Attempts, as_int, fetch_json
-from spotlake.collect.aws.spot_prices import region_names
+from spotlake.collect.aws._boto import positive, region_names
 from spotlake.collect.base import CollectResult, Failure, ReportBuilder, run_sync
 from spotlake.collect.http import Backoff
 from spotlake.errors import CollectError, ConfigError, PayloadError
@@ -167,11 +167,6 @@ def _frame(rows: list[tuple[str, str, str | None, float]]) -> pd.DataFrame:
     return conform(frame, EVICTION_SCHEMA, source=SOURCE)
 
 
-def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"SpotAdvisorCollector: {attr.name} must be at least 1, got {value}")
-
-
 def _http_url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
     try:
         url = httpx.URL(value)
@@ -195,7 +190,7 @@ class SpotAdvisorCollector:
     regions: tuple[str, ...] = attrs.field(default=(), converter=region_names)
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = attrs.field(factory=SystemClock)
-    max_attempts: int = attrs.field(default=6, validator=_positive)
+    max_attempts: int = attrs.field(default=6, validator=positive)
     backoff: Backoff = attrs.field(factory=Backoff)
     timeout: float = 60.0
     allow_partial: bool = False

@@ -33,13 +33,14 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect._paging import as_float, as_str
-from spotlake.collect.aws.spot_prices import (
+from spotlake.collect.aws._boto import (
     AwsCaller,
     ClientFactory,
     RegionFailed,
     client_for,
     default_clients,
     each_region,
+    positive,
     region_names,
 )
 from spotlake.collect.base import CollectResult, Failure, ReportBuilder, run_sync
@@ -166,18 +167,13 @@ def _region_rows(region: str, entries: Sequence[object]) -> tuple[dict[str, floa
     return prices, notes
 
 
-def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"AwsOnDemandCollector: {attr.name} must be at least 1, got {value}")
-
-
 @attrs.define(kw_only=True)
 class AwsOnDemandCollector:
     """Collects the Linux on-demand price per (instance type, region) into
     :data:`~spotlake.model.AWS_ONDEMAND_SCHEMA`. See the module docstring (collect daily).
 
     ``clients(service, region)`` builds the Pricing client (default:
-    :func:`~spotlake.collect.aws.spot_prices.default_clients`, which honours
+    :func:`~spotlake.collect.aws.default_clients`, which honours
     ``AWS_ENDPOINT_URL_PRICING``); ``page_size`` is ``MaxResults`` (at most 100).
     """
 
@@ -186,11 +182,11 @@ class AwsOnDemandCollector:
     clients: ClientFactory = default_clients
     pricing_region: str = "us-east-1"
     clock: Clock = attrs.field(factory=SystemClock)
-    concurrency: int = attrs.field(default=4, validator=_positive)
-    max_attempts: int = attrs.field(default=6, validator=_positive)
+    concurrency: int = attrs.field(default=4, validator=positive)
+    max_attempts: int = attrs.field(default=6, validator=positive)
     backoff: Backoff = attrs.field(factory=Backoff)
-    page_size: int = attrs.field(default=100, validator=_positive)
-    max_pages: int = attrs.field(default=1000, validator=_positive)
+    page_size: int = attrs.field(default=100, validator=positive)
+    max_pages: int = attrs.field(default=1000, validator=positive)
     allow_partial: bool = False
 
     def __attrs_post_init__(self) -> None:

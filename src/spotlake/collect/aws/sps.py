@@ -56,12 +56,12 @@ import pandas as pd
 import tenacity
 
 from spotlake.clock import Clock, SystemClock, ensure_utc
+from spotlake.collect.aws._boto import botocore_config, clean_message, client_error_parts
 from spotlake.collect.base import CollectResult, Failure, ReportBuilder
 from spotlake.collect.http import Backoff
 from spotlake.errors import AuthError, CollectError, ConfigError, InvalidRequestError, PayloadError
 from spotlake.errors import TransientCollectError as Transient
 from spotlake.model import SPS_SCHEMA, Source, conform
-from spotlake.redact import scrub
 
 __all__ = [
     "CONFIG_WINDOW",
@@ -99,8 +99,9 @@ DEFAULT_CALL_REGION: Final = "us-east-1"
 MAX_REGIONS: Final = 10
 MAX_PAGES: Final = 50
 
-_MESSAGE_MAX: Final = 300
 _CONFIG_LIMIT: Final = "MaxConfigLimitExceeded"
+# Not _boto's THROTTLING_CODES/ACCESS_DENIED_CODES: those retry more codes and deny other ones
+# (ExpiredTokenException, not Blocked); sharing them would change which queries retry or move on.
 _THROTTLED: Final = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 _UNAVAILABLE: Final = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"})
 _DENIED: Final = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure"})
@@ -162,10 +163,7 @@ class AwsAccount:
         endpoint), botocore's own retries off: the collector retries, and counts each one."""
 
         def make() -> Any:
-            from botocore.config import Config
-
-            retries = Config(retries={"mode": "standard", "total_max_attempts": 1})
-            return session.client("ec2", region_name=region, config=retries)
+            return session.client("ec2", region_name=region, config=botocore_config())
 
         return cls(name=name, client_factory=make, config_limit=config_limit)
 
@@ -486,7 +484,7 @@ class AwsSpsCollector:
                 account.client = account.spec.client_factory()
             except Exception as exc:  # caller code: any failure makes the account unusable this run
                 account.status = AccountStatus.BROKEN
-                why = f"{type(exc).__name__}: {_clean(str(exc))}"
+                why = f"{type(exc).__name__}: {clean_message(str(exc))}"
                 run.report.notes.append(f"account {account.spec.name}: no EC2 client ({why}); not asked")
         return account.client
 
@@ -650,7 +648,7 @@ def _parse(answer: dict[str, Any], what: str) -> list[_Row]:
         region = entry.get("Region") if isinstance(entry, dict) else None
         zone = entry.get("AvailabilityZoneId") if isinstance(entry, dict) else None
         if not isinstance(region, str) or not region or not isinstance(zone, str) or not zone:
-            shown = _clean(repr(entry))
+            shown = clean_message(repr(entry))
             raise PayloadError(
                 f"{SOURCE}: {what}: an entry lacks Region or AvailabilityZoneId: {shown}", source=SOURCE
             )
@@ -660,23 +658,15 @@ def _parse(answer: dict[str, Any], what: str) -> list[_Row]:
     return rows
 
 
-def _clean(text: str) -> str:
-    """A provider message fit for an error: scrubbed, on one line, not too long."""
-    text = " ".join(scrub(text).split())
-    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 1] + "…"
-
-
 def _classify(exc: BaseException, what: str) -> CollectError | None:
     """The spotlake error for a botocore failure of ``what``; ``None`` for anything else (a bug)."""
+    # Not _boto.aws_error: this one knows MaxConfigLimitExceeded, returns None for non-botocore
+    # errors (bugs, re-raised) and retries only connection errors of botocore's own, not all of them.
     from botocore import exceptions as boto
 
     if isinstance(exc, boto.ClientError):
-        response = exc.response if isinstance(exc.response, dict) else {}
-        code = str(response.get("Error", {}).get("Code") or "ClientError")
-        message = _clean(str(response.get("Error", {}).get("Message") or ""))
+        code, message, status = client_error_parts(exc, unknown_code="ClientError")
         text = f"{SOURCE}: {what} refused with {code}: {message}"
-        raw_status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        status = raw_status if isinstance(raw_status, int) else None
         if code == _CONFIG_LIMIT:
             return _ConfigLimit(text, source=SOURCE, status=status)
         if code in _THROTTLED or code in _UNAVAILABLE or (status or 0) >= 500:
@@ -685,7 +675,7 @@ def _classify(exc: BaseException, what: str) -> CollectError | None:
             hint = "; check its credentials and its permission for ec2:GetSpotPlacementScores"
             return AuthError(text + hint, source=SOURCE, status=status)
         return InvalidRequestError(text, source=SOURCE, status=status)
-    text = f"{SOURCE}: {what}: {type(exc).__name__}: {_clean(str(exc))}"
+    text = f"{SOURCE}: {what}: {type(exc).__name__}: {clean_message(str(exc))}"
     if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
         return AuthError(f"{SOURCE}: {what}: no usable AWS credentials ({type(exc).__name__})", source=SOURCE)
     if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):

@@ -28,13 +28,14 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect._paging import as_float, as_int, as_str
-from spotlake.collect.aws.spot_prices import (
+from spotlake.collect.aws._boto import (
     AwsCaller,
     ClientFactory,
     RegionFailed,
     client_for,
     default_clients,
     each_region,
+    positive,
     region_names,
 )
 from spotlake.collect.base import CollectResult, Failure, ReportBuilder, run_sync
@@ -99,18 +100,13 @@ def type_rows(
     return list(rows.values()), notes
 
 
-def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"AwsInstanceTypeCollector: {attr.name} must be at least 1, got {value}")
-
-
 @attrs.define(kw_only=True)
 class AwsInstanceTypeCollector:
     """Collects the instance types offered per zone ID, with family, vCPUs and memory, into
     :data:`~spotlake.model.AWS_TYPES_SCHEMA`. See the module docstring.
 
     ``clients(service, region)`` builds each region's EC2 client (default:
-    :func:`~spotlake.collect.aws.spot_prices.default_clients`). ``offerings_page_size`` is the
+    :func:`~spotlake.collect.aws.default_clients`). ``offerings_page_size`` is the
     offerings' ``MaxResults`` (up to 1000), ``types_page_size`` the types named per
     ``DescribeInstanceTypes`` call (up to 100).
     """
@@ -119,12 +115,12 @@ class AwsInstanceTypeCollector:
     regions: tuple[str, ...] = attrs.field(converter=region_names)
     clients: ClientFactory = default_clients
     clock: Clock = attrs.field(factory=SystemClock)
-    concurrency: int = attrs.field(default=8, validator=_positive)
-    max_attempts: int = attrs.field(default=6, validator=_positive)
+    concurrency: int = attrs.field(default=8, validator=positive)
+    max_attempts: int = attrs.field(default=6, validator=positive)
     backoff: Backoff = attrs.field(factory=Backoff)
-    offerings_page_size: int = attrs.field(default=1000, validator=_positive)
-    types_page_size: int = attrs.field(default=100, validator=_positive)
-    max_pages: int = attrs.field(default=1000, validator=_positive)
+    offerings_page_size: int = attrs.field(default=1000, validator=positive)
+    types_page_size: int = attrs.field(default=100, validator=positive)
+    max_pages: int = attrs.field(default=1000, validator=positive)
     allow_partial: bool = False
 
     def __attrs_post_init__(self) -> None:
