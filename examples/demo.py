@@ -4,9 +4,12 @@
 2. runs three consecutive collection cycles 10 simulated minutes apart through the same code path as
    ``spotlake collect azure`` (real azure-identity token flow, Resource Graph SDK, REST collectors);
 3. prints a short summary: calls vs the lower bound, rows, changes, the T2/T3 distribution, and
-   where the Parquet files are.
+   where the Parquet files are;
+4. runs as many AWS cycles at the same run times into the store's ``aws/`` tree, against the
+   bundled offline AWS emulator (``spotlake collect aws --emulate``'s world), and summarises them.
 
-Options: ``--regions/--sizes`` (world size), ``--cycles``, ``--store``, ``--seed``, ``--start``.
+Options: ``--regions/--sizes`` (world size), ``--cycles``, ``--store``, ``--seed``, ``--start``,
+``--no-aws``.
 The run times are on the 10-minute grid (as ``spotlake collect`` snaps them) and end at the last grid
 point at or before now, so the store answers "the last hour" (``spotlake allocate`` leaves out data
 older than an hour). A store that already holds runs from that window is continued after its last
@@ -28,13 +31,16 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from spotlake.clock import ShiftedClock
+from spotlake.clock import FakeClock, ShiftedClock
 from spotlake.collect.auth import AzureCredentials, TokenProvider
 from spotlake.collect.redirect import RedirectTransport, redirect_azure_transport
-from spotlake.model import Source
+from spotlake.model import Cloud, Source
 from spotlake.pipeline import AzureAccess, RunReport, run_cycle
+from spotlake.pipeline.aws import AwsAccess, run_aws_cycle
 from spotlake.progress import ProgressBoard
 from spotlake.storage import open_store
+from spotlake.testing.aws.catalog import AwsCatalog
+from spotlake.testing.aws.emulator import AwsEmulator
 
 Emulator = tuple[subprocess.Popen[str], str, dict[str, object]]
 
@@ -75,6 +81,7 @@ def main() -> int:
     parser.add_argument("--regions", type=int, default=30)
     parser.add_argument("--sizes", type=int, default=300)
     parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--no-aws", action="store_true", help="skip the AWS cycles")
     parser.add_argument(
         "--start",
         default=None,
@@ -137,6 +144,42 @@ def main() -> int:
         proc.terminate()
         proc.wait(timeout=10)
     print_summary(reports, Path(args.store), seconds=time.monotonic() - started)
+    return 0 if args.no_aws else aws_demo(args, [r.at for r in reports])
+
+
+def aws_demo(args: argparse.Namespace, times: list[datetime]) -> int:
+    """AWS cycles at ``times`` into the store's aws/ tree, from the offline AWS emulator."""
+    store = open_store(args.store, cloud=Cloud.AWS)
+    last = store.read_state(frames=False).docs.get("last_run")
+    last_at = datetime.fromisoformat(str(last["at"])) if last else None
+    times = [at for at in times if last_at is None or at > last_at]  # never replace a stored run
+    if not times:
+        print(f"\naws: {store.url} already holds these runs")
+        return 0
+    clock = FakeClock(times[0])
+    emulator = AwsEmulator(AwsCatalog.generate(args.seed), clock=clock, seed=args.seed)
+    access = AwsAccess(
+        regions=emulator.regions,
+        accounts=emulator.accounts,
+        clients=emulator.clients,
+        advisor_transport=emulator.advisor_transport(),
+    )
+    print(f"\naws emulator: {len(emulator.regions)} regions x {len(emulator.catalog.types)} instance types")
+    for i, at in enumerate(times):
+        clock.set(at)
+        report = run_aws_cycle(at, store=store, access=access, clock=clock)
+        if not report.ok:
+            print(f"aws cycle {i + 1} FAILED: {report.error_type}: {report.error}")
+            return 1
+        sps, scoring = report.collector(Source.AWS_SPS), report.scoring
+        print(
+            f"aws cycle {i + 1}: {at:%H:%M} target capacity {report.desired_count}: "
+            f"{sps.succeeded if sps else 0}/{sps.planned if sps else 0} placement-score queries, "
+            f"{sps.rows if sps else 0} zone scores, {scoring.snapshot_rows if scoring else 0} merged rows"
+        )
+    print(f"  Parquet files under {Path(args.store).resolve()}/aws/ (the same layout)")
+    print(f"  try: .venv/bin/spotlake show --store {args.store} --cloud aws --limit 5")
+    print(f"       .venv/bin/spotlake offers --store {args.store} --cloud aws --vcpus 4")
     return 0
 
 

@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": FOUNDATION | {"storage", "scoring"},
     "cli": FOUNDATION
     | {"serde", "retry", "collect", "scoring", "storage", "notify", "pipeline", "progress", "redact"}
-    | {"compute", "analysis"},
+    | {"compute", "analysis", "testing"},
     "testing": FOUNDATION | {"serde", "retry", "collect", "scoring", "storage", "progress", "compute"},
     "__init__": FOUNDATION | {"collect", "pipeline", "scoring", "storage", "analysis"},
     "__main__": {"cli"},

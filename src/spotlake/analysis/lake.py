@@ -22,7 +22,7 @@ import pandas as pd
 
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.errors import ConfigError
-from spotlake.model import DESIRED_COUNTS, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, ChangeKind, Source
+from spotlake.model import DESIRED_COUNTS, SNAPSHOT_KEY, SNAPSHOT_SCHEMA, ChangeKind, Cloud, Source
 from spotlake.scoring.diff import COUNT_COLUMNS
 from spotlake.storage import SnapshotStore, open_store
 from spotlake.storage.base import FrameKind
@@ -42,24 +42,37 @@ When = datetime | timedelta | None
 Many = str | Sequence[str] | None
 
 
-def open(store: SnapshotStore | str, *, clock: Clock | None = None) -> Analysis:
-    """The analysis object of ``store`` (a store, or a URL/path for :func:`~spotlake.open_store`)."""
-    return Analysis(open_store(store) if isinstance(store, str) else store, clock=clock)
+def open(
+    store: SnapshotStore | str, *, cloud: Cloud | str = Cloud.AZURE, clock: Clock | None = None
+) -> Analysis:
+    """The analysis object of one cloud's data: ``store`` is a URL/path (its ``cloud`` tree is
+    opened: :func:`~spotlake.open_store`) or an opened store (of that cloud's tree)."""
+    which = Cloud(cloud)
+    opened = open_store(store, cloud=which) if isinstance(store, str) else store
+    return Analysis(opened, cloud=which, clock=clock)
 
 
 class Analysis:
     """A store's data as frames (see the module docstring)."""
 
-    def __init__(self, store: SnapshotStore, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, store: SnapshotStore, *, cloud: Cloud | str = Cloud.AZURE, clock: Clock | None = None
+    ) -> None:
         self._store = store
+        self._cloud = Cloud(cloud)
         self._clock = clock or SystemClock()
+
+    @property
+    def cloud(self) -> Cloud:
+        """Whose data this is (AWS rows: size = instance type, zone = zone ID, scores 1-10)."""
+        return self._cloud
 
     @property
     def store(self) -> SnapshotStore:
         return self._store
 
     def __repr__(self) -> str:
-        return f"Analysis({self._store.url!r})"
+        return f"Analysis({self._store.url!r}, cloud={self._cloud.value!r})"
 
     # --- runs and snapshots ---------------------------------------------------------------------
 
@@ -275,7 +288,8 @@ class Analysis:
 
     def _shape(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with the sizes' vCPUs and memory from the latest SKU list."""
-        skus = self._store.latest(FrameKind.RAW, source=Source.SKUS.value)
+        shapes = Source.AWS_TYPES if self._cloud is Cloud.AWS else Source.SKUS
+        skus = self._store.latest(FrameKind.RAW, source=shapes.value)
         out = frame.drop(columns=[c for c in _SHAPE if c in frame.columns])
         if skus is None or skus.empty:
             out["vcpus"] = pd.Series(pd.NA, index=out.index, dtype="Int64")

@@ -494,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
         "completes the set of parts commits the run (docs/operations.md, 'Sharded collection')",
     )
     az.set_defaults(func=_cmd_collect)
+    from spotlake.cli.collect_aws import add_collect_aws_parser
+
+    add_collect_aws_parser(collect_sub, common, DEFAULT_STORE, run_time=_run_time, emit=_emit)
 
     plan = sub.add_parser("plan", parents=[common], help="plan SPS calls and print the summary")
     src = plan.add_mutually_exclusive_group(required=True)
@@ -533,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", parents=[common], help="the latest snapshot or changes", epilog=SHOW_EPILOG)
     show.add_argument("--store", default=DEFAULT_STORE, help="local directory or s3://bucket/prefix")
+    show.add_argument("--cloud", choices=("azure", "aws"), default="azure", help="whose data (default azure)")
     show.add_argument("--changes", action="store_true", help="the changeset instead of the snapshot")
     show.add_argument(
         "--at", help="the run at this time (ISO 8601 UTC, to the minute) instead of the latest run"

@@ -24,7 +24,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from spotlake.storage import FrameKind, open_store
 
     _require_store(args.store)
-    store = open_store(args.store)
+    store = open_store(args.store, cloud=args.cloud)
     kind = FrameKind.CHANGES if args.changes else FrameKind.MERGED
     run_at = (
         _parse_at(args.at).astimezone(UTC).replace(second=0, microsecond=0)

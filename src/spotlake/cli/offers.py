@@ -32,7 +32,7 @@ def _cmd_offers(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
-    lake = open_lake(open_store(args.store))
+    lake = open_lake(open_store(args.store, cloud=args.cloud), cloud=args.cloud)
     if not lake.runs():
         print(
             f"spotlake offers: {args.store} holds no collected run (run spotlake collect first)",
@@ -79,6 +79,7 @@ def add_offers_parser(sub: Any, common: argparse.ArgumentParser, default_store: 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--store", default=default_store, help=f"the store (default {default_store})")
+    p.add_argument("--cloud", choices=("azure", "aws"), default="azure", help="whose offers (default azure)")
     p.add_argument("--vcpus", type=int, help="at least this many vCPUs")
     p.add_argument("--memory", type=positive_float, help="at least this many GiB of memory")
     p.add_argument(

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -100,14 +100,22 @@ log = logging.getLogger(__name__)
 ONDEMAND_FRAME = "aws_ondemand"
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in values)
+
+
+def _accounts(values: Iterable[AwsAccount]) -> tuple[AwsAccount, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(kw_only=True)
 class AwsAccess:
     """How to reach AWS: the regions collected, the accounts asked for placement scores, and a
     client factory for everything else (default: boto3's default credential chain and standard
     endpoint configuration, so ``AWS_ENDPOINT_URL`` and friends apply)."""
 
-    regions: tuple[str, ...] = attrs.field(converter=tuple)
-    accounts: tuple[AwsAccount, ...] = attrs.field(converter=tuple)
+    regions: tuple[str, ...] = attrs.field(converter=_strings)
+    accounts: tuple[AwsAccount, ...] = attrs.field(converter=_accounts)
     clients: ClientFactory = attrs.field(default=default_clients, repr=False)
     advisor_url: str = DEFAULT_ADVISOR_URL
     #: httpx transport for the Spot Instance Advisor (tests); ``None`` = the network.
@@ -125,7 +133,7 @@ class AwsCycleOptions:
     """How an AWS cycle runs (the knobs it shares with the Azure cycle mean the same)."""
 
     #: Only these instance types (empty: every type offered in the regions).
-    instance_types: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    instance_types: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     history_max_age: timedelta = DEFAULT_MAX_AGE
     lock_timeout: float = 0.0
     stale_after: timedelta = DEFAULT_STALE_AFTER

@@ -67,7 +67,7 @@ class AwsEmulator:
         self.faults = faults
         offerings = [(t, self.catalog.region_of(z), z) for t, z in self.catalog.offerings]
         self.scores = scores or PlacementScoreFake(
-            seed=seed, clock=self.clock, offerings=offerings, config_limit=config_limit, few_types_cap=None
+            seed=seed, clock=self.clock, offerings=offerings, config_limit=config_limit
         )
         self._names = tuple(f"account-{i + 1}" for i in range(accounts))
         self.config_limit = config_limit
