@@ -48,3 +48,16 @@ def test_collect_aws_needs_regions_without_the_emulator(
 ) -> None:
     code = main(["collect", "aws", "--store", str(tmp_path), "--at", "2026-05-04T09:00", "-q"])
     assert code == 2 and "--regions" in capsys.readouterr().err
+
+
+def test_the_offline_example_in_the_collectors_doc_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "collectors.md").read_text()
+    section = text[text.index("### Trying it offline") :]
+    block = section[
+        section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)
+    ]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "docs/collectors.md", "exec"), {})
+    assert (tmp_path / "spotlake-data" / "aws" / "merged").is_dir()
