@@ -33,6 +33,9 @@ def test_collect_aws_commits_into_the_aws_tree_and_every_reader_finds_it(
     assert main(["show", "--store", str(store), "--cloud", "aws", "--json", "--limit", "3"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["shown"] == 3 and shown["rows"][0]["zone"].count("-az") == 1  # zone IDs
+    args = ["show", "--store", str(store), "--cloud", "aws", "--where", "score_value>=3", "--json", "--all"]
+    assert main(args) == 0  # the README's line
+    assert all(r["score_value"] >= 3 for r in json.loads(capsys.readouterr().out)["rows"])
     assert main(["offers", "--store", str(store), "--cloud", "aws", "--vcpus", "4", "--json"]) == 0
     offers = json.loads(capsys.readouterr().out)
     lake = spotlake.open(str(store), cloud="aws")
