@@ -170,3 +170,55 @@ def test_only_the_instance_types_asked_for_are_scored(tmp_path: Path, clock: Fak
     assert merged is not None
     assert set(merged.loc[merged["desired_count"].notna(), "size"]) == set(wanted)
     assert isinstance(merged, pd.DataFrame)
+
+
+def test_a_failure_at_any_write_step_loses_nothing(tmp_path: Path, clock: FakeClock) -> None:
+    """The AWS tree has the Azure tree's crash safety (the same stage/commit/publish): a run that
+    fails before its pointer swap leaves the previous state and shows readers nothing of itself;
+    after it, the run stands and the next run publishes what was left staged."""
+    import shutil
+
+    from spotlake.storage.local import LocalBackend
+    from spotlake.testing.backends import FaultyBackend
+
+    template = tmp_path / "template"
+    runs(open_store(template, cloud=Cloud.AWS, clock=clock), emulator(clock), clock, 1)
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe)
+    counting = FaultyBackend(LocalBackend(probe / "aws"))
+    second = START + timedelta(minutes=10)
+    clock.set(second)
+    assert run_aws_cycle(second, store=ObjectStore(counting), access=access(emulator(clock)), clock=clock).ok
+    ops = [op for op, _ in counting.log]
+    swap = ops.index("swap_pointer") + 1
+    for fail_at in sorted({1, 3, swap - 1, swap, swap + 1, len(ops)}):
+        root = tmp_path / f"store-{fail_at}"
+        shutil.copytree(template, root)
+        store = open_store(root, cloud=Cloud.AWS, clock=clock)
+        before = store.read_state()
+        backend = FaultyBackend(LocalBackend(root / "aws"), fail_at=fail_at)
+        report = run_aws_cycle(
+            second, store=ObjectStore(backend), access=access(emulator(clock)), clock=clock
+        )
+        after = store.read_state()
+        if fail_at <= swap:
+            assert report.status is RunStatus.FAILED and "injected failure" in (report.error or ""), fail_at
+            assert after.version == before.version, fail_at
+            assert store.run_times("merged") == [START], fail_at
+        else:
+            assert report.status is RunStatus.COMMITTED and after.version != before.version, fail_at
+        third = second + timedelta(minutes=10)
+        assert run_aws_cycle(third, store=store, access=access(emulator(clock)), clock=clock).ok, fail_at
+        assert store.run_times("merged")[-1] == third and len(store.run_times("merged")) in (2, 3), fail_at
+
+
+def test_the_clouds_have_their_own_locks(tmp_path: Path, clock: FakeClock) -> None:
+    from spotlake.errors import LockedError
+
+    azure = open_store(tmp_path, clock=clock)
+    aws = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    with azure.lock("an Azure run"):
+        (report,) = runs(aws, emulator(clock), clock, 1)  # not blocked by Azure's run
+        assert report.status is RunStatus.COMMITTED
+    with aws.lock("another AWS run"), pytest.raises(LockedError):
+        run_aws_cycle(START + timedelta(minutes=10), store=aws, access=access(emulator(clock)), clock=clock)
