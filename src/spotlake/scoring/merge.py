@@ -11,9 +11,10 @@ Inputs are the collectors' frames (:data:`~spotlake.model.SPS_SCHEMA`,
 * one row per eviction (region, size) that has neither a price nor an SPS row.
 
 Spot prices that differ by zone (AWS prices each availability zone) come as ``zone_prices``
-(size, region, zone, spot_price): a row of a priced zone takes that zone's spot price, and its
-savings are recomputed from it; ``prices`` still gives the pair's on-demand price (and the spot
-price of rows without a zone price, such as unscored pairs).
+(size, region, zone, spot_price): a row of a zone takes that zone's spot price (``<NA>`` when the
+zone has none: another zone's price is not its price), and its savings are recomputed from it;
+``prices`` still gives the pair's on-demand price, and the spot price of rows without a zone
+(unscored pairs).
 
 So ``rows = sps_rows - sps_duplicates + price_without_sps + eviction_without_partner``, which
 :class:`MergeReport` states and the tests check. ``t2``/``t3`` are left ``<NA>`` (the history
@@ -112,13 +113,16 @@ ZONE_PRICES_SCHEMA: Final = {"size": "string", "region": "string", "zone": "stri
 
 
 def _apply_zone_prices(snapshot: pd.DataFrame, zone_prices: pd.DataFrame) -> int:
-    """Give each row of a priced zone that zone's spot price (and the savings it makes), in
-    place; returns how many rows took one."""
+    """Give each row with a zone that zone's spot price (and the savings it makes), missing when
+    the zone has none, in place; returns how many rows took a price."""
     zp = conformed(zone_prices, ZONE_PRICES_SCHEMA, source="zone prices")
     _require_keys(zp, _ZONE_KEY, "zone prices")
     zp, _ = _dedup(zp[zp["spot_price"].notna().to_numpy(dtype=bool)], _ZONE_KEY)
     found = snapshot[_ZONE_KEY].merge(zp, on=_ZONE_KEY, how="left", sort=False)["spot_price"]
     hit = found.notna().to_numpy(dtype=bool)
+    unpriced = snapshot["zone"].notna().to_numpy(dtype=bool) & ~hit
+    snapshot.loc[unpriced, "spot_price"] = float("nan")
+    snapshot.loc[unpriced, "savings_pct"] = float("nan")
     if hit.any():
         spot = pd.array(found.to_numpy(dtype="float64", na_value=float("nan")))
         snapshot.loc[hit, "spot_price"] = spot[hit]
