@@ -33,11 +33,21 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 @pytest.fixture(scope="session")
 def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store the pipeline filled with 13 runs of the emulator's small world (one whole rotation
-    of the desired counts and two repeats), shared by the read tests of a worker: they only
-    read it (the digests they write are a cache)."""
+    of the desired counts and two repeats), shared by the read tests of every pytest-xdist worker
+    (the first to get here fills it, under a file lock): they only read it (the digests and
+    roll-ups they write are a cache, safe to build from several processes at once)."""
+    import fcntl
+
     from pipeline_support import fill_store
 
-    return Path(str(fill_store(tmp_path_factory.mktemp("filled-store"), 13)))
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "filled-store"
+    with (shared.parent / "filled-store.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / ".filled").exists():
+            fill_store(shared, 13)
+            (shared / ".filled").touch()
+    return shared
 
 
 @pytest.fixture

@@ -23,3 +23,10 @@ def examples(n: int) -> int:
     """
     scaled = math.ceil(n * settings().max_examples / CI_EXAMPLES)
     return max(scaled, min(n, HANDFUL))
+
+
+def hash_seeds() -> tuple[str, ...]:
+    """``PYTHONHASHSEED`` values a determinism test runs its subprocesses under: three in the
+    ``ci`` profile, two (still two different hash orders) in ``default``, where each subprocess's
+    start-up is most of the suite's time for those tests."""
+    return ("0", "1", "12345") if settings().max_examples >= CI_EXAMPLES else ("0", "12345")
