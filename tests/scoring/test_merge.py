@@ -237,6 +237,11 @@ def test_zone_prices_give_each_zone_its_own_spot_price_and_savings():
     assert pd.isna(by_zone.loc["use1-az2", "spot_price"])  # no price for the zone: none, not another's
     assert pd.isna(by_zone.loc["use1-az4", "savings_pct"])
     assert result.report.zone_priced == 1 and len(result.snapshot) == 3
+    # a priced zone of a pair without an on-demand price: its price, no savings (was a TypeError)
+    no_od = merge_sources(
+        sps, prices_frame([]), eviction_frame([]), skus_frame([]), at=AT, zone_prices=zone_prices
+    ).snapshot.set_index("zone")
+    assert no_od.loc["use1-az1", "spot_price"] == 0.05 and pd.isna(no_od.loc["use1-az1", "savings_pct"])
     with pytest.raises(ConfigError, match="zone prices"):
         merge_sources(
             sps,

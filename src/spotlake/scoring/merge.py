@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Final
 
 import attrs
+import numpy as np
 import pandas as pd
 
 from spotlake.errors import ConfigError
@@ -120,14 +121,14 @@ def _apply_zone_prices(snapshot: pd.DataFrame, zone_prices: pd.DataFrame) -> int
     zp, _ = _dedup(zp[zp["spot_price"].notna().to_numpy(dtype=bool)], _ZONE_KEY)
     found = snapshot[_ZONE_KEY].merge(zp, on=_ZONE_KEY, how="left", sort=False)["spot_price"]
     hit = found.notna().to_numpy(dtype=bool)
-    unpriced = snapshot["zone"].notna().to_numpy(dtype=bool) & ~hit
-    snapshot.loc[unpriced, "spot_price"] = float("nan")
-    snapshot.loc[unpriced, "savings_pct"] = float("nan")
-    if hit.any():
-        spot = pd.array(found.to_numpy(dtype="float64", na_value=float("nan")))
-        snapshot.loc[hit, "spot_price"] = spot[hit]
-        ondemand = snapshot.loc[hit, "ondemand_price"].astype("float64")
-        snapshot.loc[hit, "savings_pct"] = (100.0 * (1.0 - spot[hit] / ondemand)).where(ondemand > 0)
+    zoned = snapshot["zone"].notna().to_numpy(dtype=bool)
+    spot = found.to_numpy(dtype="float64", na_value=np.nan)
+    ondemand = snapshot["ondemand_price"].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        savings = np.where(ondemand > 0, 100.0 * (1.0 - spot / ondemand), np.nan)
+    # a zone's own price, or none: another zone's price is not its price
+    snapshot.loc[zoned, "spot_price"] = spot[zoned]
+    snapshot.loc[zoned, "savings_pct"] = savings[zoned]
     return int(hit.sum())
 
 
