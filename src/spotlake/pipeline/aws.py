@@ -58,13 +58,13 @@ from spotlake.collect.aws import (
     plan_queries,
 )
 from spotlake.collect.base import CollectResult, run_sync
-from spotlake.errors import ConfigError, ConflictError, IncompleteDataError, LockedError, SpotlakeError
+from spotlake.errors import ConfigError, ConflictError, IncompleteDataError
 from spotlake.model import AWS_ONDEMAND_SCHEMA, AWS_SCORES, Source, conform, empty_frame
 from spotlake.pipeline._aws_inputs import engine_inputs
 from spotlake.pipeline._delivery import Delivery, data_sinks, deliver_owed
 from spotlake.pipeline._run import discard_stage, finish_delivery, outbox_of, run_id_of, sweep
 from spotlake.pipeline._start import RunStart, begin
-from spotlake.pipeline.cycle import guarded
+from spotlake.pipeline.cycle import locked
 from spotlake.pipeline.options import (
     DEFAULT_MAX_CLOCK_SKEW,
     DEFAULT_STALE_AFTER,
@@ -86,7 +86,6 @@ from spotlake.pipeline.state import (
     Owed,
     StateDocs,
 )
-from spotlake.redact import scrub
 from spotlake.scoring.engine import DEFAULT_MAX_AGE, Coverage, ScoringState, score_run
 from spotlake.scoring.rotation import finish_run
 from spotlake.serde import dump_doc
@@ -224,19 +223,7 @@ async def arun_aws_cycle(
     )
     at = ensure_utc(at).replace(second=0, microsecond=0)
     started = time.monotonic()
-    report: RunReport | None = None
-    try:
-        with store.lock(run_id_of(at), timeout=env.opts.lock_timeout):
-            report = await guarded(at, _run_locked(at, env))
-    except LockedError:
-        raise
-    except SpotlakeError as exc:
-        if report is not None and report.status is RunStatus.COMMITTED:
-            log.warning("AWS run %s committed, but releasing the lock failed: %s", run_id_of(at), exc)
-        else:
-            report = RunReport(
-                at=at, status=RunStatus.FAILED, error=scrub(str(exc)), error_type=type(exc).__name__
-            )
+    report = await locked(store, at, timeout=env.opts.lock_timeout, body=lambda: _run_locked(at, env))
     return attrs.evolve(report, seconds=time.monotonic() - started)
 
 

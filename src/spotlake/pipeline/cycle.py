@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import attrs
@@ -53,7 +53,7 @@ from spotlake.pipeline.shards import Shard, run_shard
 from spotlake.redact import scrub
 from spotlake.storage.base import MetricsSink, SnapshotStore, TimeSeriesSink
 
-__all__ = ["arun_cycle", "run_cycle"]
+__all__ = ["arun_cycle", "guarded", "locked", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
@@ -128,23 +128,15 @@ async def arun_cycle(
     at = ensure_utc(at).replace(second=0, microsecond=0)
     started = time.monotonic()
     run_id = run_id_of(at)
-    report: RunReport | None = None
-    try:
-        if shard is None:
-            with store.lock(run_id, timeout=env.opts.lock_timeout):
-                report = await guarded(at, run_locked(at, env, lambda _start, token: LiveSps(env, token, at)))
-        else:
-            report = await guarded(at, run_shard(at, env, shard))
-    except LockedError:
-        raise
-    except SpotlakeError as exc:
-        # Taking or releasing the lock failed. After a commit the run stands; otherwise it failed.
-        if report is not None and report.status is RunStatus.COMMITTED:
-            log.warning("run %s committed, but releasing the store's lock failed: %s", run_id, exc)
-        else:
-            report = RunReport(
-                at=at, status=RunStatus.FAILED, error=scrub(str(exc)), error_type=type(exc).__name__
-            )
+    if shard is None:
+        report = await locked(
+            store,
+            at,
+            timeout=env.opts.lock_timeout,
+            body=lambda: run_locked(at, env, lambda _start, token: LiveSps(env, token, at)),
+        )
+    else:
+        report = await guarded(at, run_shard(at, env, shard))
     report = attrs.evolve(report, seconds=time.monotonic() - started)
     if notifier is not None:
         _notify(notifier, report, run_id, shard)
@@ -157,6 +149,28 @@ def _notify(notifier: Notifier, report: RunReport, run_id: str, shard: Shard | N
         notifier.notify(f"spotlake run {run_id}{what} failed", f"{report.error_type}: {report.error}")
     elif report.delivery_error:
         notifier.notify(f"spotlake run {run_id}{what}: sinks not fed", report.delivery_error)
+
+
+async def locked(
+    store: SnapshotStore, at: datetime, *, timeout: float, body: Callable[[], Awaitable[RunReport]]
+) -> RunReport:
+    """``body()`` under the store's run lock, :func:`guarded`; a failure to take or release the
+    lock is a ``FAILED`` report too (after a commit the run stands), except :class:`LockedError`
+    (another run holds the lock), which is raised."""
+    report: RunReport | None = None
+    try:
+        with store.lock(run_id_of(at), timeout=timeout):
+            report = await guarded(at, body())
+    except LockedError:
+        raise
+    except SpotlakeError as exc:
+        if report is not None and report.status is RunStatus.COMMITTED:
+            log.warning("run %s committed, but releasing the store's lock failed: %s", run_id_of(at), exc)
+        else:
+            report = RunReport(
+                at=at, status=RunStatus.FAILED, error=scrub(str(exc)), error_type=type(exc).__name__
+            )
+    return report
 
 
 async def guarded(at: datetime, body: Awaitable[RunReport]) -> RunReport:
