@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from ec2_support import REGION
 from moto import mock_aws
 
+from aws_support import offline_aws
 from spotlake.clock import FakeClock
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -20,21 +20,8 @@ from spotlake.clock import FakeClock
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Dummy credentials, no endpoint settings (any ``AWS_ENDPOINT_URL*``), no profile or config
-    files, a fresh boto3 default session: nothing a test does can reach a real service."""
-    for var in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL")]:
-        monkeypatch.delenv(var)
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # see ec2_support.ami
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    """Offline AWS (tests/aws_support.py): nothing a test does can reach a real service."""
+    offline_aws(monkeypatch, tmp_path, region=REGION)
 
 
 @pytest.fixture

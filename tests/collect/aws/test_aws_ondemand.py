@@ -5,15 +5,14 @@ handlers of ``spotlake.testing.aws.catalog`` in the real ``PriceList`` format (J
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from aws_support import offline_aws
 from spotlake.clock import FakeClock
 from spotlake.collect.aws.ondemand import AwsOnDemandCollector, NotOnDemand, ondemand_entry
 from spotlake.errors import ConfigError, IncompleteDataError, PayloadError
@@ -21,29 +20,12 @@ from spotlake.model import AWS_ONDEMAND_SCHEMA, Source
 from spotlake.testing.aws.catalog import NOW, AwsCatalog, AwsFaults, install_pricing, price_list_entry
 
 
-def offline(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Dummy credentials, no endpoint settings, no profile or config files, a fresh boto3 default
-    session: nothing a test does can reach a real service (as aws_env in tests/compute/conftest.py)."""
-    for var in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL")]:
-        monkeypatch.delenv(var)
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Offline with moto in process for the module (a call no handler answers stays in the
     process), and one boto3 session so the Pricing model is loaded once."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        offline(monkeypatch, tmp_path_factory.mktemp("aws"))
+        offline_aws(monkeypatch, tmp_path_factory.mktemp("aws"))
         with mock_aws():
             yield boto3.session.Session()
 

@@ -4,7 +4,6 @@ zones and prices answered by the botocore handlers of ``spotlake.testing.aws.cat
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
+from aws_support import offline_aws
 from spotlake.clock import FakeClock
 from spotlake.collect.aws.spot_prices import AwsSpotPriceCollector, default_clients, spot_price_rows
 from spotlake.errors import ConfigError, IncompleteDataError, PayloadError
@@ -24,27 +24,9 @@ from spotlake.testing.aws.catalog import NOW, SHARED_CATALOG, AwsCatalog, AwsFau
 ZONE_ID = re.compile(r"^[a-z]+\d-az\d+$")
 
 
-def offline(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Dummy credentials, no endpoint settings, no profile or config files, a fresh boto3 default
-    session: nothing a test does can reach a real service (as aws_env in tests/compute/conftest.py)."""
-    for var in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL")]:
-        monkeypatch.delenv(var)
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-
-
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    offline(monkeypatch, tmp_path)
+    offline_aws(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +34,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Offline (:func:`offline`) with moto in process for the module, and one boto3 session, so
     the EC2 model is loaded once (a fresh session per test costs ~0.2 s)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        offline(monkeypatch, tmp_path_factory.mktemp("aws"))
+        offline_aws(monkeypatch, tmp_path_factory.mktemp("aws"))
         with mock_aws():
             yield boto3.session.Session()
 
