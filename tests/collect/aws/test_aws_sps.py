@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from spotlake.collect.aws.sps import (
     AwsSpsCollector,
     AwsSpsResult,
     FailureReason,
+    ServedConfiguration,
     configuration_key,
 )
 from spotlake.collect.base import Collector
@@ -431,3 +433,57 @@ def test_fake_refuses_a_foreign_next_token(fake: PlacementScoreFake) -> None:
         client.get_spot_placement_scores(InstanceTypes=["m5.large"], TargetCapacity=1, NextToken="0.1.bad")
     assert caught.value.response["Error"]["Code"] == "InvalidPaginationToken"
     assert fake.calls[-1].outcome is Outcome.INVALID and fake.calls[-1].account == "a"
+
+
+# --- scale -----------------------------------------------------------------------------------------
+
+
+def test_a_days_book_and_thousands_of_queries(clock: FakeClock) -> None:
+    """A day's book (50,000 records) and 3,000 queries: every query goes to the right account.
+
+    The collector asks the book per query and account, and the fake counts configurations per call:
+    were either a walk over every record (the cost this size would show as minutes, not about a
+    second), this test would crawl. Its time is measured in benchmarks/, not asserted here."""
+    fake = PlacementScoreFake(seed=7, clock=clock, config_limit=10**6)  # the book holds the budgets
+    names = ("a", "b", "c")
+    queries = [query(fake, f"x{i}.large", "us-east-2") for i in range(3000)]
+    keys = [configuration_key(q, CAPACITY) for q in queries]
+    served: list[ServedConfiguration] = []
+    repeats: dict[str, str] = {}
+    for i, key in enumerate(keys):
+        if i % 3 == 0:  # served an hour ago: a free repeat for that account
+            repeats[key] = names[i // 3 % 3]
+            served.append(ServedConfiguration(key=key, account=repeats[key], at=T0 - timedelta(hours=1)))
+        elif i % 3 == 1:  # counted against the budget, but too old to repeat for free: a new one
+            served.append(ServedConfiguration(key=key, account=names[i % 2], at=T0 - CONFIG_WINDOW))
+    older = 50_000 - len(served)  # the rest over the last 25 h, unevenly; past 24 h 5 min: not counted
+    served += [
+        ServedConfiguration(
+            key=f"y{j}.large|us-east-1|{CAPACITY}",
+            account="aaabbcc"[j % 7],
+            at=T0 - j * timedelta(hours=25) / older,
+        )
+        for j in range(older)
+    ]
+    used = Counter(s.account for s in served if T0 - s.at < CONFIG_WINDOW + WINDOW_MARGIN)
+    budget = dict(zip(names, (700, 800, 900), strict=True))  # 2,400 for 2,000 new configurations
+    accounts = [account(fake, n, limit=used[n] + budget[n]) for n in names]
+    expected: dict[str, str] = {}
+    for key in keys:  # the rule: the account that served it, else the most budget left (ties: order)
+        if key in repeats:
+            expected[key] = repeats[key]
+        else:
+            expected[key] = max(names, key=lambda n: (budget[n], -names.index(n)))
+            budget[expected[key]] -= 1
+    book = AccountBook(served=served)
+
+    result = collector(fake, clock, queries, accounts=accounts, book=book).collect()
+
+    assert result.report.complete and (result.report.succeeded, result.report.requests) == (3000, 3000)
+    assert result.served_by == expected
+    assert set(Counter(expected[k] for k in keys if k not in repeats)) == set(names)  # all took new ones
+    assert len(result.book.served) == used.total() + 2000  # pruned: the records out of the window
+    assert {n: fake.configurations(n) for n in names} == Counter(expected.values())  # the fake's count
+    assert result.accounts == dict.fromkeys(names, AccountStatus.USABLE) | {
+        n: AccountStatus.FULL for n in names if budget[n] == 0
+    }

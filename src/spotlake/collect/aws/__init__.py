@@ -6,11 +6,12 @@ its clients and options, ``collect()``/``acollect()`` return a frame of a docume
 (:mod:`spotlake.model`) and a report accounting for every call.
 """
 
+from spotlake.collect.aws.accounts import AccountBook
 from spotlake.collect.aws.advisor import DEFAULT_ADVISOR_URL, SpotAdvisorCollector
 from spotlake.collect.aws.ondemand import AwsOnDemandCollector
 from spotlake.collect.aws.plan import AwsSpsPlan, AwsSpsQuery, offerings_from_frame, plan_queries
 from spotlake.collect.aws.spot_prices import AwsSpotPriceCollector, ClientFactory, default_clients
-from spotlake.collect.aws.sps import AccountBook, AwsAccount, AwsSpsCollector, AwsSpsResult
+from spotlake.collect.aws.sps import AwsAccount, AwsSpsCollector, AwsSpsResult
 from spotlake.collect.aws.types import AwsInstanceTypeCollector
 
 __all__ = [

@@ -11,12 +11,12 @@ queried region the answer leaves out has no row: its score is unknown (the API a
 zones only; :attr:`AwsSpsResult.truncated` lists the cut answers), never "gone".
 
 Accounts. EC2 lets an account use about 10 *new* configurations (instance types, regions, capacity)
-in a rolling 24 h, and repeat those for free. The book records which account served which
-configuration (:func:`configuration_key`) and when: a query goes to an account that served it in the
-window, else to the usable account with the most budget left the book knows of (``config_limit``
-minus its records in the window; ties: the order given). The book's window has :data:`WINDOW_MARGIN`
-on the safe side each way: a repeat is trusted free for 24 h minus it, a new configuration occupies
-budget for 24 h plus it.
+in a rolling 24 h, and repeat those for free. The book (:mod:`spotlake.collect.aws.accounts`) records
+which account served which configuration (:func:`configuration_key`) and when: a query goes to an
+account that served it in the window, else to the usable account with the most budget left the book
+knows of (``config_limit`` minus its records in the window; ties: the order given). The book's window
+has :data:`WINDOW_MARGIN` on the safe side each way: a repeat is trusted free for 24 h minus it, a new
+configuration occupies budget for 24 h plus it.
 
 ==================================  ===========================================================
 what happens                        what the collector does
@@ -46,17 +46,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 import pandas as pd
 import tenacity
 
-from spotlake.clock import Clock, SystemClock, ensure_utc
+from spotlake.clock import Clock, SystemClock
 from spotlake.collect.aws._boto import botocore_config, clean_message, client_error_parts
+from spotlake.collect.aws.accounts import (
+    CONFIG_WINDOW,
+    WINDOW_MARGIN,
+    AccountBook,
+    BookIndex,
+    FullAccount,
+    ServedConfiguration,
+)
 from spotlake.collect.base import CollectResult, Failure, ReportBuilder
 from spotlake.collect.http import Backoff
 from spotlake.errors import AuthError, CollectError, ConfigError, InvalidRequestError, PayloadError
@@ -87,10 +95,6 @@ log = logging.getLogger(__name__)
 SOURCE: Final = Source.AWS_SPS
 #: New configurations an account may use in a rolling :data:`CONFIG_WINDOW` (EC2's default).
 DEFAULT_CONFIG_LIMIT: Final = 10
-#: EC2's rolling window for new configurations.
-CONFIG_WINDOW: Final = timedelta(hours=24)
-#: Safety margin on the book's window, each way (see the module docstring).
-WINDOW_MARGIN: Final = timedelta(minutes=5)
 #: The API answers the best 10 zones only.
 TOP_ZONES: Final = 10
 #: The endpoint the calls go to (any region's endpoint scores every region named).
@@ -181,92 +185,6 @@ class AccountStatus(StrEnum):
     BROKEN = "broken"
 
 
-# --- the account book ------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class ServedConfiguration:
-    """``account`` took configuration ``key`` as a new one at ``at`` (counting against its limit)."""
-
-    key: str
-    account: str
-    at: datetime = attrs.field(converter=ensure_utc)
-
-
-@attrs.frozen(kw_only=True)
-class FullAccount:
-    """``account`` refused new configurations (``MaxConfigLimitExceeded``) and is full until ``until``."""
-
-    account: str
-    until: datetime = attrs.field(converter=ensure_utc)
-
-
-def _served(values: Iterable[ServedConfiguration]) -> tuple[ServedConfiguration, ...]:
-    return tuple(sorted(values, key=lambda s: (s.at, s.key, s.account)))
-
-
-def _full(values: Iterable[FullAccount]) -> tuple[FullAccount, ...]:
-    latest = {m.account: m for m in sorted(values, key=lambda m: m.until)}  # one mark per account
-    return tuple(latest[a] for a in sorted(latest))
-
-
-@attrs.frozen(kw_only=True)
-class AccountBook:
-    """The persisted record of which account served which configuration, and which accounts are full.
-
-    An immutable value (every change returns a new book) and a versioned document of
-    :mod:`spotlake.serde`: ``dump_doc(book)`` / ``load_doc(data, AccountBook, where=...)``.
-    """
-
-    DOC_FORMAT: ClassVar[int] = 1
-
-    served: tuple[ServedConfiguration, ...] = attrs.field(default=(), converter=_served)
-    full: tuple[FullAccount, ...] = attrs.field(default=(), converter=_full)
-
-    def servers(self, key: str, now: datetime) -> tuple[str, ...]:
-        """Accounts that may repeat configuration ``key`` for free at ``now``, latest first."""
-        fresh = [
-            s for s in reversed(self.served) if s.key == key and now - s.at < CONFIG_WINDOW - WINDOW_MARGIN
-        ]
-        return tuple(dict.fromkeys(s.account for s in fresh))
-
-    def in_window(self, account: str, now: datetime) -> list[datetime]:
-        """When each configuration ``account`` is known to count at ``now`` was taken, oldest first."""
-        return [s.at for s in self.served if s.account == account and _occupies(s, now)]
-
-    def remaining(self, account: str, limit: int, now: datetime) -> int:
-        """New configurations ``account`` may still take at ``now`` (0 while it is marked full)."""
-        if any(f.account == account and f.until > now for f in self.full):
-            return 0
-        return max(0, limit - len(self.in_window(account, now)))
-
-    def frees_at(self, account: str, limit: int, now: datetime) -> datetime | None:
-        """When an account without budget at ``now`` takes a new configuration again (else ``None``)."""
-        marks = [f.until for f in self.full if f.account == account and f.until > now]
-        times = self.in_window(account, now)
-        if marks:
-            return max(marks)
-        return times[0] + CONFIG_WINDOW + WINDOW_MARGIN if times and len(times) >= limit else None
-
-    def with_served(self, key: str, account: str, at: datetime) -> AccountBook:
-        """This book plus ``account`` having taken ``key`` as a new configuration at ``at``."""
-        return attrs.evolve(self, served=(*self.served, ServedConfiguration(key=key, account=account, at=at)))
-
-    def with_full(self, account: str, until: datetime) -> AccountBook:
-        """This book with ``account`` marked full until ``until``."""
-        return attrs.evolve(self, full=(*self.full, FullAccount(account=account, until=until)))
-
-    def pruned(self, now: datetime) -> AccountBook:
-        """Without records out of the window and expired marks (what is worth persisting)."""
-        return AccountBook(
-            served=[s for s in self.served if _occupies(s, now)], full=[f for f in self.full if f.until > now]
-        )
-
-
-def _occupies(record: ServedConfiguration, now: datetime) -> bool:
-    return now - record.at < CONFIG_WINDOW + WINDOW_MARGIN
-
-
 # --- results ---------------------------------------------------------------------------------
 
 
@@ -351,7 +269,8 @@ class _Account:
 
 @attrs.define
 class _Run:
-    book: AccountBook
+    #: The book's records for the run: asked and added to once per query, a book again at the end.
+    index: BookIndex
     report: ReportBuilder
     accounts: list[_Account]
     truncated: list[str] = attrs.field(factory=list)
@@ -420,7 +339,7 @@ class AwsSpsCollector:
         """Run every query, in order, and account for each one (blocking: boto3 is synchronous)."""
         report = ReportBuilder(source=SOURCE, planned=len(self.queries), started_at=self._clock.now())
         accounts = [_Account(spec=a, index=i) for i, a in enumerate(self.accounts)]
-        run = _Run(book=self.book, report=report, accounts=accounts)
+        run = _Run(index=BookIndex(self.book), report=report, accounts=accounts)
         rows: list[tuple[str, _Row]] = []
         failed: list[FailedQuery] = []
         for index, query in enumerate(self.queries):
@@ -471,10 +390,10 @@ class AwsSpsCollector:
         """The account to ask next, and whether the configuration is a (free) repeat for it."""
         usable = {a.spec.name: a for a in run.accounts if a.status is AccountStatus.USABLE}
         usable = {name: a for name, a in usable.items() if name not in tried}
-        for name in run.book.servers(key, now):
+        for name in run.index.servers(key, now):
             if name in usable:
                 return usable[name], True
-        budgets = [(run.book.remaining(n, a.spec.config_limit, now), -a.index, a) for n, a in usable.items()]
+        budgets = [(run.index.remaining(n, a.spec.config_limit, now), -a.index, a) for n, a in usable.items()]
         best = max((b for b in budgets if b[0] > 0), key=lambda b: b[:2], default=None)
         return (best[2] if best else None), False
 
@@ -490,9 +409,8 @@ class AwsSpsCollector:
 
     def _mark_full(self, state: _Query, run: _Run, name: str) -> None:
         now = self._clock.now()
-        times = run.book.in_window(name, now)
-        until = times[0] + CONFIG_WINDOW + WINDOW_MARGIN if times else now + CONFIG_WINDOW + WINDOW_MARGIN
-        run.book = run.book.with_full(name, until)
+        until = (run.index.oldest(name, now) or now) + CONFIG_WINDOW + WINDOW_MARGIN
+        run.index.add_full(name, until)
         run.report.notes.append(
             f"{state.key}: account {name} is full ({_CONFIG_LIMIT}) until {until.isoformat()}; "
             "moved to the next account"
@@ -504,7 +422,7 @@ class AwsSpsCollector:
         state.account = None
         usable = [a for a in run.accounts if a.status is AccountStatus.USABLE]
         if usable:
-            frees = [(a.spec.name, run.book.frees_at(a.spec.name, a.spec.config_limit, now)) for a in usable]
+            frees = [(a.spec.name, run.index.frees_at(a.spec.name, a.spec.config_limit, now)) for a in usable]
             shown = ", ".join(f"{n} until {t.isoformat() if t else 'unknown'}" for n, t in frees)
             message = f"every account used its new configurations of the last 24 h ({shown}); add one or wait"
             return self._failed(state, FailureReason.ALL_ACCOUNTS_FULL, message, None)
@@ -543,7 +461,7 @@ class AwsSpsCollector:
         for page in range(MAX_PAGES):
             answer, sent_at = self._call(client, params, state, run, f"{what} via account {name}")
             if page == 0 and not repeat:  # EC2 counted the configuration, whatever the next pages do
-                run.book = run.book.with_served(state.key, name, sent_at)
+                run.index.add_served(state.key, name, sent_at)
             rows.extend(_parse(answer, what))
             if not (token := answer.get("NextToken")):
                 break
@@ -612,12 +530,12 @@ class AwsSpsCollector:
         for account in run.accounts:
             name, limit = account.spec.name, account.spec.config_limit
             status = account.status
-            if status is AccountStatus.USABLE and run.book.remaining(name, limit, finished) == 0:
+            if status is AccountStatus.USABLE and run.index.remaining(name, limit, finished) == 0:
                 status = AccountStatus.FULL
             statuses[name] = status
-            frees = run.book.frees_at(name, limit, finished)
+            frees = run.index.frees_at(name, limit, finished)
             report.notes.append(
-                f"account {name}: {status}, {len(run.book.in_window(name, finished))} of {limit} new "
+                f"account {name}: {status}, {run.index.used(name, finished)} of {limit} new "
                 "configuration(s) used in the last 24 h"
                 + (f", frees at {frees.isoformat()}" if frees else "")
             )
@@ -630,7 +548,7 @@ class AwsSpsCollector:
         return AwsSpsResult(
             frame=frame,
             report=report.build(rows=len(frame), at=finished),
-            book=run.book.pruned(finished),
+            book=run.index.book(pruned_at=finished),
             failed_queries=tuple(failed),
             truncated=tuple(run.truncated),
             served_by=dict(run.served_by),

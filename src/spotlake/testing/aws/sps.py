@@ -41,6 +41,7 @@ import hashlib
 import math
 import re
 import threading
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -239,6 +240,47 @@ def _invalid(message: str, code: str = "InvalidParameterValue") -> _Refused:
 _Config = tuple[tuple[str, ...], tuple[str, ...], int, str, bool]
 
 
+class _Window:
+    """One account's configurations counted in the rolling window, updated per call in O(log n)
+    amortised: ``counted`` (configuration -> when) answers "is it counted?", ``entries`` (when, a
+    sequence number, configuration) sorted by time from ``start`` prunes from the front and counts
+    by ``bisect``, so no call walks every configuration."""
+
+    __slots__ = ("added", "counted", "entries", "start")
+
+    def __init__(self) -> None:
+        self.counted: dict[_Config, datetime] = {}
+        self.entries: list[tuple[datetime, int, _Config]] = []
+        self.added = 0
+        self.start = 0
+
+    def prune(self, now: datetime) -> None:
+        """Forget the configurations counted :data:`CONFIG_WINDOW` or longer before ``now``."""
+        entries, start = self.entries, self.start
+        while start < len(entries) and now - entries[start][0] >= CONFIG_WINDOW:
+            del self.counted[entries[start][2]]
+            start += 1
+        if start > 64 and 2 * start > len(entries):  # drop the forgotten ones now and then
+            del entries[:start]
+            start = 0
+        self.start = start
+
+    def add(self, config: _Config, now: datetime) -> None:
+        """Count ``config`` from ``now``."""
+        self.counted[config] = now
+        self.added += 1
+        entry = (now, self.added, config)
+        if len(self.entries) == self.start or self.entries[-1][0] <= now:
+            self.entries.append(entry)  # the usual case: calls come in time order
+        else:
+            insort(self.entries, entry, lo=self.start)
+
+    def count(self, now: datetime) -> int:
+        """How many of the counted configurations were counted in the window before ``now``."""
+        first = bisect_right(self.entries, now - CONFIG_WINDOW, lo=self.start, key=lambda e: e[0])
+        return len(self.entries) - first
+
+
 @attrs.frozen
 class _Request:
     config: _Config
@@ -311,8 +353,8 @@ class PlacementScoreFake:
         self._faults: list[Fault] = list(faults)
         self._calls: list[RecordedCall] = []
         self._per_account: dict[str, int] = {}
-        #: account -> configuration -> when it was counted (within the rolling window).
-        self._windows: dict[str, dict[_Config, datetime]] = {}
+        #: account -> the configurations counted in its rolling window.
+        self._windows: dict[str, _Window] = {}
 
     def __repr__(self) -> str:
         return (
@@ -404,7 +446,8 @@ class PlacementScoreFake:
         """New configurations ``account`` has used in the 24 h before ``at`` (default: now)."""
         now = at or self.clock.now()
         with self._lock:
-            return sum(1 for t in self._windows.get(account, {}).values() if now - t < CONFIG_WINDOW)
+            window = self._windows.get(account)
+            return window.count(now) if window is not None else 0
 
     def score(
         self,
@@ -567,14 +610,13 @@ class PlacementScoreFake:
 
     def _count(self, account: str, config: _Config, now: datetime) -> bool:
         """Count ``config`` against ``account``'s window; True when it is new (refused over the limit)."""
-        window = self._windows.setdefault(account, {})
-        for old in [c for c, t in window.items() if now - t >= CONFIG_WINDOW]:
-            del window[old]
-        if config in window:
+        window = self._windows.setdefault(account, _Window())
+        window.prune(now)
+        if config in window.counted:
             return False
-        if len(window) >= self.limit_of(account):
+        if len(window.counted) >= self.limit_of(account):
             raise _Refused(Outcome.CONFIG_LIMIT, "MaxConfigLimitExceeded", 400, _CONFIG_LIMIT_MESSAGE)
-        window[config] = now
+        window.add(config, now)
         return True
 
     def _ranked(self, config: _Config, bucket: int) -> list[tuple[str, str | None, int]]:
