@@ -75,10 +75,9 @@ def test_a_rotation_of_aws_runs_scores_every_zone_on_aws_s_scale(tmp_path: Path,
     assert (scored["score"] == scored["score_value"].astype(str)).all()
     assert scored["t3"].le(scored["t2"]).all() and scored["t2"].notna().all()
     # each zone's own spot price, and savings from it
-    row = scored.iloc[0]
-    key = (row["size"], row["zone"])
-    if key in emu.catalog.spot:
-        assert row["spot_price"] == pytest.approx(emu.catalog.spot[key])
+    for row in scored.itertuples():  # each zone's own price, or none where AWS has none
+        price = emu.catalog.spot.get((row.size, row.zone))
+        assert (price is None and pd.isna(row.spot_price)) or row.spot_price == pytest.approx(price)
     assert {"aws_sps", "aws_types", "aws_spot_prices", "aws_advisor", "aws_ondemand"} <= {
         p.name.removeprefix("source=") for p in (tmp_path / "aws" / "raw").iterdir()
     }
@@ -147,7 +146,7 @@ def test_repeated_configurations_cost_no_new_budget(tmp_path: Path, clock: FakeC
     assert AWS_PLAN_DOC in state.docs and AWS_ACCOUNTS_DOC in state.docs
 
 
-def test_no_spot_prices_at_all_fails_the_run_and_commits_nothing(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_run_every_region_refuses_fails_and_commits_nothing(tmp_path: Path, clock: FakeClock) -> None:
     catalog = AwsCatalog.generate(1, types=6)
     faults = AwsFaults(denied=dict.fromkeys(catalog.regions, "UnauthorizedOperation"))
     emu = AwsEmulator(catalog, clock=clock, faults=faults)
@@ -169,7 +168,6 @@ def test_only_the_instance_types_asked_for_are_scored(tmp_path: Path, clock: Fak
     merged = store.latest(FrameKind.MERGED)
     assert merged is not None
     assert set(merged.loc[merged["desired_count"].notna(), "size"]) == set(wanted)
-    assert isinstance(merged, pd.DataFrame)
 
 
 def test_a_failure_at_any_write_step_loses_nothing(tmp_path: Path, clock: FakeClock) -> None:

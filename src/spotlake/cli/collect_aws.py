@@ -11,8 +11,9 @@ role); ``--profiles`` names the ``~/.aws/config`` profiles of the accounts place
 asked from, one account each, in order (docs/collectors.md, "AWS"). Every client honours the
 standard endpoint configuration (``AWS_ENDPOINT_URL`` and the per-service variables).
 ``--emulate SEED`` collects from spotlake's offline AWS emulator instead (a seeded world of three
-regions; no account needed), which is what ``make demo`` does. Exit codes as ``collect azure``:
-0 committed, 3 committed with failed queries or undelivered sinks, 1 failed, 2 bad arguments.
+regions; no account needed), which is what ``make demo`` does.
+Exit codes: 0 committed, 3 committed with failed queries, a source that failed for some region
+or undelivered sinks, 1 failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _cmd_collect_aws(args: argparse.Namespace, *, run_time: Any, emit: Any) -> i
     emit(args, report, _text(report, store=store.url))
     if report.status is RunStatus.FAILED:
         return EXIT_USAGE if report.error_type == "ConfigError" else EXIT_FAILED
-    if report.status is RunStatus.COMMITTED and (report.failed_calls or report.delivery_error):
+    incomplete = any(r.failures for r in report.collectors.values())
+    if report.status is RunStatus.COMMITTED and (report.failed_calls or report.delivery_error or incomplete):
         return EXIT_PARTIAL
     return EXIT_OK
 
@@ -129,6 +131,12 @@ def _text(report: Any, *, store: str) -> str:
             f"  WARNING: {report.failed_calls} queries failed; the scores of their {report.unknown.count}"
             " (region, type) pairs are unknown this run (see --json for reasons)"
         )
+    for source, collected in sorted(report.collectors.items()):
+        if collected.failures and source is not Source.AWS_SPS:
+            lines.append(
+                f"  WARNING: {source}: {collected.failed} of {collected.planned} regions failed (their "
+                f"last known values are kept; first: {collected.failures[0]})"
+            )
     if report.delivery_error:
         lines.append(f"  WARNING: committed, but the sinks were not fed: {report.delivery_error}")
     return "\n".join(lines)

@@ -57,6 +57,9 @@ class Failure:
     reason: str
     status: int | None = None
     attempts: int = 1
+    #: The unit whose data the failure leaves out, for collectors that work per unit (the AWS
+    #: collectors: a region), so a caller can tell exactly what is unknown.
+    scope: str | None = None
 
     def __str__(self) -> str:
         code = f" (HTTP {self.status})" if self.status is not None else ""

@@ -45,21 +45,13 @@ from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.collect.aws import (
     DEFAULT_ADVISOR_URL,
     AwsAccount,
-    AwsInstanceTypeCollector,
-    AwsOnDemandCollector,
-    AwsSpotPriceCollector,
-    AwsSpsCollector,
-    AwsSpsPlan,
-    AwsSpsResult,
     ClientFactory,
-    SpotAdvisorCollector,
     default_clients,
-    offerings_from_frame,
-    plan_queries,
 )
-from spotlake.collect.base import CollectResult, run_sync
+from spotlake.collect.base import run_sync
 from spotlake.errors import ConfigError, ConflictError, IncompleteDataError
-from spotlake.model import AWS_ONDEMAND_SCHEMA, AWS_SCORES, Source, conform, empty_frame
+from spotlake.model import AWS_SCORES, Source
+from spotlake.pipeline._aws_collect import ONDEMAND_FRAME, AwsCollected, collect_aws
 from spotlake.pipeline._aws_inputs import engine_inputs
 from spotlake.pipeline._delivery import Delivery, data_sinks, deliver_owed
 from spotlake.pipeline._run import discard_stage, finish_delivery, outbox_of, run_id_of, sweep
@@ -76,15 +68,15 @@ from spotlake.pipeline.options import (
 from spotlake.pipeline.report import RunReport, RunStatus, UnknownPairs
 from spotlake.pipeline.state import (
     AWS_ACCOUNTS_DOC,
+    AWS_ONDEMAND_DOC,
     AWS_PLAN_DOC,
     LAST_RUN_DOC,
     OUTBOX_DOC,
     ROTATION_DOC,
-    AwsDayPlan,
+    AwsOnDemandDay,
     LastRun,
     Outbox,
     Owed,
-    StateDocs,
 )
 from spotlake.scoring.engine import DEFAULT_MAX_AGE, Coverage, ScoringState, score_run
 from spotlake.scoring.rotation import finish_run
@@ -94,9 +86,6 @@ from spotlake.storage.base import FrameKind, MetricsSink, SnapshotStore, TimeSer
 __all__ = ["ONDEMAND_FRAME", "AwsAccess", "AwsCycleOptions", "arun_aws_cycle", "run_aws_cycle"]
 
 log = logging.getLogger(__name__)
-
-#: The state frame holding the day's on-demand prices (collected by the day's first run).
-ONDEMAND_FRAME = "aws_ondemand"
 
 
 def _strings(values: Iterable[str]) -> tuple[str, ...]:
@@ -156,17 +145,6 @@ class AwsCycleEnv:
 
     def __attrs_post_init__(self) -> None:
         sink_names(self.timeseries, self.extra_writers)  # a ConfigError for clashing names, now
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class _Collected:
-    types: CollectResult
-    spot: CollectResult
-    advisor: CollectResult
-    ondemand: CollectResult | None  # None: the day's prices from the state
-    ondemand_frame: pd.DataFrame
-    plan: AwsSpsPlan
-    sps: AwsSpsResult
 
 
 def run_aws_cycle(
@@ -237,91 +215,14 @@ async def _run_locked(at: datetime, env: AwsCycleEnv) -> RunReport:
         return start
     sweep(env, temporaries=start.decision.new_day)
     owed = deliver_owed(env, outbox_of(env, start))
-    collected = await _collect(env, start)
+    collected = await collect_aws(
+        store=store, start=start, access=env.access, clock=env.clock, instance_types=env.opts.instance_types
+    )
     return await asyncio.to_thread(_score_and_commit, at, env, start, collected, owed)
 
 
-async def _collect(env: AwsCycleEnv, start: RunStart) -> _Collected:
-    """Every source of the run: the offerings, prices and advisor at once, then the scores."""
-    access, clock = env.access, env.clock
-    regions = access.regions
-    docs = StateDocs(start.state, env.store.url)
-    stored_ondemand = start.state.frames.get(ONDEMAND_FRAME)
-    fetch_ondemand = start.decision.new_day or stored_ondemand is None
-    tasks = [
-        AwsInstanceTypeCollector(
-            regions=regions, clients=access.clients, clock=clock, allow_partial=True
-        ).acollect(),
-        AwsSpotPriceCollector(
-            regions=regions, clients=access.clients, clock=clock, allow_partial=True
-        ).acollect(),
-        SpotAdvisorCollector(
-            url=access.advisor_url,
-            regions=regions,
-            transport=access.advisor_transport,
-            clock=clock,
-            allow_partial=True,
-        ).acollect(),
-    ]
-    if fetch_ondemand:
-        tasks.append(
-            AwsOnDemandCollector(
-                regions=regions, clients=access.clients, clock=clock, allow_partial=True
-            ).acollect()
-        )
-    results = await asyncio.gather(*tasks)
-    types, spot, advisor = results[0], results[1], results[2]
-    ondemand = results[3] if fetch_ondemand else None
-    if ondemand is not None and (ondemand.report.complete or stored_ondemand is None):
-        ondemand_frame = ondemand.frame
-    else:  # the day's prices from the state (this run's crawl failed somewhere: next run retries)
-        ondemand_frame = stored_ondemand if stored_ondemand is not None else empty_frame(AWS_ONDEMAND_SCHEMA)
-    plan = _plan(env, start, docs, types)
-    sps = await AwsSpsCollector(
-        queries=plan.queries,
-        target_capacity=start.decision.desired_count,
-        accounts=access.accounts,
-        book=docs.account_book(),
-        clock=clock,
-    ).acollect()
-    return _Collected(
-        types=types,
-        spot=spot,
-        advisor=advisor,
-        ondemand=ondemand,
-        ondemand_frame=conform(ondemand_frame, AWS_ONDEMAND_SCHEMA, source=Source.AWS_ONDEMAND),
-        plan=plan,
-        sps=sps,
-    )
-
-
-def _plan(env: AwsCycleEnv, start: RunStart, docs: StateDocs, types: CollectResult) -> AwsSpsPlan:
-    """The day's queries: the stored plan within a day; on a new day, a plan from the complete
-    offerings that keeps as many of yesterday's queries as the optimum allows."""
-    stored = docs.aws_plan()
-    if stored is not None and stored.date == start.day and not start.decision.rebuild_plan:
-        return stored.plan
-    previous = stored.plan if stored is not None else None
-    if not types.report.complete:
-        if previous is not None:
-            log.warning("AWS offerings incomplete (%s); keeping the stored plan", types.report.failures[0])
-            return previous
-        if types.report.succeeded == 0:
-            raise IncompleteDataError(
-                f"aws_types: no region's offerings could be listed ({types.report.failures[0]}) and no "
-                "plan is stored: nothing to score. The run is retried next time",
-                source=Source.AWS_TYPES,
-                missing=[str(f) for f in types.report.failures[:20]],
-            )
-    frame = types.frame
-    wanted = env.opts.instance_types
-    if wanted:
-        frame = frame[frame["size"].isin(wanted)]
-    return plan_queries(offerings_from_frame(frame), previous=previous)
-
-
 def _score_and_commit(
-    at: datetime, env: AwsCycleEnv, start: RunStart, collected: _Collected, owed: Delivery
+    at: datetime, env: AwsCycleEnv, start: RunStart, collected: AwsCollected, owed: Delivery
 ) -> RunReport:
     store, decision, sps = env.store, start.decision, collected.sps
     failed = {f.index for f in sps.failed_queries}
@@ -332,22 +233,16 @@ def _score_and_commit(
             source=Source.AWS_SPS,
             missing=[str(f) for f in sps.report.failures[:20]],
         )
-    if collected.spot.report.planned and not collected.spot.report.succeeded:
-        raise IncompleteDataError(
-            f"aws_spot_prices: no region's spot prices could be read ({collected.spot.report.failures[0]})",
-            source=Source.AWS_SPOT_PRICES,
-            missing=[str(f) for f in collected.spot.report.failures[:20]],
-        )
     queries = collected.plan.queries
     asked = {(r, q.instance_type) for i, q in enumerate(queries) if i not in failed for r in q.regions}
     unknown = {(r, q.instance_type) for i, q in enumerate(queries) if i in failed for r in q.regions}
     inputs = engine_inputs(
         types=collected.types.frame,
         ondemand=collected.ondemand_frame,
-        spot=collected.spot.frame,
+        spot=collected.spot_frame,
         advisor=collected.advisor.frame,
     )
-    ondemand_complete = collected.ondemand is None or collected.ondemand.report.complete
+    ondemand_complete = not collected.ondemand_missing
     covered = Coverage(
         sps_pairs=sorted(asked),
         failed_pairs=sorted(unknown),
@@ -397,7 +292,8 @@ def _score_and_commit(
     docs.update(
         {
             ROTATION_DOC: dump_doc(rotation),
-            AWS_PLAN_DOC: dump_doc(AwsDayPlan(date=start.day, plan=collected.plan)),
+            AWS_PLAN_DOC: dump_doc(collected.day_plan),
+            AWS_ONDEMAND_DOC: dump_doc(AwsOnDemandDay(date=start.day, missing=collected.ondemand_missing)),
             AWS_ACCOUNTS_DOC: dump_doc(sps.book),
             LAST_RUN_DOC: dump_doc(LastRun(at=at, desired_count=decision.desired_count, report=report)),
             OUTBOX_DOC: dump_doc(outbox),

@@ -37,6 +37,7 @@ from spotlake.storage.base import StateSnapshot
 
 __all__ = [
     "AWS_ACCOUNTS_DOC",
+    "AWS_ONDEMAND_DOC",
     "AWS_PLAN_DOC",
     "LAST_RUN_DOC",
     "OUTBOX_DOC",
@@ -44,6 +45,7 @@ __all__ = [
     "QUOTA_DOC",
     "ROTATION_DOC",
     "AwsDayPlan",
+    "AwsOnDemandDay",
     "DayPlan",
     "LastRun",
     "Outbox",
@@ -64,6 +66,7 @@ LAST_RUN_DOC: Final = "last_run"
 OUTBOX_DOC: Final = "outbox"
 AWS_PLAN_DOC: Final = "aws_plan"
 AWS_ACCOUNTS_DOC: Final = "aws_accounts"
+AWS_ONDEMAND_DOC: Final = "aws_ondemand"
 
 
 @attrs.frozen(kw_only=True)
@@ -85,6 +88,21 @@ class AwsDayPlan:
 
     date: date
     plan: AwsSpsPlan
+    #: Made from complete offerings (else provisional: the next run plans again).
+    complete: bool = True
+    #: The instance types asked for (empty: every type offered); another choice re-plans.
+    instance_types: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class AwsOnDemandDay:
+    """Which day the stored on-demand prices are of, and the regions they still lack (fetched
+    again by every run until none is missing)."""
+
+    DOC_FORMAT: ClassVar[int] = 1
+
+    date: date
+    missing: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -178,6 +196,14 @@ class StateDocs:
             return self._load(AWS_PLAN_DOC, AwsDayPlan, "")
         except CorruptStoreError as exc:  # a cache of the day's offerings
             log.warning("%s; the run plans the day's queries again", exc)
+            return None
+
+    def aws_ondemand(self) -> AwsOnDemandDay | None:
+        """The day and gaps of the stored on-demand prices (``None``: fetch them)."""
+        try:
+            return self._load(AWS_ONDEMAND_DOC, AwsOnDemandDay, "")
+        except CorruptStoreError as exc:  # bookkeeping of a cache: fetch again
+            log.warning("%s; the run fetches the on-demand prices again", exc)
             return None
 
     def account_book(self) -> AccountBook:

@@ -85,7 +85,7 @@ from spotlake.scoring.history import (
     tiers,
     utc_timestamp,
 )
-from spotlake.scoring.merge import MergeReport, merge_sources
+from spotlake.scoring.merge import MergeReport, apply_zone_prices, merge_sources
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -439,12 +439,15 @@ def _changeset(
     return sort_view(conformed(out, CHANGES_SCHEMA, source="changeset"))
 
 
-def _serve_stale(snapshot: pd.DataFrame, stale: pd.DataFrame, covered: Coverage) -> pd.DataFrame:
+def _serve_stale(
+    snapshot: pd.DataFrame, stale: pd.DataFrame, covered: Coverage, zone_prices: pd.DataFrame | None
+) -> pd.DataFrame:
     """``snapshot`` with the ``stale`` rows of unknown keys in place of their pairs' price-only rows.
 
     A stale row keeps its score, tiers and observation time; its pair-level columns are this run's
     (prices are fresh even when the score is not): a complete source's values as they are, a
     missing price included; an incomplete source's where it has them, else the last known ones.
+    With ``zone_prices`` (AWS), a stale row's spot price is its own zone's, as an observed row's.
     """
     complete = {
         Source.PRICES: covered.prices_complete,
@@ -459,7 +462,9 @@ def _serve_stale(snapshot: pd.DataFrame, stale: pd.DataFrame, covered: Coverage)
             this_run = merged[col + "_fresh"]
             keep_old = this_run.isna() & (not complete[source] or col == "region_name")
             merged[col] = this_run.where(~keep_old, merged[col])
-    served = merged[list(SNAPSHOT_SCHEMA)]
+    served = merged[list(SNAPSHOT_SCHEMA)].reset_index(drop=True)
+    if zone_prices is not None:
+        apply_zone_prices(served, zone_prices)
     replaced = _pair_isin(snapshot, served) & pair_only
     out = pd.concat([snapshot[~replaced], served], ignore_index=True)
     out = out.sort_values(list(SNAPSHOT_KEY), na_position="last", kind="stable").reset_index(drop=True)
@@ -593,7 +598,9 @@ def score_run(
     )
     stale = _with_key(cells[unknown_mask], desired_count, slots[j][unknown_mask])
     if len(stale):
-        snapshot = _serve_stale(snapshot, conformed(stale, SNAPSHOT_SCHEMA, source="stale rows"), covered)
+        snapshot = _serve_stale(
+            snapshot, conformed(stale, SNAPSHOT_SCHEMA, source="stale rows"), covered, zone_prices
+        )
 
     n_ceased = int(sum(int(m.sum()) for m in ceased_masks))
     report = ScoreReport(

@@ -45,7 +45,14 @@ from spotlake.model import (
 from spotlake.scoring.diff import conformed, frame_repr
 from spotlake.scoring.history import utc_timestamp
 
-__all__ = ["MergeReport", "MergeResult", "family_by_size", "merge_sources"]
+__all__ = [
+    "ZONE_PRICES_SCHEMA",
+    "MergeReport",
+    "MergeResult",
+    "apply_zone_prices",
+    "family_by_size",
+    "merge_sources",
+]
 
 _PAIR: Final = ["region", "size"]
 _PRICE_COLUMNS: Final = ("region_name", "ondemand_price", "spot_price", "savings_pct")
@@ -113,7 +120,7 @@ _ZONE_KEY: Final = ["size", "region", "zone"]
 ZONE_PRICES_SCHEMA: Final = {"size": "string", "region": "string", "zone": "string", "spot_price": "float64"}
 
 
-def _apply_zone_prices(snapshot: pd.DataFrame, zone_prices: pd.DataFrame) -> int:
+def apply_zone_prices(snapshot: pd.DataFrame, zone_prices: pd.DataFrame) -> int:
     """Give each row with a zone that zone's spot price (and the savings it makes), missing when
     the zone has none, in place; returns how many rows took a price."""
     zp = conformed(zone_prices, ZONE_PRICES_SCHEMA, source="zone prices")
@@ -185,7 +192,7 @@ def merge_sources(
         [scored.drop(columns=["_price", "_evict"]), price_only, evict_only], ignore_index=True
     )
     snapshot["family"] = snapshot["size"].map(family)
-    zone_priced = _apply_zone_prices(snapshot, zone_prices) if zone_prices is not None else 0
+    zone_priced = apply_zone_prices(snapshot, zone_prices) if zone_prices is not None else 0
     if region_names:
         named = snapshot["region"].map(dict(region_names))
         snapshot["region_name"] = snapshot["region_name"].where(snapshot["region_name"].notna(), named)

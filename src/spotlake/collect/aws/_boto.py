@@ -350,7 +350,7 @@ async def each_region(
     results: dict[str, T] = {}
     for region, outcome in zip(regions, outcomes, strict=True):
         if isinstance(outcome, Failure):
-            report.failures.append(outcome)
+            report.failures.append(attrs.evolve(outcome, scope=region))
         else:
             report.succeeded += 1
             results[region] = outcome
