@@ -43,6 +43,21 @@ def test_collect_aws_commits_into_the_aws_tree_and_every_reader_finds_it(
     assert offers["total"] == len(ranked) > 0
     assert [r["size"] for r in offers["rows"]] == ranked["size"].head(len(offers["rows"])).tolist()
     assert lake.latest()["vcpus"].notna().all()  # shapes from the aws_types frame
+    argv = [
+        "allocate",
+        "--store",
+        str(store),
+        "--cloud",
+        "aws",
+        "--vcpus",
+        "8",
+        "--at",
+        "2026-05-04T09:15",
+        "--json",
+    ]
+    assert main(argv) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert "aws" in json.dumps(decision) and "-az" in json.dumps(decision)  # AWS pools, zone IDs
     assert spotlake.open(str(store)).runs() == []  # the Azure tree holds nothing
 
 

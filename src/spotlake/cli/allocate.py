@@ -38,12 +38,16 @@ EXIT_FAILED = 1
 
 
 def _offers(args: argparse.Namespace) -> OfferSet:
-    from spotlake.compute.offers import CatalogOffers, StoreOffers
+    from spotlake.compute.offers import AwsStoreOffers, CatalogOffers, StoreOffers
+    from spotlake.model import Cloud
     from spotlake.storage import open_store
 
     if args.offers:
         return CatalogOffers(args.offers, regions=set(args.region) if args.region else None).offers()
-    return StoreOffers(open_store(args.store or args.default_store), at=args.at_time).offers()
+    store = open_store(args.store or args.default_store, cloud=args.cloud)
+    if Cloud(args.cloud) is Cloud.AWS:
+        return AwsStoreOffers(store, at=args.at_time).offers()
+    return StoreOffers(store, at=args.at_time).offers()
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -231,9 +235,15 @@ def add_allocate_parser(sub: Any, common: argparse.ArgumentParser, default_store
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
-        "--store", default=None, help=f"a spotlake store: Azure offers (default {default_store})"
+        "--store", default=None, help=f"a spotlake store (default {default_store}); --cloud picks the tree"
     )
     src.add_argument("--offers", help="a catalog CSV (SkyPilot format, e.g. aws_vms_catalog_us.csv)")
+    p.add_argument(
+        "--cloud",
+        choices=("azure", "aws"),
+        default="azure",
+        help="with --store: whose offers (default: azure)",
+    )
     how_much = p.add_mutually_exclusive_group(required=True)
     how_much.add_argument("--vcpus", type=int, help="total vCPUs")
     how_much.add_argument("--count", type=int, help="number of instances")
