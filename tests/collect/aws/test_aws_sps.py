@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -487,3 +488,116 @@ def test_a_days_book_and_thousands_of_queries(clock: FakeClock) -> None:
     assert result.accounts == dict.fromkeys(names, AccountStatus.USABLE) | {
         n: AccountStatus.FULL for n in names if budget[n] == 0
     }
+
+
+# --- streams ---------------------------------------------------------------------------------------
+
+
+def test_streams_decide_as_the_sequence_does(clock: FakeClock) -> None:
+    """Four accounts, run in sequence and as streams: the same rows, report, failures, book, notes.
+
+    a holds only a repeat and is denied; b's budget is used up in the book (it serves a repeat);
+    c's true limit is 2 where the book believes 10 (refuses the third: full); d is throttled. The
+    backoff waits nothing, so the fake clock stands still and the book's times agree too."""
+
+    def run(concurrency: int) -> tuple[AwsSpsResult, PlacementScoreFake]:
+        clock = FakeClock(T0)
+        fake = PlacementScoreFake(seed=7, clock=clock, few_types_cap=None, account_limits={"c": 2})
+        fake.inject(FaultKind.ACCESS_DENIED, account="a")
+        fake.inject(FaultKind.THROTTLING, account="d", first=2, times=2)
+        new = [query(fake, t, "eu-west-1", "us-east-1") for t in ("m5.large", "c5.large", "r5.large")]
+        new += [query(fake, t, "us-west-2") for t in ("m6i.large", "c6i.large", "r6i.large")]
+        repeat_a, repeat_b = query(fake, "t3.large", "eu-west-2"), query(fake, "t3.small", "eu-west-2")
+        bad = Query("m5.large", ("mars-north-1",), 3)
+        queries = [*new[:3], repeat_b, *new[3:], new[0], repeat_a, bad]
+        book = AccountBook(
+            served=[
+                ServedConfiguration(key=configuration_key(q, CAPACITY), account=n, at=T0 - timedelta(hours=1))
+                for q, n in ((repeat_a, "a"), (repeat_b, "b"))
+            ]
+        )
+        accounts = [account(fake, "a", limit=1), account(fake, "b", limit=1)]
+        accounts += [account(fake, "c"), account(fake, "d")]
+        result = AwsSpsCollector(
+            queries=queries,
+            target_capacity=CAPACITY,
+            accounts=accounts,
+            book=book,
+            clock=clock,
+            backoff=Backoff(base=0.0, cap=0.0),
+            concurrency=concurrency,
+        ).collect()
+        return result, fake
+
+    (sequence, seq_fake), (streams, fake) = run(1), run(8)
+
+    balanced(streams)
+    pd.testing.assert_frame_equal(streams.frame, sequence.frame)
+    report, expected = streams.report, sequence.report
+    counts = ("planned", "succeeded", "failed", "requests", "retried", "rows", "notes", "failures")
+    assert {c: getattr(report, c) for c in counts} == {c: getattr(expected, c) for c in counts}
+    assert streams.failed_queries == sequence.failed_queries
+    assert (streams.book, streams.served_by, streams.accounts) == (
+        sequence.book,
+        sequence.served_by,
+        sequence.accounts,
+    )
+    assert streams.truncated == sequence.truncated
+    # The scenario does what it says.
+    assert (report.succeeded, report.failed, report.retried) == (9, 1, 2)
+    assert [f.reason for f in streams.failed_queries] == [FailureReason.INVALID_REQUEST]
+    assert streams.failed_queries[0].account == "d"
+    assert streams.accounts == {
+        "a": AccountStatus.DENIED,
+        "b": AccountStatus.FULL,
+        "c": AccountStatus.FULL,
+        "d": AccountStatus.USABLE,
+    }
+    assert Counter(streams.served_by.values()) == {"b": 1, "c": 2, "d": 5}
+    assert any("account c is full" in n for n in report.notes)
+    for name in "abcd":  # each account got the same calls (in another order: refused ones come later)
+        mine, theirs = (
+            Counter((c.instance_types, c.regions, c.outcome) for c in f.calls if c.account == name)
+            for f in (seq_fake, fake)
+        )
+        assert mine == theirs
+
+
+@attrs.define
+class BarrierClient:
+    """An EC2 client whose every call waits for the other account's call (a ``threading.Barrier``)."""
+
+    barrier: threading.Barrier
+    entered: list[str]
+    name: str
+
+    def get_spot_placement_scores(self, **params: Any) -> dict[str, Any]:
+        self.entered.append(self.name)
+        self.barrier.wait()  # raises BrokenBarrierError on its timeout: the calls did not overlap
+        scores = [{"Region": r, "AvailabilityZoneId": f"{r}-az1", "Score": 7} for r in params["RegionNames"]]
+        return {"SpotPlacementScores": scores}
+
+
+def test_accounts_are_asked_at_the_same_time(fake: PlacementScoreFake, clock: FakeClock) -> None:
+    def run(concurrency: int, timeout: float) -> tuple[AwsSpsResult, list[str]]:
+        barrier, entered = threading.Barrier(2, timeout=timeout), []
+        accounts = [
+            AwsAccount(name=n, client_factory=lambda n=n: BarrierClient(barrier, entered, n)) for n in "ab"
+        ]
+        queries = [query(fake, t, "us-east-1") for t in ("m5.large", "c5.large")]  # one per account
+        return collector(fake, clock, queries, accounts=accounts, concurrency=concurrency).collect(), entered
+
+    result, entered = run(concurrency=8, timeout=10.0)  # would wait out the timeout, one at a time
+    assert result.report.complete and sorted(entered) == ["a", "b"]
+    assert result.served_by == {
+        f"m5.large|us-east-1|{CAPACITY}": "a",
+        f"c5.large|us-east-1|{CAPACITY}": "b",
+    }
+    assert len(result.frame) == 2 and set(result.frame["score_value"]) == {7}
+    with pytest.raises(threading.BrokenBarrierError):  # in sequence, the first call waits alone
+        run(concurrency=1, timeout=0.2)
+
+
+def test_concurrency_must_be_positive(fake: PlacementScoreFake, clock: FakeClock) -> None:
+    with pytest.raises(ConfigError, match="concurrency=0"):
+        collector(fake, clock, [query(fake, "m5.large", "us-east-1")], concurrency=0)

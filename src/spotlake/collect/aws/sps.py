@@ -35,18 +35,27 @@ errors                              regions, capacity, account and EC2's message
 an answer of the wrong shape        the query fails (``payload``)
 ==================================  ===========================================================
 
-A failed query has no rows, even when some of its pages had arrived. Queries run in sequence: an
-account takes a handful of new configurations a day, so a run is a few dozen calls, and sequential
-calls keep the choice of account, the book and the report deterministic (no race for the last unit
-of budget); :meth:`AwsSpsCollector.acollect` runs them in a worker thread. Clients from
+A failed query has no rows, even when some of its pages had arrived. Clients from
 :meth:`AwsAccount.from_session` have botocore's retries off: every retry is ours, and counted.
+
+Streams. EC2's limits are per account, so accounts are asked at the same time, each in sequence
+(``concurrency`` accounts at once; ``1``: every query in order, one at a time, in the calling
+thread). A round first assigns every pending query, in order and without I/O, by the rule above,
+reserving the budget each new configuration will take; then each account's queue runs in its own
+worker thread (:mod:`spotlake.collect.aws._streams`). A query its account refuses (full, denied)
+goes back to the pool with the queries that account can no longer take, and the next round assigns
+them, in order, to the accounts left, until each is scored or fails. Rows, failures, notes,
+``served_by``, ``truncated`` and the book follow query order, not thread timing (the book's times
+are the clock's: on a :class:`~spotlake.clock.FakeClock` that backoff moves, they depend on which
+stream slept first). :meth:`AwsSpsCollector.acollect` runs it all off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -57,6 +66,7 @@ import tenacity
 
 from spotlake.clock import Clock, SystemClock
 from spotlake.collect.aws._boto import botocore_config, clean_message, client_error_parts
+from spotlake.collect.aws._streams import MOVED, Moved, run_rounds
 from spotlake.collect.aws.accounts import (
     CONFIG_WINDOW,
     WINDOW_MARGIN,
@@ -74,6 +84,7 @@ from spotlake.model import SPS_SCHEMA, Source, conform
 __all__ = [
     "CONFIG_WINDOW",
     "DEFAULT_CALL_REGION",
+    "DEFAULT_CONCURRENCY",
     "DEFAULT_CONFIG_LIMIT",
     "TOP_ZONES",
     "WINDOW_MARGIN",
@@ -102,6 +113,8 @@ DEFAULT_CALL_REGION: Final = "us-east-1"
 #: Most regions one call may name; most pages one answer may take (10 zones fit in one page).
 MAX_REGIONS: Final = 10
 MAX_PAGES: Final = 50
+#: Accounts asked at the same time by default (``1``: every query in sequence, as before streams).
+DEFAULT_CONCURRENCY: Final = 1
 
 _CONFIG_LIMIT: Final = "MaxConfigLimitExceeded"
 # Not _boto's THROTTLING_CODES/ACCESS_DENIED_CODES: those retry more codes and deny other ones
@@ -263,8 +276,14 @@ _Row = tuple[str, str, str | None, int | None]
 class _Account:
     spec: AwsAccount
     index: int
+    #: The account's own backoff (its own jitter sequence: streams do not share a generator).
+    backoff: Backoff
     client: Any = None
     status: AccountStatus = AccountStatus.USABLE
+
+    @property
+    def usable(self) -> bool:
+        return self.status is AccountStatus.USABLE
 
 
 @attrs.define
@@ -273,8 +292,16 @@ class _Run:
     index: BookIndex
     report: ReportBuilder
     accounts: list[_Account]
-    truncated: list[str] = attrs.field(factory=list)
-    served_by: dict[str, str] = attrs.field(factory=dict)
+    #: Guards the index, the report's counters, the notes and the accounts' statuses.
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    #: The round being run (0 for the first; always 0 in sequence).
+    round: int = 0
+    #: Notes keyed (query index, round, count): sorted, they follow query order, not thread timing.
+    notes: list[tuple[tuple[int, int, int], str]] = attrs.field(factory=list)
+
+    def note(self, index: int, text: str) -> None:
+        with self.lock:
+            self.notes.append(((index, self.round, len(self.notes)), text))
 
 
 @attrs.define
@@ -284,13 +311,18 @@ class _Query:
     key: str
     attempts: int = 0
     account: str | None = None
+    #: The accounts asked (or whose client failed) for this query.
+    tried: set[str] = attrs.field(factory=set)
+    truncated: bool = False
 
 
 class AwsSpsCollector:
     """Score planned queries at one target capacity, rotating accounts (see the module docstring).
 
     ``book`` is not modified: the updated one is :attr:`AwsSpsResult.book`. ``max_attempts`` caps the
-    requests per page (throttling and transient errors); ``backoff`` spaces them on ``clock``.
+    requests per page (throttling and transient errors); ``backoff`` spaces them on ``clock`` (with
+    streams, each account draws its jitter from its own copy, seeded from ``backoff``'s seed and the
+    account's position). ``concurrency``: how many accounts are asked at the same time.
     """
 
     source = SOURCE
@@ -306,13 +338,17 @@ class AwsSpsCollector:
         max_attempts: int = 4,
         backoff: Backoff | None = None,
         max_results: int = 1000,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         names = [a.name for a in accounts]
-        if target_capacity < 1 or max_attempts < 1 or not 10 <= max_results <= 1000:
+        if target_capacity < 1 or max_attempts < 1 or concurrency < 1 or not 10 <= max_results <= 1000:
             wrong = (
-                f"target_capacity={target_capacity}, max_attempts={max_attempts}, max_results={max_results}"
+                f"target_capacity={target_capacity}, max_attempts={max_attempts}, concurrency={concurrency}"
             )
-            raise ConfigError(f"aws_sps: {wrong}: the first two must be >= 1, max_results within 10 ... 1000")
+            raise ConfigError(
+                f"aws_sps: {wrong}, max_results={max_results}: the first three must be >= 1, max_results "
+                "within 10 ... 1000"
+            )
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"aws_sps: give at least one account, each with its own name (got {names})")
         for query in queries:
@@ -328,6 +364,7 @@ class AwsSpsCollector:
         self.max_attempts = max_attempts
         self._backoff = backoff or Backoff()
         self.max_results = max_results
+        self.concurrency = concurrency
 
     def __repr__(self) -> str:
         return (
@@ -336,93 +373,132 @@ class AwsSpsCollector:
         )
 
     def collect(self) -> AwsSpsResult:
-        """Run every query, in order, and account for each one (blocking: boto3 is synchronous)."""
+        """Run every query and account for each one (blocking: boto3 is synchronous): in order, one at
+        a time, or with ``concurrency`` > 1 as streams, one worker thread per account."""
         report = ReportBuilder(source=SOURCE, planned=len(self.queries), started_at=self._clock.now())
-        accounts = [_Account(spec=a, index=i) for i, a in enumerate(self.accounts)]
+        streams = self.concurrency > 1
+        accounts = [
+            _Account(spec=a, index=i, backoff=self._own_backoff(i) if streams else self._backoff)
+            for i, a in enumerate(self.accounts)
+        ]
         run = _Run(index=BookIndex(self.book), report=report, accounts=accounts)
+        target = self.target_capacity
+        states = [
+            _Query(index=i, query=q, key=configuration_key(q, target)) for i, q in enumerate(self.queries)
+        ]
+        if streams:
+            outcomes = run_rounds(self, run, states, concurrency=self.concurrency)
+        else:
+            outcomes = {state.index: self._run_query(state, run) for state in states}
         rows: list[tuple[str, _Row]] = []
         failed: list[FailedQuery] = []
-        for index, query in enumerate(self.queries):
-            state = _Query(index=index, query=query, key=configuration_key(query, self.target_capacity))
-            outcome = self._run_query(state, run)
+        served_by: dict[str, str] = {}
+        truncated: list[str] = []
+        for state in states:  # query order, whatever order the streams finished in
+            outcome = outcomes[state.index]
             if isinstance(outcome, FailedQuery):
                 failed.append(outcome)
                 log.warning("aws_sps: %s", outcome.to_failure())
-            else:
-                report.succeeded += 1
-                rows.extend((query.instance_type, row) for row in outcome)
-        return self._result(run, rows, failed)
+                continue
+            report.succeeded += 1
+            rows.extend((state.query.instance_type, row) for row in outcome)
+            served_by[state.key] = state.account or ""
+            truncated += [state.key] if state.truncated else []
+        return self._result(run, rows, failed, served_by, truncated)
 
     async def acollect(self) -> AwsSpsResult:
         """:meth:`collect` in a worker thread, so the event loop carries on meanwhile."""
         return await asyncio.to_thread(self.collect)
 
+    def _own_backoff(self, index: int) -> Backoff:
+        seed = self._backoff.seed
+        return attrs.evolve(self._backoff, seed=None if seed is None else seed * 1_000_003 + index + 1)
+
     def _run_query(self, state: _Query, run: _Run) -> list[_Row] | FailedQuery:
-        tried: set[str] = set()
+        """The query asked of one account after another until it is scored or fails (in sequence)."""
         while True:
-            account, repeat = self._choose(state.key, run, tried, self._clock.now())
+            account, repeat = self._choose(state, run, self._clock.now())
             if account is None:
                 return self._no_account(state, run)
-            name = state.account = account.spec.name
-            tried.add(name)
-            if (client := self._client(account, run)) is None:
-                continue
-            try:
-                rows = self._fetch(state, run, name, client, repeat=repeat)
-            except _ConfigLimit:
-                self._mark_full(state, run, name)
-                continue
-            except AuthError as exc:
-                account.status = AccountStatus.DENIED
-                run.report.notes.append(f"account {name} refused ({exc}); not asked again this run")
-                log.warning("aws_sps: account %s refused: %s", name, exc)
-                continue
-            except Transient as exc:
-                return self._failed(state, FailureReason.RETRIES_EXHAUSTED, str(exc), exc.status)
-            except PayloadError as exc:
-                return self._failed(state, FailureReason.PAYLOAD, str(exc), exc.status)
-            except InvalidRequestError as exc:
-                return self._failed(state, FailureReason.INVALID_REQUEST, str(exc), exc.status)
-            run.served_by[state.key] = name
-            return rows
+            outcome = self._attempt(state, run, account, repeat=repeat)
+            if not isinstance(outcome, Moved):
+                return outcome
 
-    def _choose(self, key: str, run: _Run, tried: set[str], now: datetime) -> tuple[_Account | None, bool]:
-        """The account to ask next, and whether the configuration is a (free) repeat for it."""
-        usable = {a.spec.name: a for a in run.accounts if a.status is AccountStatus.USABLE}
-        usable = {name: a for name, a in usable.items() if name not in tried}
-        for name in run.index.servers(key, now):
-            if name in usable:
-                return usable[name], True
-        budgets = [(run.index.remaining(n, a.spec.config_limit, now), -a.index, a) for n, a in usable.items()]
+    def _attempt(
+        self, state: _Query, run: _Run, account: _Account, *, repeat: bool
+    ) -> list[_Row] | FailedQuery | Moved:
+        """One account asked for the query: its rows, its failure, or :data:`MOVED` (ask another)."""
+        name = state.account = account.spec.name
+        state.tried.add(name)
+        if (client := self._client(account, run, state)) is None:
+            return MOVED
+        try:
+            return self._fetch(state, run, account, client, repeat=repeat)
+        except _ConfigLimit:
+            self._mark_full(state, run, name)
+        except AuthError as exc:
+            with run.lock:
+                account.status = AccountStatus.DENIED
+            run.note(state.index, f"account {name} refused ({exc}); not asked again this run")
+            log.warning("aws_sps: account %s refused: %s", name, exc)
+        except Transient as exc:
+            return self._failed(state, FailureReason.RETRIES_EXHAUSTED, str(exc), exc.status)
+        except PayloadError as exc:
+            return self._failed(state, FailureReason.PAYLOAD, str(exc), exc.status)
+        except InvalidRequestError as exc:
+            return self._failed(state, FailureReason.INVALID_REQUEST, str(exc), exc.status)
+        return MOVED
+
+    def _choose(
+        self, state: _Query, run: _Run, now: datetime, reserved: Mapping[str, int] | None = None
+    ) -> tuple[_Account | None, bool]:
+        """The account to ask next, and whether the configuration is a (free) repeat for it;
+        ``reserved``: new configurations already promised to each account (by a round's assignment)."""
+        usable = {a.spec.name: a for a in run.accounts if a.usable and a.spec.name not in state.tried}
+        reserved = reserved or {}
+        with run.lock:
+            for name in run.index.servers(state.key, now):
+                if name in usable:
+                    return usable[name], True
+            budgets = [
+                (run.index.remaining(n, a.spec.config_limit, now) - reserved.get(n, 0), -a.index, a)
+                for n, a in usable.items()
+            ]
         best = max((b for b in budgets if b[0] > 0), key=lambda b: b[:2], default=None)
         return (best[2] if best else None), False
 
-    def _client(self, account: _Account, run: _Run) -> Any:
+    def _client(self, account: _Account, run: _Run, state: _Query) -> Any:
         if account.client is None:
             try:
                 account.client = account.spec.client_factory()
             except Exception as exc:  # caller code: any failure makes the account unusable this run
-                account.status = AccountStatus.BROKEN
+                with run.lock:
+                    account.status = AccountStatus.BROKEN
                 why = f"{type(exc).__name__}: {clean_message(str(exc))}"
-                run.report.notes.append(f"account {account.spec.name}: no EC2 client ({why}); not asked")
+                run.note(state.index, f"account {account.spec.name}: no EC2 client ({why}); not asked")
         return account.client
 
     def _mark_full(self, state: _Query, run: _Run, name: str) -> None:
         now = self._clock.now()
-        until = (run.index.oldest(name, now) or now) + CONFIG_WINDOW + WINDOW_MARGIN
-        run.index.add_full(name, until)
-        run.report.notes.append(
+        with run.lock:
+            until = (run.index.oldest(name, now) or now) + CONFIG_WINDOW + WINDOW_MARGIN
+            run.index.add_full(name, until)
+        run.note(
+            state.index,
             f"{state.key}: account {name} is full ({_CONFIG_LIMIT}) until {until.isoformat()}; "
-            "moved to the next account"
+            "moved to the next account",
         )
         log.info("aws_sps: account %s full until %s", name, until.isoformat())
 
     def _no_account(self, state: _Query, run: _Run) -> FailedQuery:
         now = self._clock.now()
         state.account = None
-        usable = [a for a in run.accounts if a.status is AccountStatus.USABLE]
+        usable = [a for a in run.accounts if a.usable]
         if usable:
-            frees = [(a.spec.name, run.index.frees_at(a.spec.name, a.spec.config_limit, now)) for a in usable]
+            with run.lock:
+                frees = [
+                    (a.spec.name, run.index.frees_at(a.spec.name, a.spec.config_limit, now)) for a in usable
+                ]
             shown = ", ".join(f"{n} until {t.isoformat() if t else 'unknown'}" for n, t in frees)
             message = f"every account used its new configurations of the last 24 h ({shown}); add one or wait"
             return self._failed(state, FailureReason.ALL_ACCOUNTS_FULL, message, None)
@@ -444,9 +520,9 @@ class AwsSpsCollector:
             attempts=state.attempts,
         )
 
-    def _fetch(self, state: _Query, run: _Run, name: str, client: Any, *, repeat: bool) -> list[_Row]:
-        """Every page of the query's answer through account ``name`` (all or nothing)."""
-        query = state.query
+    def _fetch(self, state: _Query, run: _Run, account: _Account, client: Any, *, repeat: bool) -> list[_Row]:
+        """Every page of the query's answer through ``account`` (all or nothing)."""
+        query, name = state.query, account.spec.name
         params: dict[str, Any] = {
             "InstanceTypes": [query.instance_type],
             "TargetCapacity": self.target_capacity,
@@ -459,9 +535,12 @@ class AwsSpsCollector:
         rows: list[_Row] = []
         tokens: set[str] = set()
         for page in range(MAX_PAGES):
-            answer, sent_at = self._call(client, params, state, run, f"{what} via account {name}")
+            answer, sent_at = self._call(
+                client, params, state, run, account, what=f"{what} via account {name}"
+            )
             if page == 0 and not repeat:  # EC2 counted the configuration, whatever the next pages do
-                run.index.add_served(state.key, name, sent_at)
+                with run.lock:
+                    run.index.add_served(state.key, name, sent_at)
             rows.extend(_parse(answer, what))
             if not (token := answer.get("NextToken")):
                 break
@@ -473,24 +552,25 @@ class AwsSpsCollector:
             raise PayloadError(f"{SOURCE}: {what} had a NextToken after {MAX_PAGES} pages", source=SOURCE)
         kept = [r for r in rows if r[0] in query.regions]
         if len(kept) < len(rows):
-            run.report.notes.append(
-                f"{state.key}: {len(rows) - len(kept)} score(s) of regions not asked dropped"
+            run.note(
+                state.index, f"{state.key}: {len(rows) - len(kept)} score(s) of regions not asked dropped"
             )
         if len(kept) >= TOP_ZONES and query.zones > len(kept):
-            run.truncated.append(state.key)
-            run.report.notes.append(
+            state.truncated = True
+            run.note(
+                state.index,
                 f"{state.key}: the answer holds the top {len(kept)} of {query.zones} zones; the others "
-                "are unknown this run"
+                "are unknown this run",
             )
         return kept
 
     def _call(
-        self, client: Any, params: dict[str, Any], state: _Query, run: _Run, what: str
+        self, client: Any, params: dict[str, Any], state: _Query, run: _Run, account: _Account, *, what: str
     ) -> tuple[dict[str, Any], datetime]:
         """One page, retried on throttling and transient errors: the answer, and when it was asked."""
         sent_at = self._clock.now()
         answer: Any = None
-        backoff = self._backoff
+        backoff = account.backoff
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=lambda retry: backoff.delay(retry.attempt_number),
@@ -502,9 +582,9 @@ class AwsSpsCollector:
             with attempt:
                 sent_at = self._clock.now()
                 state.attempts += 1
-                run.report.requests += 1
-                if attempt.retry_state.attempt_number > 1:
-                    run.report.retried += 1
+                with run.lock:
+                    run.report.requests += 1
+                    run.report.retried += attempt.retry_state.attempt_number > 1
                 try:
                     answer = client.get_spot_placement_scores(**params)
                 except Exception as exc:
@@ -515,8 +595,16 @@ class AwsSpsCollector:
             raise PayloadError(f"{SOURCE}: {what}: the answer is a {type(answer).__name__}", source=SOURCE)
         return answer, sent_at
 
-    def _result(self, run: _Run, rows: list[tuple[str, _Row]], failed: list[FailedQuery]) -> AwsSpsResult:
+    def _result(
+        self,
+        run: _Run,
+        rows: list[tuple[str, _Row]],
+        failed: list[FailedQuery],
+        served_by: dict[str, str],
+        truncated: list[str],
+    ) -> AwsSpsResult:
         report = run.report
+        report.notes.extend(text for _, text in sorted(run.notes))
         records = [(size, *row, self.target_capacity, pd.NA) for size, row in rows]
         columns = ["size", "region", "zone", "score", "score_value", "desired_count", "quota_available"]
         frame = conform(pd.DataFrame.from_records(records, columns=columns), SPS_SCHEMA, source=SOURCE)
@@ -550,8 +638,8 @@ class AwsSpsCollector:
             report=report.build(rows=len(frame), at=finished),
             book=run.index.book(pruned_at=finished),
             failed_queries=tuple(failed),
-            truncated=tuple(run.truncated),
-            served_by=dict(run.served_by),
+            truncated=tuple(truncated),
+            served_by=served_by,
             accounts=statuses,
         )
 
