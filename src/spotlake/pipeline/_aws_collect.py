@@ -90,7 +90,13 @@ def failed_regions(report: CollectReport, regions: Iterable[str]) -> set[str]:
 
 
 async def collect_aws(
-    *, store: SnapshotStore, start: RunStart, access: AwsAccess, clock: Clock, instance_types: tuple[str, ...]
+    *,
+    store: SnapshotStore,
+    start: RunStart,
+    access: AwsAccess,
+    clock: Clock,
+    instance_types: tuple[str, ...],
+    sps_concurrency: int = 1,
 ) -> AwsCollected:
     """Every source of the run (see the module docstring)."""
     regions, clients = access.regions, access.clients
@@ -129,6 +135,7 @@ async def collect_aws(
         accounts=access.accounts,
         book=docs.account_book(),
         clock=clock,
+        concurrency=sps_concurrency,
     ).acollect()
     return AwsCollected(
         types=types,

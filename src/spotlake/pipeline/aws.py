@@ -122,6 +122,8 @@ class AwsCycleOptions:
 
     #: Only these instance types (empty: every type offered in the regions).
     instance_types: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    #: Accounts asked for placement scores at the same time (each account's queries in order).
+    sps_concurrency: int = 8
     history_max_age: timedelta = DEFAULT_MAX_AGE
     lock_timeout: float = 0.0
     stale_after: timedelta = DEFAULT_STALE_AFTER
@@ -216,7 +218,12 @@ async def _run_locked(at: datetime, env: AwsCycleEnv) -> RunReport:
     sweep(env, temporaries=start.decision.new_day)
     owed = deliver_owed(env, outbox_of(env, start))
     collected = await collect_aws(
-        store=store, start=start, access=env.access, clock=env.clock, instance_types=env.opts.instance_types
+        store=store,
+        start=start,
+        access=env.access,
+        clock=env.clock,
+        instance_types=env.opts.instance_types,
+        sps_concurrency=env.opts.sps_concurrency,
     )
     return await asyncio.to_thread(_score_and_commit, at, env, start, collected, owed)
 
