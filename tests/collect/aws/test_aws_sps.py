@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from aws_support import offline_aws
 from spotlake.clock import FakeClock
 from spotlake.collect.aws.sps import (
     CONFIG_WINDOW,
@@ -58,21 +58,8 @@ LOADER = botocore.loaders.create_loader()
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Dummy credentials, no endpoint settings (any ``AWS_ENDPOINT_URL*``), no profile or config
-    files, a fresh boto3 default session, and moto behind every client: nothing a test does can
-    reach a real service (copied from tests/compute/conftest.py's ``aws_env``)."""
-    for var in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL")]:
-        monkeypatch.delenv(var)
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    """Offline AWS (tests/aws_support.py) and moto behind every client."""
+    offline_aws(monkeypatch, tmp_path, region=REGION)
     with mock_aws():
         yield
 
