@@ -22,7 +22,7 @@ from spotlake.pipeline.report import RunReport, RunStatus
 from spotlake.pipeline.state import StateDocs
 from spotlake.storage import ObjectStore, open_store
 from spotlake.storage.base import FrameKind
-from spotlake.testing.aws.catalog import NOW, AwsCatalog
+from spotlake.testing.aws.catalog import NOW, AdvisorServer, AwsCatalog, spot_advisor_json
 from spotlake.testing.aws.emulator import AwsEmulator
 from spotlake.testing.aws.sps import FaultKind
 
@@ -58,13 +58,13 @@ class World:
         self.store: ObjectStore = open_store(tmp_path, cloud=Cloud.AWS, clock=self.clock)
         self.region = self.emu.regions[1]
 
-    def run(self, at: datetime, options: AwsCycleOptions = KEEP) -> RunReport:
+    def run(self, at: datetime, options: AwsCycleOptions = KEEP, advisor: Any = None) -> RunReport:
         self.clock.set(at)
         access = AwsAccess(
             regions=self.emu.regions,
             accounts=self.emu.accounts,
             clients=self.emu.clients,
-            advisor_transport=self.emu.advisor_transport(),
+            advisor_transport=advisor or self.emu.advisor_transport(),
         )
         return run_aws_cycle(at, store=self.store, access=access, clock=self.clock, options=options)
 
@@ -175,3 +175,16 @@ def test_asking_for_other_instance_types_re_plans_at_once_and_a_typo_is_an_error
         and typo.error_type == "ConfigError"
         and "m5.lrage" in (typo.error or "")
     )
+
+
+def test_a_region_the_advisor_leaves_out_keeps_its_interruption_rates(world: World) -> None:
+    assert world.run(START).ok
+    document = spot_advisor_json(world.emu.catalog, world.emu.seed)
+    del document["spot_advisor"][world.region]
+    later = START + timedelta(days=1, minutes=-60)
+    assert world.run(later, advisor=AdvisorServer(document=document).transport()).status is RunStatus.COMMITTED
+    changes = world.changes(later)
+    in_region = changes[changes["region"] == world.region]
+    assert not in_region["changed_fields"].fillna("").str.contains("eviction_bucket|if_score").any()
+    merged = world.store.latest(FrameKind.MERGED)
+    assert merged is not None and merged.loc[merged["region"] == world.region, "if_score"].notna().all()

@@ -254,7 +254,9 @@ def _score_and_commit(
         sps_pairs=sorted(asked),
         failed_pairs=sorted(unknown),
         prices_complete=collected.spot.report.complete and ondemand_complete,
-        eviction_complete=collected.advisor.report.complete,
+        # a region the Advisor's document leaves out is unknown there, not "no interruptions"
+        eviction_complete=collected.advisor.report.complete
+        and set(env.access.regions) <= set(collected.advisor.frame["region"].dropna()),
         skus_complete=collected.types.report.complete,
         zonal=True,
     )
