@@ -182,7 +182,9 @@ def test_a_region_the_advisor_leaves_out_keeps_its_interruption_rates(world: Wor
     document = spot_advisor_json(world.emu.catalog, world.emu.seed)
     del document["spot_advisor"][world.region]
     later = START + timedelta(days=1, minutes=-60)
-    assert world.run(later, advisor=AdvisorServer(document=document).transport()).status is RunStatus.COMMITTED
+    assert (
+        world.run(later, advisor=AdvisorServer(document=document).transport()).status is RunStatus.COMMITTED
+    )
     changes = world.changes(later)
     in_region = changes[changes["region"] == world.region]
     assert not in_region["changed_fields"].fillna("").str.contains("eviction_bucket|if_score").any()

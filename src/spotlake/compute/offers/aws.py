@@ -48,7 +48,14 @@ import pandas as pd
 from spotlake.clock import Clock, SystemClock, ensure_utc
 from spotlake.compute.offers.base import OfferSet, newest
 from spotlake.compute.offers.catalog import family_of
-from spotlake.compute.offers.store import DEFAULT_STALE_AFTER, LOOKBACK, _duration, _values
+from spotlake.compute.offers.store import (
+    DEFAULT_STALE_AFTER,
+    LOOKBACK,
+    duration_text,
+    latest_snapshot,
+    stale_warning,
+    values_of,
+)
 from spotlake.compute.values import CapacityType, Cloud, Offer, PlacementScore, Pool
 from spotlake.errors import CollectError, ConfigError, CorruptStoreError, PayloadError, SpotlakeError
 from spotlake.model import AWS_SCORES, DESIRED_COUNTS, EVICTION_BUCKETS, Source
@@ -97,7 +104,7 @@ _Shapes = dict[str, tuple[int, float, str | None]]
 
 def _add_shapes(shapes: _Shapes, types: pd.DataFrame) -> None:
     """Types of an ``aws_types`` frame (:data:`~spotlake.model.AWS_TYPES_SCHEMA`) not in ``shapes`` yet."""
-    for size, family, vcpus, memory in zip(*(_values(types, c) for c in _TYPE_COLUMNS), strict=True):
+    for size, family, vcpus, memory in zip(*(values_of(types, c) for c in _TYPE_COLUMNS), strict=True):
         if size is not None and vcpus is not None and memory is not None and size not in shapes:
             shapes[size] = (int(vcpus), float(memory), family or family_of(size))
 
@@ -202,35 +209,19 @@ class AwsStoreOffers:
         shapes = self._shapes(run_at, set(frame["size"].dropna().tolist()))
         offers, warnings = _map_snapshot(frame, shapes, run_at=run_at, source=source)
         now = self.at if self.at is not None else ensure_utc(self.clock.now())
-        age = now - run_at
-        if age > self.stale_after:
-            warnings.insert(
-                0,
-                f"the snapshot is {_duration(age)} old (run {run_at:%Y-%m-%dT%H:%MZ}, newer than "
-                f"{_duration(self.stale_after)} expected): its offers are stale; is the collection running?",
-            )
+        stale = stale_warning(run_at, now, self.stale_after)
+        if stale is not None:
+            warnings.insert(0, stale)
         return OfferSet(offers=offers, source=source, observed_at=newest(offers), warnings=tuple(warnings))
 
     def _snapshot(self) -> tuple[datetime, pd.DataFrame]:
         """The run time and merged frame to offer from (StoreOffers' choice, AWS's wording)."""
-        times = self.store.run_times(FrameKind.MERGED, end=self.at)
-        if not times:
-            when = "" if self.at is None else f" at or before {self.at.isoformat()}"
-            raise ConfigError(f"{self.store.url} holds no committed snapshot{when}: {_COLLECT_HINT}")
-        candidates = (
-            [times[-1]]
-            if self.desired_count is None
-            else [t for t in reversed(times) if t >= times[-1] - LOOKBACK]
-        )
-        for run_at in candidates:
-            frame = self.store.read_frame(kind=FrameKind.MERGED, at=run_at)
-            if frame is None:
-                raise CorruptStoreError(f"{self.store.url}: the merged snapshot of {run_at} vanished; retry")
-            if self.desired_count is None or self.desired_count in set(frame["desired_count"].dropna()):
-                return run_at, frame
-        raise ConfigError(
-            f"{self.store.url}: no run within {_duration(LOOKBACK)} before {times[-1].isoformat()} scored "
-            f"target capacity {self.desired_count}; pass desired_count=None to use the newest snapshot"
+        return latest_snapshot(
+            self.store,
+            at=self.at,
+            desired_count=self.desired_count,
+            hint=_COLLECT_HINT,
+            count_name="target capacity",
         )
 
     def _shapes(self, run_at: datetime, wanted: set[str]) -> _Shapes:
@@ -243,8 +234,8 @@ class AwsStoreOffers:
         if not times:
             raise ConfigError(
                 f"{self.store.url} holds no instance-type frame ({Source.AWS_TYPES}) within "
-                f"{_duration(LOOKBACK)} before its run of {run_at:%Y-%m-%dT%H:%MZ}: the runs could not list "
-                f"the instance types, or this is not the store's AWS tree ({_COLLECT_HINT})"
+                f"{duration_text(LOOKBACK)} before its run of {run_at:%Y-%m-%dT%H:%MZ}: the runs could not "
+                f"list the instance types, or this is not the store's AWS tree ({_COLLECT_HINT})"
             )
         shapes: _Shapes = {}
         for t in reversed(times):
@@ -273,7 +264,7 @@ def _map_snapshot(
     count: Counter[str] = Counter()
     odd_scores: set[str] = set()
     odd_buckets: set[str] = set()
-    rows = zip(*(_values(frame, c) for c in _COLUMNS), strict=True)
+    rows = zip(*(values_of(frame, c) for c in _COLUMNS), strict=True)
     for size, region, zone, family, text, value, od_price, spot_price, bucket, observed in rows:
         if size is None or region is None:
             count["keyless"] += 1
@@ -460,8 +451,8 @@ class LiveAwsOffers:
                 older = (
                     ""
                     if cached is None or age is None
-                    else f"; the offers fetched at {cached[0]:%Y-%m-%dT%H:%M:%SZ} are {_duration(age)} old, "
-                    f"older than max_age {_duration(self.max_age)}"
+                    else f"; the offers fetched at {cached[0]:%Y-%m-%dT%H:%M:%SZ} are "
+                    f"{duration_text(age)} old, older than max_age {duration_text(self.max_age)}"
                 )
                 raise CollectError(
                     f"live AWS offers could not be refreshed: {exc}{older}", source="aws live offers"
@@ -476,7 +467,8 @@ class LiveAwsOffers:
         failed_at, why = self._failed
         note = (
             f"refreshing failed at {failed_at:%Y-%m-%dT%H:%M:%SZ} ({why}): serving the offers fetched at "
-            f"{at:%Y-%m-%dT%H:%M:%SZ}, {_duration(now - at)} old (served up to {_duration(self.max_age)})"
+            f"{at:%Y-%m-%dT%H:%M:%SZ}, {duration_text(now - at)} old "
+            f"(served up to {duration_text(self.max_age)})"
         )
         return OfferSet(
             offers=cached.offers,
@@ -524,8 +516,8 @@ def _map_live(
     _columns(spot, ("size", "region", "zone", "spot_price"), Source.AWS_SPOT_PRICES)
     shapes: _Shapes = {}
     _add_shapes(shapes, types)
-    od_rows = zip(*(_values(ondemand, c) for c in ("size", "region", "ondemand_price")), strict=True)
-    spot_rows = zip(*(_values(spot, c) for c in ("size", "region", "zone", "spot_price")), strict=True)
+    od_rows = zip(*(values_of(ondemand, c) for c in ("size", "region", "ondemand_price")), strict=True)
+    spot_rows = zip(*(values_of(spot, c) for c in ("size", "region", "zone", "spot_price")), strict=True)
     rows = [
         *((CapacityType.ON_DEMAND, size, region, None, price) for size, region, price in od_rows),
         *((CapacityType.SPOT, size, region, zone, price) for size, region, zone, price in spot_rows),

@@ -39,7 +39,16 @@ from spotlake.errors import ConfigError, CorruptStoreError
 from spotlake.model import DESIRED_COUNTS, EVICTION_BUCKETS, SCORE_VALUES, Source
 from spotlake.storage.base import FrameKind, SnapshotStore
 
-__all__ = ["AZURE_SCORE_SCALE", "DEFAULT_STALE_AFTER", "LOOKBACK", "StoreOffers"]
+__all__ = [
+    "AZURE_SCORE_SCALE",
+    "DEFAULT_STALE_AFTER",
+    "LOOKBACK",
+    "StoreOffers",
+    "duration_text",
+    "latest_snapshot",
+    "stale_warning",
+    "values_of",
+]
 
 #: Azure's placement scores are High/Medium/Low: 3/2/1 on a scale of 3.
 AZURE_SCORE_SCALE: Final = 3.0
@@ -56,7 +65,7 @@ _COLUMNS: Final = ("size", "region", "zone", "desired_count", "family", "score",
 _MORE: Final = ("spot_price", "eviction_bucket", "observed_at")
 
 
-def _values(frame: pd.DataFrame, column: str) -> list[Any]:
+def values_of(frame: pd.DataFrame, column: str) -> list[Any]:
     """A column as Python values, ``None`` for every missing value."""
     series = frame[column]
     return series.astype(object).where(series.notna(), None).tolist()
@@ -73,7 +82,7 @@ class _Sizes:
     def add(self, skus: pd.DataFrame, *, restrictions: bool) -> None:
         columns = ("size", "region", "family", "vcpus", "memory_gib", "restricted", "restriction")
         for size, region, family, vcpus, memory, blocked, why in zip(
-            *(_values(skus, c) for c in columns), strict=True
+            *(values_of(skus, c) for c in columns), strict=True
         ):
             if size is not None and vcpus is not None and memory is not None and size not in self.shape:
                 self.shape[size] = (int(vcpus), float(memory), family)
@@ -134,36 +143,18 @@ class StoreOffers:
         sizes = self._sizes(run_at, set(frame["size"].dropna().tolist()))
         offers, warnings = _map(frame, sizes, run_at=run_at, source=source)
         now = self.at if self.at is not None else ensure_utc(self.clock.now())
-        age = now - run_at
-        if age > self.stale_after:
-            warnings.insert(
-                0,
-                f"the snapshot is {_duration(age)} old (run {run_at:%Y-%m-%dT%H:%MZ}, newer than "
-                f"{_duration(self.stale_after)} expected): its offers are stale; is the collection running?",
-            )
+        stale = stale_warning(run_at, now, self.stale_after)
+        if stale is not None:
+            warnings.insert(0, stale)
         return OfferSet(offers=offers, source=source, observed_at=newest(offers), warnings=tuple(warnings))
 
     def _snapshot(self) -> tuple[datetime, pd.DataFrame]:
-        times = self.store.run_times(FrameKind.MERGED, end=self.at)
-        if not times:
-            when = "" if self.at is None else f" at or before {self.at.isoformat()}"
-            raise ConfigError(
-                f"{self.store.url} holds no committed snapshot{when}: run a collection first "
-                f"(spotlake collect azure --store {self.store.url})"
-            )
-        if self.desired_count is None:
-            candidates = [times[-1]]
-        else:
-            candidates = [t for t in reversed(times) if t >= times[-1] - LOOKBACK]
-        for run_at in candidates:
-            frame = self.store.read_frame(kind=FrameKind.MERGED, at=run_at)
-            if frame is None:
-                raise CorruptStoreError(f"{self.store.url}: the merged snapshot of {run_at} vanished; retry")
-            if self.desired_count is None or self.desired_count in set(frame["desired_count"].dropna()):
-                return run_at, frame
-        raise ConfigError(
-            f"{self.store.url}: no run within {_duration(LOOKBACK)} before {times[-1].isoformat()} scored "
-            f"desired count {self.desired_count}; pass desired_count=None to use the newest snapshot"
+        return latest_snapshot(
+            self.store,
+            at=self.at,
+            desired_count=self.desired_count,
+            hint=f"run a collection first (spotlake collect azure --store {self.store.url})",
+            count_name="desired count",
         )
 
     def _sizes(self, run_at: datetime, wanted: set[str]) -> _Sizes:
@@ -192,7 +183,7 @@ def _map(
     count: Counter[str] = Counter()
     odd_scores: set[str] = set()
     odd_buckets: set[str] = set()
-    rows = zip(*(_values(frame, c) for c in (*_COLUMNS, *_MORE)), strict=True)
+    rows = zip(*(values_of(frame, c) for c in (*_COLUMNS, *_MORE)), strict=True)
     for size, region, zone, _count, named_family, score, od_price, spot_price, bucket, observed in rows:
         if size is None or region is None:
             count["keyless"] += 1
@@ -299,7 +290,43 @@ def _warnings(
     return out
 
 
-def _duration(delta: timedelta) -> str:
+def latest_snapshot(
+    store: SnapshotStore, *, at: datetime | None, desired_count: int | None, hint: str, count_name: str
+) -> tuple[datetime, pd.DataFrame]:
+    """The newest committed merged snapshot at or before ``at`` (that scored ``desired_count``,
+    looking back :data:`LOOKBACK`, when given); a :class:`ConfigError` naming ``hint`` for an
+    empty store, and ``count_name`` (the cloud's word for the count) when no run scored it."""
+    times = store.run_times(FrameKind.MERGED, end=at)
+    if not times:
+        when = "" if at is None else f" at or before {at.isoformat()}"
+        raise ConfigError(f"{store.url} holds no committed snapshot{when}: {hint}")
+    candidates = (
+        [times[-1]] if desired_count is None else [t for t in reversed(times) if t >= times[-1] - LOOKBACK]
+    )
+    for run_at in candidates:
+        frame = store.read_frame(kind=FrameKind.MERGED, at=run_at)
+        if frame is None:
+            raise CorruptStoreError(f"{store.url}: the merged snapshot of {run_at} vanished; retry")
+        if desired_count is None or desired_count in set(frame["desired_count"].dropna()):
+            return run_at, frame
+    raise ConfigError(
+        f"{store.url}: no run within {duration_text(LOOKBACK)} before {times[-1].isoformat()} scored "
+        f"{count_name} {desired_count}; pass desired_count=None to use the newest snapshot"
+    )
+
+
+def stale_warning(run_at: datetime, now: datetime, stale_after: timedelta) -> str | None:
+    """The warning an offer set carries when its snapshot is older than ``stale_after``."""
+    age = now - run_at
+    if age <= stale_after:
+        return None
+    return (
+        f"the snapshot is {duration_text(age)} old (run {run_at:%Y-%m-%dT%H:%MZ}, newer than "
+        f"{duration_text(stale_after)} expected): its offers are stale; is the collection running?"
+    )
+
+
+def duration_text(delta: timedelta) -> str:
     """``2h05m``, ``12m``, ``3d04h``: a readable age."""
     minutes = int(delta.total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
