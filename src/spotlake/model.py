@@ -88,7 +88,6 @@ class Cloud(StrEnum):
     AZURE = "azure"
 
 
-
 class Source(StrEnum):
     """A collected source: each has a collector, a raw frame schema and a place in the store."""
 
@@ -110,6 +109,7 @@ KNOWN_SCORES: Final = ("High", "Medium", "Low", "DataNotFoundOrStale", "Restrict
 
 #: Numeric value of a score; every other string has no numeric value (``<NA>``).
 SCORE_VALUES: Final[Mapping[str, int]] = {"High": 3, "Medium": 2, "Low": 1}
+
 
 @attrs.frozen(kw_only=True)
 class ScoreScale:

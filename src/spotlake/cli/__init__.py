@@ -331,22 +331,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from spotlake.model import Cloud
     from spotlake.pipeline import store_status
     from spotlake.storage import open_store
 
     _require_store(args.store)
-    status = store_status(open_store(args.store), now=datetime.now(UTC))
-    _emit(args, status, _status_text(status))
+    cloud = Cloud(args.cloud)
+    status = store_status(open_store(args.store, cloud=cloud), now=datetime.now(UTC))
+    _emit(args, status, _status_text(status, cloud=cloud))
     return EXIT_OK
 
 
-def _status_text(status: StoreStatus) -> str:
+def _status_text(status: StoreStatus, *, cloud: str = "azure") -> str:
     last_committed = status.last_run_at
     pending_lines = [
         f"sharded run {iso(p.at)} not committed:"
         f" parts of shards {list(p.present)} of {p.count} stored,"
         + (
-            f" missing {list(p.missing)} (rerun them: collect azure --at {iso(p.at)} --shard I/{p.count})"
+            f" missing {list(p.missing)} (rerun them: collect {cloud} --at {iso(p.at)} --shard I/{p.count})"
             if last_committed is None or p.at > last_committed
             else " older than the last committed run, so never committed (the next sharded commit removes it)"
         )
@@ -522,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common], help="rotation, quota windows and the last run")
     status.add_argument("--store", default=DEFAULT_STORE, help="local directory or s3://bucket/prefix")
+    status.add_argument(
+        "--cloud", choices=("azure", "aws"), default="azure", help="whose runs (default azure)"
+    )
     status.set_defaults(func=_cmd_status)
 
     rollback = sub.add_parser(

@@ -4,7 +4,7 @@
 
     spotlake collect aws --regions us-east-1,us-west-2 [--store DIR|s3://...] [--profiles a,b,c]
                          [--types m5.large,...] [--at TIME] [--timestream [--timestream-layout aws]]
-                         [--emulate SEED] [--json] [--quiet]
+                         [--shard I/N | --shard auto/N] [--emulate SEED] [--json] [--quiet]
 
 Credentials come from boto3's default chain (the environment, ``~/.aws``, an instance or task
 role); ``--profiles`` names the ``~/.aws/config`` profiles of the accounts placement scores are
@@ -12,8 +12,12 @@ asked from, one account each, in order (docs/collectors.md, "AWS"). Every client
 standard endpoint configuration (``AWS_ENDPOINT_URL`` and the per-service variables).
 ``--emulate SEED`` collects from spotlake's offline AWS emulator instead (a seeded world of three
 regions; no account needed), which is what ``make demo`` does.
-Exit codes: 0 committed, 3 committed with failed queries, a source that failed for some region
-or undelivered sinks, 1 failed, 2 bad arguments.
+``--shard I/N`` splits the placement-score queries over N workers (an AWS Batch array job:
+``auto/N``), each asking through its own share of the accounts; the worker that completes the set
+of parts commits the run (docs/operations.md, "Sharded collection").
+Exit codes: 0 committed (or, for a shard, its part stored while others are missing), 3 committed
+with failed queries, a source that failed for some region or undelivered sinks, 1 failed, 2 bad
+arguments, 75 the run's lock is held (retry).
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ def _cmd_collect_aws(args: argparse.Namespace, *, run_time: Any, emit: Any) -> i
     from spotlake.model import Cloud
     from spotlake.pipeline.aws import AwsAccess, AwsCycleOptions, run_aws_cycle
     from spotlake.pipeline.report import RunStatus
+    from spotlake.pipeline.shards import Shard
     from spotlake.storage import open_store
 
     at = run_time(args.at, quiet=args.quiet)
     regions = _names(args.regions)
+    shard = Shard.parse(args.shard) if args.shard is not None else None
     if args.emulate is not None:
         from spotlake.testing.aws.catalog import AwsCatalog
         from spotlake.testing.aws.emulator import AwsEmulator
@@ -60,6 +66,8 @@ def _cmd_collect_aws(args: argparse.Namespace, *, run_time: Any, emit: Any) -> i
             raise ConfigError("collect aws: name the regions to collect, e.g. --regions us-east-1,us-west-2")
         clock = SystemClock()
         access = AwsAccess(regions=regions, accounts=_accounts(_names(args.profiles)))
+    if shard is not None:  # enough accounts for N shards? (exit 2, before any call)
+        shard.members(access.accounts, what="accounts", given="--profiles names")
     timeseries = None
     if args.timestream:
         from spotlake.storage.timestream import TimestreamSink
@@ -79,6 +87,7 @@ def _cmd_collect_aws(args: argparse.Namespace, *, run_time: Any, emit: Any) -> i
         ),
         timeseries=timeseries,
         clock=clock,
+        shard=shard,
     )
     emit(args, report, _text(report, store=store.url))
     if report.status is RunStatus.FAILED:
@@ -108,6 +117,14 @@ def _text(report: Any, *, store: str) -> str:
         return f"AWS run {when} FAILED: {report.error_type}: {report.error}"
     if report.status is RunStatus.SKIPPED:
         return f"AWS run {when} already committed; nothing to do"
+    if report.status is RunStatus.PENDING and report.shard is not None:
+        part = report.collector(Source.AWS_SPS)
+        return (
+            f"AWS run {when} shard {report.shard.index}/{report.shard.count}: "
+            f"{part.succeeded if part else 0}/{part.planned if part else 0} placement-score queries ok, "
+            f"part stored; waiting for shards {list(report.shard.missing)} (the last one to finish "
+            "commits the run)"
+        )
     sps, spot, types = (
         report.collector(s) for s in (Source.AWS_SPS, Source.AWS_SPOT_PRICES, Source.AWS_TYPES)
     )
@@ -126,6 +143,8 @@ def _text(report: Any, *, store: str) -> str:
             f"{s.ceased} ceased, {s.unchanged} unchanged"
         )
     lines.append(f"  state {report.state_version} in {store}")
+    if report.shard is not None and report.shard.finalised:
+        lines.append(f"  merged {report.shard.count} shard parts; finalised by shard {report.shard.index}")
     if report.failed_calls:
         lines.append(
             f"  WARNING: {report.failed_calls} queries failed; the scores of their {report.unknown.count}"
@@ -160,6 +179,12 @@ def add_collect_aws_parser(
     )
     aws.add_argument("--types", help="comma-separated instance types to score (default: every type offered)")
     aws.add_argument("--emulate", type=int, metavar="SEED", help="collect from the offline AWS emulator")
+    aws.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="send placement-score shard I of N through every N-th account (0-based; auto/N reads "
+        "AWS_BATCH_JOB_ARRAY_INDEX); the worker that completes the set of parts commits the run",
+    )
     aws.add_argument("--timestream", action="store_true", help="write the changes to Amazon Timestream")
     aws.add_argument("--timestream-database", default="spotlake", help="Timestream database")
     aws.add_argument("--timestream-table", default="aws", help="Timestream table")

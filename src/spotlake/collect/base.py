@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -88,6 +88,35 @@ class CollectReport:
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    @classmethod
+    def combine(
+        cls,
+        source: Source,
+        parts: Sequence[tuple[str, CollectReport]],
+        *,
+        rows: int,
+        failures: Iterable[Failure] | None = None,
+        notes: Iterable[str] = (),
+    ) -> CollectReport:
+        """One report for work split into labelled ``parts`` (a sharded run's workers): counts
+        summed, the span of their times, each part's notes prefixed by its label, then ``notes``.
+        ``failures`` replaces the parts' own when they must read differently (renumbered)."""
+        reports = [r for _, r in parts]
+        starts = [r.started_at for r in reports if r.started_at]
+        ends = [r.finished_at for r in reports if r.finished_at]
+        return cls(
+            source=source,
+            planned=sum(r.planned for r in reports),
+            succeeded=sum(r.succeeded for r in reports),
+            failures=tuple(f for r in reports for f in r.failures) if failures is None else tuple(failures),
+            requests=sum(r.requests for r in reports),
+            retried=sum(r.retried for r in reports),
+            rows=rows,
+            started_at=min(starts) if starts else None,
+            finished_at=max(ends) if ends else None,
+            notes=(*(f"{label}: {note}" for label, r in parts for note in r.notes), *notes),
+        )
 
     @property
     def complete(self) -> bool:

@@ -14,13 +14,15 @@ Every AWS source is collected per region, and a region that fails is *unknown* t
   instance types asked for re-plans at once.
 
 A run that cannot go on fails here, before its placement-score queries spend any account budget.
+The placement scores come from an :data:`AwsSpsSource`: :func:`live_sps` asks the accounts now;
+a sharded run's finaliser merges its workers' parts instead (spotlake.pipeline.aws_shards).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -28,16 +30,19 @@ import pandas as pd
 
 from spotlake.clock import Clock
 from spotlake.collect.aws import (
+    AwsAccount,
     AwsInstanceTypeCollector,
     AwsOnDemandCollector,
     AwsSpotPriceCollector,
     AwsSpsCollector,
     AwsSpsPlan,
+    AwsSpsQuery,
     AwsSpsResult,
     SpotAdvisorCollector,
     offerings_from_frame,
     plan_queries,
 )
+from spotlake.collect.aws.sps import FailedQuery
 from spotlake.collect.base import CollectReport, CollectResult
 from spotlake.errors import ConfigError, IncompleteDataError
 from spotlake.model import AWS_ONDEMAND_SCHEMA, AWS_SPOT_PRICES_SCHEMA, Source, conform, empty_frame
@@ -49,12 +54,90 @@ from spotlake.storage.base import FrameKind, SnapshotStore
 if TYPE_CHECKING:
     from spotlake.pipeline.aws import AwsAccess
 
-__all__ = ["ONDEMAND_FRAME", "AwsCollected", "collect_aws"]
+__all__ = [
+    "ONDEMAND_FRAME",
+    "AwsCollected",
+    "AwsSpsOutcome",
+    "AwsSpsSource",
+    "collect_aws",
+    "list_offerings",
+    "live_sps",
+    "plan_day",
+    "query_pairs",
+]
 
 log = logging.getLogger(__name__)
 
 #: The state frame holding the day's on-demand prices.
 ONDEMAND_FRAME = "aws_ondemand"
+
+
+#: A (region, instance type) pair.
+Pair = tuple[str, str]
+
+
+def query_pairs(queries: Iterable[AwsSpsQuery], failed: Iterable[FailedQuery]) -> frozenset[Pair]:
+    """The (region, type) pairs of the queries that did not fail (``failed`` by query index)."""
+    lost = {f.index for f in failed}
+    return frozenset(
+        (region, q.instance_type) for i, q in enumerate(queries) if i not in lost for region in q.regions
+    )
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class AwsSpsOutcome:
+    """The run's placement scores: the plan they follow, the collector's result, what was asked.
+
+    ``asked``: the (region, type) pairs a successful query covered (their keys missing from the
+    answer have ceased); the pairs of :attr:`AwsSpsResult.failed_queries` are unknown this run.
+    ``incomplete``: why the run's queries may not all have been sent (a sharded run whose workers
+    followed different plans); the capacity is then retried next run.
+    """
+
+    day_plan: AwsDayPlan
+    result: AwsSpsResult
+    asked: frozenset[Pair]
+    incomplete: str | None = None
+
+    @property
+    def unknown(self) -> frozenset[Pair]:
+        """Pairs of failed queries (a pair also asked by a successful query counts as asked)."""
+        return (
+            frozenset((r, f.instance_type) for f in self.result.failed_queries for r in f.regions)
+            - self.asked
+        )
+
+    @property
+    def retry(self) -> bool:
+        """The capacity should be asked again next run."""
+        return self.incomplete is not None or any(f.reason.retry_next_run for f in self.result.failed_queries)
+
+
+#: Where a run's placement scores come from, given the run and the day's plan.
+AwsSpsSource = Callable[[RunStart, AwsDayPlan], Awaitable[AwsSpsOutcome]]
+
+
+def live_sps(
+    *, accounts: Iterable[AwsAccount], clock: Clock, store_url: str, concurrency: int = 1
+) -> AwsSpsSource:
+    """Ask ``accounts`` for the plan's scores now, rotating them by the stored account book."""
+    chosen = tuple(accounts)
+
+    async def source(start: RunStart, day_plan: AwsDayPlan) -> AwsSpsOutcome:
+        queries = day_plan.plan.queries
+        result = await AwsSpsCollector(
+            queries=queries,
+            target_capacity=start.decision.desired_count,
+            accounts=chosen,
+            book=StateDocs(start.state, store_url).account_book(),
+            clock=clock,
+            concurrency=concurrency,
+        ).acollect()
+        return AwsSpsOutcome(
+            day_plan=day_plan, result=result, asked=query_pairs(queries, result.failed_queries)
+        )
+
+    return source
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -71,8 +154,11 @@ class AwsCollected:
     ondemand_missing: tuple[str, ...]
     #: The spot prices to score with: this run's, and the last known ones of failed regions.
     spot_frame: pd.DataFrame = attrs.field(repr=frame_repr)
-    day_plan: AwsDayPlan
-    sps: AwsSpsResult
+    sps: AwsSpsOutcome
+
+    @property
+    def day_plan(self) -> AwsDayPlan:
+        return self.sps.day_plan
 
     @property
     def plan(self) -> AwsSpsPlan:
@@ -96,9 +182,9 @@ async def collect_aws(
     access: AwsAccess,
     clock: Clock,
     instance_types: tuple[str, ...],
-    sps_concurrency: int = 1,
+    sps: AwsSpsSource,
 ) -> AwsCollected:
-    """Every source of the run (see the module docstring)."""
+    """Every source of the run, the placement scores from ``sps`` (see the module docstring)."""
     regions, clients = access.regions, access.clients
     docs = StateDocs(start.state, store.url)
     stored_frame = start.state.frames.get(ONDEMAND_FRAME)
@@ -107,9 +193,7 @@ async def collect_aws(
         stored_frame is None or stored_day is None or stored_day.date != start.day or bool(stored_day.missing)
     )
     tasks = [
-        AwsInstanceTypeCollector(
-            regions=regions, clients=clients, clock=clock, allow_partial=True
-        ).acollect(),
+        list_offerings(access, clock),
         AwsSpotPriceCollector(regions=regions, clients=clients, clock=clock, allow_partial=True).acollect(),
         SpotAdvisorCollector(
             url=access.advisor_url,
@@ -128,15 +212,7 @@ async def collect_aws(
     ondemand = results[3] if fetch else None
     spot_frame = _spot_prices(store, spot, regions)
     ondemand_frame, missing = _ondemand(ondemand, stored_frame, stored_day, regions)
-    day_plan = _plan(start, docs, types, instance_types)
-    sps = await AwsSpsCollector(
-        queries=day_plan.plan.queries,
-        target_capacity=start.decision.desired_count,
-        accounts=access.accounts,
-        book=docs.account_book(),
-        clock=clock,
-        concurrency=sps_concurrency,
-    ).acollect()
+    scores = await sps(start, plan_day(start, docs, types, instance_types))
     return AwsCollected(
         types=types,
         spot=spot,
@@ -145,9 +221,16 @@ async def collect_aws(
         ondemand_frame=ondemand_frame,
         ondemand_missing=missing,
         spot_frame=spot_frame,
-        day_plan=day_plan,
-        sps=sps,
+        sps=scores,
     )
+
+
+async def list_offerings(access: AwsAccess, clock: Clock) -> CollectResult:
+    """The instance types and zones offered in the collected regions (per region; partial allowed)."""
+    collector = AwsInstanceTypeCollector(
+        regions=access.regions, clients=access.clients, clock=clock, allow_partial=True
+    )
+    return await collector.acollect()
 
 
 def _spot_prices(store: SnapshotStore, spot: CollectResult, regions: tuple[str, ...]) -> pd.DataFrame:
@@ -206,8 +289,8 @@ def _ondemand(
     return conform(frame, AWS_ONDEMAND_SCHEMA, source=Source.AWS_ONDEMAND), tuple(sorted(failed))
 
 
-def _plan(start: RunStart, docs: StateDocs, types: CollectResult, wanted: tuple[str, ...]) -> AwsDayPlan:
-    """The day's plan (see the module docstring)."""
+def plan_day(start: RunStart, docs: StateDocs, types: CollectResult, wanted: tuple[str, ...]) -> AwsDayPlan:
+    """The day's plan from the offerings ``types`` listed (see the module docstring)."""
     stored = docs.aws_plan()
     same = stored is not None and stored.instance_types == wanted
     fresh = stored is not None and stored.complete and stored.date == start.day

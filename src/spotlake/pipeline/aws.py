@@ -51,12 +51,13 @@ from spotlake.collect.aws import (
 from spotlake.collect.base import run_sync
 from spotlake.errors import ConfigError, ConflictError, IncompleteDataError
 from spotlake.model import AWS_SCORES, Source
-from spotlake.pipeline._aws_collect import ONDEMAND_FRAME, AwsCollected, collect_aws
+from spotlake.pipeline._aws_collect import ONDEMAND_FRAME, AwsCollected, AwsSpsSource, collect_aws, live_sps
 from spotlake.pipeline._aws_inputs import engine_inputs
 from spotlake.pipeline._delivery import Delivery, data_sinks, deliver_owed
 from spotlake.pipeline._run import discard_stage, finish_delivery, outbox_of, run_id_of, sweep
 from spotlake.pipeline._start import RunStart, begin
-from spotlake.pipeline.cycle import locked
+from spotlake.pipeline.aws_shards import run_aws_shard
+from spotlake.pipeline.cycle import guarded, locked
 from spotlake.pipeline.options import (
     DEFAULT_MAX_CLOCK_SKEW,
     DEFAULT_STALE_AFTER,
@@ -66,6 +67,7 @@ from spotlake.pipeline.options import (
     sink_names,
 )
 from spotlake.pipeline.report import RunReport, RunStatus, UnknownPairs
+from spotlake.pipeline.shards import Shard
 from spotlake.pipeline.state import (
     AWS_ACCOUNTS_DOC,
     AWS_ONDEMAND_DOC,
@@ -160,6 +162,7 @@ def run_aws_cycle(
     extra_writers: Sequence[SnapshotWriter] = (),
     clock: Clock | None = None,
     progress: ProgressFactory = no_progress,
+    shard: Shard | None = None,
 ) -> RunReport:
     """Blocking facade over :func:`arun_aws_cycle` (safe inside a running event loop)."""
     return run_sync(
@@ -173,6 +176,7 @@ def run_aws_cycle(
             extra_writers=extra_writers,
             clock=clock,
             progress=progress,
+            shard=shard,
         )
     )
 
@@ -188,9 +192,14 @@ async def arun_aws_cycle(
     extra_writers: Sequence[SnapshotWriter] = (),
     clock: Clock | None = None,
     progress: ProgressFactory = no_progress,
+    shard: Shard | None = None,
 ) -> RunReport:
     """Run one AWS cycle for ``at`` into ``store`` (the AWS tree; see the module docstring).
-    Never raises for a failed run (the report says ``FAILED``), except :class:`LockedError`."""
+    Never raises for a failed run (the report says ``FAILED``), except :class:`LockedError`.
+
+    With ``shard``, send only that shard's placement-score queries through its share of the
+    accounts and store them as a part; the worker that finds every part commits the run
+    (:mod:`spotlake.pipeline.aws_shards`)."""
     env = AwsCycleEnv(
         store=store,
         access=access,
@@ -203,11 +212,23 @@ async def arun_aws_cycle(
     )
     at = ensure_utc(at).replace(second=0, microsecond=0)
     started = time.monotonic()
-    report = await locked(store, at, timeout=env.opts.lock_timeout, body=lambda: _run_locked(at, env))
+    if shard is not None:
+        report = await guarded(at, run_aws_shard(at, env, shard))
+    else:
+        sps = live_sps(
+            accounts=access.accounts,
+            clock=env.clock,
+            store_url=store.url,
+            concurrency=env.opts.sps_concurrency,
+        )
+        report = await locked(
+            store, at, timeout=env.opts.lock_timeout, body=lambda: run_aws_locked(at, env, sps)
+        )
     return attrs.evolve(report, seconds=time.monotonic() - started)
 
 
-async def _run_locked(at: datetime, env: AwsCycleEnv) -> RunReport:
+async def run_aws_locked(at: datetime, env: AwsCycleEnv, sps: AwsSpsSource) -> RunReport:
+    """The run at ``at`` under the tree's lock, its placement scores from ``sps``."""
     store = env.store
     store.publish_pending()
     start = begin(
@@ -223,7 +244,7 @@ async def _run_locked(at: datetime, env: AwsCycleEnv) -> RunReport:
         access=env.access,
         clock=env.clock,
         instance_types=env.opts.instance_types,
-        sps_concurrency=env.opts.sps_concurrency,
+        sps=sps,
     )
     return await asyncio.to_thread(_score_and_commit, at, env, start, collected, owed)
 
@@ -231,18 +252,16 @@ async def _run_locked(at: datetime, env: AwsCycleEnv) -> RunReport:
 def _score_and_commit(
     at: datetime, env: AwsCycleEnv, start: RunStart, collected: AwsCollected, owed: Delivery
 ) -> RunReport:
-    store, decision, sps = env.store, start.decision, collected.sps
-    failed = {f.index for f in sps.failed_queries}
-    if sps.report.planned and len(failed) == sps.report.planned:
+    store, decision, outcome = env.store, start.decision, collected.sps
+    sps = outcome.result
+    if sps.report.planned and not sps.report.succeeded:
         raise IncompleteDataError(
             f"aws_sps: none of the {sps.report.planned} queries succeeded; the capacity "
             f"{decision.desired_count} is retried next run. First failure: {sps.report.failures[0]}",
             source=Source.AWS_SPS,
             missing=[str(f) for f in sps.report.failures[:20]],
         )
-    queries = collected.plan.queries
-    asked = {(r, q.instance_type) for i, q in enumerate(queries) if i not in failed for r in q.regions}
-    unknown = {(r, q.instance_type) for i, q in enumerate(queries) if i in failed for r in q.regions}
+    asked, unknown = outcome.asked, outcome.unknown
     inputs = engine_inputs(
         types=collected.types.frame,
         ondemand=collected.ondemand_frame,
@@ -274,9 +293,8 @@ def _score_and_commit(
         zone_prices=inputs.zone_prices,
         scale=AWS_SCORES,
     )
-    retry = any(f.reason.retry_next_run for f in sps.failed_queries)
-    rotation = finish_run(start.rotation, decision, succeeded=not retry)
-    unknown_pairs = sorted(unknown - asked)
+    rotation = finish_run(start.rotation, decision, succeeded=not outcome.retry)
+    unknown_pairs = sorted(unknown)
     collectors = {
         Source.AWS_TYPES: collected.types.report,
         Source.AWS_SPOT_PRICES: collected.spot.report,

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 import attrs
 import pandas as pd
@@ -51,10 +51,15 @@ __all__ = [
     "Shard",
     "merge_sps_frames",
     "pending_runs",
+    "present_parts",
+    "read_part_doc",
     "run_shard",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 #: Environment variable AWS Batch sets in each child of an array job (0-based).
 BATCH_INDEX_ENV: Final = "AWS_BATCH_JOB_ARRAY_INDEX"
@@ -108,13 +113,19 @@ class Shard:
 
     def subscriptions(self, subscriptions: Sequence[str]) -> tuple[str, ...]:
         """This shard's subscriptions, ``subscriptions[index::count]``: disjoint quota slots per shard."""
-        if len(subscriptions) < self.count:
+        return self.members(subscriptions, what="subscriptions", given="the credentials list")
+
+    def members(self, items: Sequence[T], *, what: str, given: str) -> tuple[T, ...]:
+        """This shard's share of ``items`` (subscriptions, accounts), ``items[index::count]``:
+        each shard uses its own, so shards never compete for one budget. :class:`ConfigError` when
+        there are fewer than ``count`` (``given``: who listed them, for the message)."""
+        if len(items) < self.count:
             raise ConfigError(
-                f"{self.count} shards need at least {self.count} subscriptions (each shard uses its own, so "
-                f"shards never compete for quota), but the credentials list {len(subscriptions)}; "
-                "add subscriptions or run fewer shards"
+                f"{self.count} shards need at least {self.count} {what} (each shard uses its own, so "
+                f"shards never compete for quota), but {given} {len(items)}; "
+                f"add {what} or run fewer shards"
             )
-        return tuple(subscriptions[self.index :: self.count])
+        return tuple(items[self.index :: self.count])
 
 
 @attrs.frozen(kw_only=True)
@@ -170,15 +181,23 @@ def pending_runs(store: SnapshotStore) -> list[PartSet]:
     return store.part_sets()
 
 
-def _part_doc(store: SnapshotStore, at: datetime, shard: Shard) -> PartDoc | None:
+def read_part_doc(store: SnapshotStore, at: datetime, shard: Shard, kind: type[D]) -> D | None:
+    """The document of ``shard``'s stored part of the run at ``at`` (``None``: none, or unreadable,
+    so the worker collects its part again)."""
     raw = store.part_doc(at, index=shard.index, count=shard.count)
     if raw is None:
         return None
     try:
-        return load_doc(raw, PartDoc, where=f"{store.url} part {shard.label} of {run_id_of(at)}")
+        return load_doc(raw, kind, where=f"{store.url} part {shard.label} of {run_id_of(at)}")
     except CorruptStoreError as exc:
         log.warning("%s; collecting the part again", exc)
         return None
+
+
+def present_parts(store: SnapshotStore, at: datetime, shard: Shard) -> ShardProgress:
+    """Which parts of the run at ``at`` split like ``shard`` are stored, as seen by ``shard``."""
+    present = next((p.present for p in store.part_sets(at) if p.count == shard.count), ())
+    return ShardProgress(index=shard.index, count=shard.count, present=present)
 
 
 async def run_shard(at: datetime, env: CycleEnv, shard: Shard) -> RunReport:
@@ -196,15 +215,14 @@ async def run_shard(at: datetime, env: CycleEnv, shard: Shard) -> RunReport:
     if isinstance(start, RunReport):
         store.remove_parts(through=at)  # a finaliser that died after its commit left them behind
         return attrs.evolve(start, shard=ShardProgress(index=shard.index, count=shard.count))
-    doc = _part_doc(store, at, shard)
+    doc = read_part_doc(store, at, shard, PartDoc)
     if doc is not None and doc.matches(start, at):
         # A retried worker (crash, or exit 75 at finalisation) keeps its part: quota is scarce.
         log.info("run %s %s: part already written against this state; not collecting again", at, shard.label)
     else:
         doc = await _collect_part(at, env, shard, start, subscriptions)
-    present = next((p.present for p in store.part_sets(at) if p.count == shard.count), ())
-    progress = ShardProgress(index=shard.index, count=shard.count, present=present)
-    if len(present) < shard.count:
+    progress = present_parts(store, at, shard)
+    if progress.missing:
         return RunReport(
             at=at,
             status=RunStatus.PENDING,
@@ -315,22 +333,13 @@ def merge_parts(parts: Sequence[tuple[PartDoc, pd.DataFrame]], start: RunStart, 
         )
         log.warning("run %s: %s", at.isoformat(), incomplete)
     failed = tuple(f for d in docs for f in d.failed_calls)
-    reports = [d.report for d in docs]
-    starts = [r.started_at for r in reports if r.started_at]
-    ends = [r.finished_at for r in reports if r.finished_at]
     frame = merge_sps_frames([f for _, f in parts])
-    notes = [f"shard {d.index}/{len(docs)}: {note}" for d in docs for note in d.report.notes]
-    report = CollectReport(
-        source=Source.SPS,
-        planned=sum(r.planned for r in reports),
-        succeeded=sum(r.succeeded for r in reports),
-        failures=tuple(f.to_failure() for f in failed),
-        requests=sum(r.requests for r in reports),
-        retried=sum(r.retried for r in reports),
+    report = CollectReport.combine(
+        Source.SPS,
+        [(f"shard {d.index}/{len(docs)}", d.report) for d in docs],
         rows=len(frame),
-        started_at=min(starts) if starts else None,
-        finished_at=max(ends) if ends else None,
-        notes=(*notes, *([incomplete] if incomplete else [])),
+        failures=(f.to_failure() for f in failed),
+        notes=[incomplete] if incomplete else [],
     )
     return SpsOutcome(
         plan=plan,

@@ -119,6 +119,13 @@ class AccountBook:
         """This book with ``account`` marked full until ``until``."""
         return attrs.evolve(self, full=(*self.full, FullAccount(account=account, until=until)))
 
+    @classmethod
+    def merged(cls, books: Iterable[AccountBook]) -> AccountBook:
+        """Every record of ``books`` once, and each account's latest full mark (the books of a
+        sharded run's workers, each of which started from the same book and used its own accounts)."""
+        books = list(books)
+        return cls(served=set().union(*(b.served for b in books)), full=[m for b in books for m in b.full])
+
     def pruned(self, now: datetime) -> AccountBook:
         """Without records out of the window and expired marks (what is worth persisting)."""
         served = [s for s in self.served if now - s.at < _OCCUPIES]

@@ -54,6 +54,7 @@ instance-type-offerings frame (``AWS_TYPES_SCHEMA``'s size, region and zone colu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Final
@@ -196,6 +197,18 @@ class AwsSpsPlan:
             out.setdefault(query.instance_type, []).append(query)
         return {itype: tuple(queries) for itype, queries in out.items()}
 
+    def shard(self, index: int, count: int) -> tuple[int, ...]:
+        """Positions of the queries shard ``index`` of ``count`` sends: every query of the instance
+        types a stable hash of the type's name gives that shard.
+
+        Not a balanced slice of the sorted list: a type stays with its shard from day to day
+        whatever other types come or go, so the shard's accounts repeat the configurations they
+        served the day before (free) instead of taking new ones.
+        """
+        if not 0 <= index < count:
+            raise ConfigError(f"shard {index} of {count}: the index must be within 0..{count - 1}")
+        return tuple(i for i, q in enumerate(self.queries) if _shard_of(q.instance_type, count) == index)
+
     def changed_since(self, previous: AwsSpsPlan | None) -> int:
         """Queries (request configurations) of this plan that ``previous`` does not have.
 
@@ -207,6 +220,11 @@ class AwsSpsPlan:
 
 
 # --- exact bin packing over count vectors -------------------------------------------------------
+
+
+def _shard_of(instance_type: str, count: int) -> int:
+    digest = hashlib.sha256(instance_type.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 def _ceil_div(a: int, b: int) -> int:
