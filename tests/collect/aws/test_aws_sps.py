@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from spotlake.collect.aws.sps import (
     AwsAccount,
     AwsSpsCollector,
     AwsSpsResult,
+    CollectionStopped,
     FailureReason,
     ServedConfiguration,
     configuration_key,
@@ -588,3 +590,101 @@ def test_accounts_are_asked_at_the_same_time(fake: PlacementScoreFake, clock: Fa
 def test_concurrency_must_be_positive(fake: PlacementScoreFake, clock: FakeClock) -> None:
     with pytest.raises(ConfigError, match="concurrency=0"):
         collector(fake, clock, [query(fake, "m5.large", "us-east-1")], concurrency=0)
+
+
+@attrs.define
+class SlowClient:
+    """An EC2 client that takes ``delay`` seconds per call and counts them; ``fail`` raises a bug."""
+
+    delay: float = 0.0
+    fail: bool = False
+    calls: list[str] = attrs.field(factory=list)
+    after: Callable[[int], None] | None = None
+
+    def get_spot_placement_scores(self, **params: Any) -> dict[str, Any]:
+        self.calls.append(params["InstanceTypes"][0])
+        if self.fail:
+            raise RuntimeError("a bug in a worker")
+        time.sleep(self.delay)
+        if self.after is not None:
+            self.after(len(self.calls))
+        scores = [{"Region": r, "AvailabilityZoneId": f"{r}-az1", "Score": 5} for r in params["RegionNames"]]
+        return {"SpotPlacementScores": scores}
+
+
+def plain_queries(n: int) -> list[Query]:
+    return [Query(f"m{i}.large", ("us-east-1",), 1) for i in range(n)]
+
+
+def test_a_query_that_fails_unspent_frees_its_reservation_for_the_next(
+    fake: PlacementScoreFake, clock: FakeClock
+) -> None:
+    """One account with budget for two new configurations; the first query EC2 refuses outright
+    (never counted). In sequence the next two are scored; streams must not fail the third because
+    the round had reserved a unit for the refused one."""
+    bad = Query("m5.large", ("mars-north-1",), 3)
+    queries = [bad, query(fake, "c5.large", "us-east-1"), query(fake, "r5.large", "us-east-1")]
+
+    def run(concurrency: int) -> AwsSpsResult:
+        accounts = [account(fake, "a", limit=2)]
+        return collector(fake, clock, queries, accounts=accounts, concurrency=concurrency).collect()
+
+    sequence, streams = run(1), run(8)
+    assert (sequence.report.succeeded, streams.report.succeeded) == (2, 2)
+    assert [f.reason for f in streams.failed_queries] == [FailureReason.INVALID_REQUEST]
+    assert streams.book == sequence.book and streams.served_by == sequence.served_by
+
+
+def test_a_stream_that_raises_stops_the_others_before_their_next_query(clock: FakeClock) -> None:
+    broken, slow = SlowClient(fail=True), SlowClient(delay=0.02)
+    accounts = [
+        AwsAccount(name="a", client_factory=lambda: broken),
+        AwsAccount(name="b", client_factory=lambda: slow),
+    ]
+    run = AwsSpsCollector(
+        queries=plain_queries(20), target_capacity=CAPACITY, accounts=accounts, clock=clock, concurrency=8
+    )
+    with pytest.raises(RuntimeError, match="a bug in a worker"):
+        run.collect()
+    assert broken.calls == ["m0.large"]
+    assert len(slow.calls) < 10  # b's queue had 10 queries; it stopped at the next one
+
+
+def test_a_stop_set_from_outside_sends_no_further_query(clock: FakeClock) -> None:
+    stop = threading.Event()
+    client = SlowClient(after=lambda n: stop.set() if n == 3 else None)
+    for concurrency in (1, 8):
+        client.calls.clear()
+        stop.clear()
+        run = AwsSpsCollector(
+            queries=plain_queries(12),
+            target_capacity=CAPACITY,
+            accounts=[AwsAccount(name="a", client_factory=lambda: client, config_limit=50)],
+            clock=clock,
+            concurrency=concurrency,
+        )
+        with pytest.raises(CollectionStopped, match="stopped after 3 of 12 queries"):
+            run.collect(stop=stop)
+        assert len(client.calls) == 3
+
+
+def test_a_cancelled_acollect_stops_its_thread(clock: FakeClock) -> None:
+    client = SlowClient(delay=0.02)
+    run = AwsSpsCollector(
+        queries=plain_queries(200),
+        target_capacity=CAPACITY,
+        accounts=[AwsAccount(name="a", client_factory=lambda: client, config_limit=500)],
+        clock=clock,
+    )
+
+    async def cancel_soon() -> None:
+        task = asyncio.ensure_future(run.acollect())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_soon())
+    sent = len(client.calls)
+    time.sleep(0.1)
+    assert 0 < sent < 200 and len(client.calls) == sent  # nothing sent after the cancellation

@@ -9,13 +9,22 @@ a repeat). Then each account's queue runs in its own worker thread, in order (at
 account refuses (full, denied, no client) comes back, with the queries that account can no longer
 take (new configurations of a full account, every query of a denied one), and the next round
 assigns them, in query order, to the accounts they have not tried; a query no account is left for
-fails as it would in sequence. Outcomes are keyed by query index: the caller puts them in order.
+fails as it would in sequence. A query refused only because the round's reservations took the
+budget it would have had waits for the next round instead (a reserving query may fail without EC2
+counting it, and then its unit is free again), so streams decide as the sequence does. Outcomes are
+keyed by query index: the caller puts them in order.
+
+Stopping: when a worker raises (a bug, or an error nobody mapped), when the caller is interrupted
+while it waits, or when ``run.stop`` is set from outside, every stream stops before its next query
+(the ones in flight finish), the round ends and the first error (in account order) propagates, the
+others logged; a stopped run starts no new round.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 if TYPE_CHECKING:
@@ -27,6 +36,8 @@ if TYPE_CHECKING:
     _Queue: TypeAlias = tuple[_Account, list[_Query]]
 
 __all__ = ["MOVED", "Moved", "run_rounds"]
+
+log = logging.getLogger(__name__)
 
 
 class Moved:
@@ -43,20 +54,33 @@ MOVED: Final = Moved()
 def run_rounds(
     collector: AwsSpsCollector, run: _Run, states: Sequence[_Query], *, concurrency: int
 ) -> dict[int, _Outcome]:
-    """Every query's outcome (rows or failure) by query index, the queries run as streams."""
+    """Every query's outcome (rows or failure) by query index, the queries run as streams (until
+    ``run.stop`` is set: then the outcomes so far)."""
     outcomes: dict[int, _Outcome] = {}
     pending = list(states)
-    while pending:
-        queues = _assign(collector, run, pending, outcomes)
-        back: list[_Query] = []
+    while pending and not run.stop.is_set():
+        queues, back = _assign(collector, run, pending, outcomes)
         if queues:
             workers = min(concurrency, len(queues))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aws-sps") as pool:
                 futures = [pool.submit(_stream, collector, run, account, queue) for account, queue in queues]
-                for future in futures:  # account order; a bug in a worker is raised here
-                    done, moved = future.result()
-                    outcomes.update(done)
-                    back += moved
+                try:
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                except BaseException:  # interrupted while waiting: the streams stop too
+                    run.stop.set()
+                    raise
+                if any(f.exception() is not None for f in futures if f.done()):
+                    run.stop.set()  # a worker raised: the others send nothing more
+            # every worker has ended here
+            errors = [e for f in futures if (e := f.exception()) is not None]
+            for extra in errors[1:]:
+                log.error("aws_sps: another stream failed too: %r", extra, exc_info=extra)
+            if errors:
+                raise errors[0]
+            for future in futures:
+                done, moved = future.result()
+                outcomes.update(done)
+                back += moved
         pending = sorted(back, key=lambda state: state.index)
         run.round += 1
     return outcomes
@@ -64,24 +88,29 @@ def run_rounds(
 
 def _assign(
     collector: AwsSpsCollector, run: _Run, pending: list[_Query], outcomes: dict[int, _Outcome]
-) -> list[_Queue]:
-    """The round's queues, in account order; a query no account is left for fails (in ``outcomes``)."""
+) -> tuple[list[_Queue], list[_Query]]:
+    """The round's queues, in account order, and the queries deferred to the next round; a query
+    no account is left for fails (in ``outcomes``)."""
     now = collector._clock.now()
     reserved: Counter[str] = Counter()
     planned: dict[str, _Account] = {}
     queues: dict[int, _Queue] = {}
+    deferred: list[_Query] = []
     for state in pending:
         account: _Account | None = planned.get(state.key)
         if account is None or account.spec.name in state.tried:
             account, repeat = collector._choose(state, run, now, reserved)
             if account is None:
-                outcomes[state.index] = collector._no_account(state, run)
+                if reserved and collector._choose(state, run, now)[0] is not None:
+                    deferred.append(state)  # only the round's reservations stand in its way
+                else:
+                    outcomes[state.index] = collector._no_account(state, run)
                 continue
             if not repeat:
                 reserved[account.spec.name] += 1
                 planned[state.key] = account
         queues.setdefault(account.index, (account, []))[1].append(state)
-    return [queues[i] for i in sorted(queues)]
+    return [queues[i] for i in sorted(queues)], deferred
 
 
 def _stream(
@@ -91,7 +120,10 @@ def _stream(
     done: dict[int, _Outcome] = {}
     back: list[_Query] = []
     name, limit = account.spec.name, account.spec.config_limit
-    for state in queue:
+    for number, state in enumerate(queue):
+        if run.stop.is_set():  # the run is abandoned: send nothing more
+            back += queue[number:]
+            break
         with run.lock:
             now = collector._clock.now()
             repeat = name in run.index.servers(state.key, now)

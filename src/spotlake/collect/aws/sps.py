@@ -48,16 +48,25 @@ them, in order, to the accounts left, until each is scored or fails. Rows, failu
 ``served_by``, ``truncated`` and the book follow query order, not thread timing (the book's times
 are the clock's: on a :class:`~spotlake.clock.FakeClock` that backoff moves, they depend on which
 stream slept first). :meth:`AwsSpsCollector.acollect` runs it all off the event loop.
+
+Stopping. Every query sent spends account budget, so a run that is given up sends nothing more: a
+stream that raises stops the others before their next query (the first error propagates, the
+rest are logged), and so do an interrupt, a ``stop`` event set by the caller
+(:meth:`AwsSpsCollector.collect`) and a cancelled :meth:`AwsSpsCollector.acollect` (which returns
+only once its thread has stopped, so a run that then releases its lock leaves no thread behind).
+A stopped collection raises :class:`CollectionStopped`. Client factories are called one at a time
+(a boto3 session is not thread-safe). The result types are in
+:mod:`spotlake.collect.aws.sps_results`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final, Protocol
 
 import attrs
@@ -75,7 +84,14 @@ from spotlake.collect.aws.accounts import (
     FullAccount,
     ServedConfiguration,
 )
-from spotlake.collect.base import CollectResult, Failure, ReportBuilder
+from spotlake.collect.aws.sps_results import (
+    AccountStatus,
+    AwsSpsResult,
+    CollectionStopped,
+    FailedQuery,
+    FailureReason,
+)
+from spotlake.collect.base import ReportBuilder
 from spotlake.collect.http import Backoff
 from spotlake.errors import AuthError, CollectError, ConfigError, InvalidRequestError, PayloadError
 from spotlake.errors import TransientCollectError as Transient
@@ -93,6 +109,7 @@ __all__ = [
     "AwsAccount",
     "AwsSpsCollector",
     "AwsSpsResult",
+    "CollectionStopped",
     "FailedQuery",
     "FailureReason",
     "FullAccount",
@@ -185,85 +202,6 @@ class AwsAccount:
         return cls(name=name, client_factory=make, config_limit=config_limit)
 
 
-class AccountStatus(StrEnum):
-    """Where an account stands at the end of a run."""
-
-    #: It may take new configurations.
-    USABLE = "usable"
-    #: No new configuration until its ``full`` mark or its oldest record leaves the window.
-    FULL = "full"
-    #: Refused the call (access denied, no credentials): not asked again this run.
-    DENIED = "denied"
-    #: Its client could not be built.
-    BROKEN = "broken"
-
-
-# --- results ---------------------------------------------------------------------------------
-
-
-class FailureReason(StrEnum):
-    """Why a planned query ended unscored."""
-
-    #: Every usable account is at its limit of new configurations.
-    ALL_ACCOUNTS_FULL = "all-accounts-full"
-    #: Every account was refused (access denied, no credentials) or could not be built.
-    NO_USABLE_ACCOUNT = "no-usable-account"
-    #: Throttling, server or network errors until ``max_attempts``.
-    RETRIES_EXHAUSTED = "retries-exhausted"
-    #: An error retrying cannot fix (``InvalidParameterValue`` ...).
-    INVALID_REQUEST = "invalid-request"
-    #: The answer was not the documented shape.
-    PAYLOAD = "payload"
-
-    @property
-    def retry_next_run(self) -> bool:
-        """Not the query's fault: the next run may well succeed."""
-        return self is not FailureReason.INVALID_REQUEST
-
-
-@attrs.frozen(kw_only=True)
-class FailedQuery:
-    """A planned query that was not scored: which, at what capacity, through which account, why."""
-
-    index: int
-    key: str
-    instance_type: str
-    regions: tuple[str, ...]
-    target_capacity: int
-    reason: FailureReason
-    message: str
-    account: str | None = None
-    status: int | None = None
-    attempts: int = 0
-
-    @property
-    def what(self) -> str:
-        """The query, for a report line."""
-        where = f"in [{','.join(self.regions)}] at capacity {self.target_capacity}"
-        return f"aws_sps query #{self.index} {self.instance_type} {where}"
-
-    def to_failure(self) -> Failure:
-        """The report's :class:`Failure` for it."""
-        via = f" (account {self.account})" if self.account else ""
-        reason = f"{self.reason}: {self.message}{via}"
-        return Failure(what=self.what, reason=reason, status=self.status, attempts=self.attempts)
-
-
-@attrs.frozen(kw_only=True)
-class AwsSpsResult(CollectResult):
-    """What the collection returns: ``frame`` and ``report`` as every collector, plus the rest."""
-
-    #: The book after the run (pruned): persist it for the next run.
-    book: AccountBook
-    failed_queries: tuple[FailedQuery, ...] = ()
-    #: Configuration keys whose answer stopped at the top-10 limit (their other zones: unknown).
-    truncated: tuple[str, ...] = ()
-    #: Configuration key -> the account that scored it, for the queries that succeeded.
-    served_by: dict[str, str] = attrs.field(factory=dict)
-    #: Each account's standing at the end of the run.
-    accounts: dict[str, AccountStatus] = attrs.field(factory=dict)
-
-
 class _ConfigLimit(CollectError):
     """Internal: the account refused a new configuration."""
 
@@ -294,6 +232,11 @@ class _Run:
     accounts: list[_Account]
     #: Guards the index, the report's counters, the notes and the accounts' statuses.
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    #: Set when the run is abandoned (a worker raised, an interrupt, the caller cancelled): no
+    #: further query is sent; the queries in flight finish.
+    stop: threading.Event = attrs.field(factory=threading.Event)
+    #: Serialises the accounts' client factories (a boto3 session is not thread-safe).
+    factories: threading.Lock = attrs.field(factory=threading.Lock)
     #: The round being run (0 for the first; always 0 in sequence).
     round: int = 0
     #: Notes keyed (query index, round, count): sorted, they follow query order, not thread timing.
@@ -372,16 +315,21 @@ class AwsSpsCollector:
             f"accounts={[a.name for a in self.accounts]}, book={len(self.book.served)} record(s))"
         )
 
-    def collect(self) -> AwsSpsResult:
+    def collect(self, *, stop: threading.Event | None = None) -> AwsSpsResult:
         """Run every query and account for each one (blocking: boto3 is synchronous): in order, one at
-        a time, or with ``concurrency`` > 1 as streams, one worker thread per account."""
+        a time, or with ``concurrency`` > 1 as streams, one worker thread per account.
+
+        ``stop``: set it (from another thread) to abandon the run: no further query is sent, the
+        ones in flight finish, and :class:`CollectionStopped` is raised. An exception in a stream
+        or an interrupt stops the other streams the same way before it propagates."""
         report = ReportBuilder(source=SOURCE, planned=len(self.queries), started_at=self._clock.now())
         streams = self.concurrency > 1
         accounts = [
             _Account(spec=a, index=i, backoff=self._own_backoff(i) if streams else self._backoff)
             for i, a in enumerate(self.accounts)
         ]
-        run = _Run(index=BookIndex(self.book), report=report, accounts=accounts)
+        stop = stop or threading.Event()
+        run = _Run(index=BookIndex(self.book), report=report, accounts=accounts, stop=stop)
         target = self.target_capacity
         states = [
             _Query(index=i, query=q, key=configuration_key(q, target)) for i, q in enumerate(self.queries)
@@ -389,7 +337,18 @@ class AwsSpsCollector:
         if streams:
             outcomes = run_rounds(self, run, states, concurrency=self.concurrency)
         else:
-            outcomes = {state.index: self._run_query(state, run) for state in states}
+            outcomes = {}
+            for state in states:
+                if run.stop.is_set():
+                    break
+                outcomes[state.index] = self._run_query(state, run)
+        if len(outcomes) < len(states):  # stopped (run.stop) before every query was run
+            raise CollectionStopped(
+                f"aws_sps: stopped after {len(outcomes)} of {len(states)} queries; nothing is returned "
+                "(the queries sent count against their accounts: the next run's book learns of any "
+                "that filled up from MaxConfigLimitExceeded)",
+                source=SOURCE,
+            )
         rows: list[tuple[str, _Row]] = []
         failed: list[FailedQuery] = []
         served_by: dict[str, str] = {}
@@ -407,8 +366,18 @@ class AwsSpsCollector:
         return self._result(run, rows, failed, served_by, truncated)
 
     async def acollect(self) -> AwsSpsResult:
-        """:meth:`collect` in a worker thread, so the event loop carries on meanwhile."""
-        return await asyncio.to_thread(self.collect)
+        """:meth:`collect` in a worker thread, so the event loop carries on meanwhile. Cancelled,
+        it stops the collection (no further query is sent) before the cancellation propagates,
+        so a run that gave up its lock leaves no thread spending account budget behind it."""
+        stop = threading.Event()
+        task = asyncio.ensure_future(asyncio.to_thread(self.collect, stop=stop))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            stop.set()
+            with contextlib.suppress(BaseException):
+                await task  # the queries in flight finish; no new one starts
+            raise
 
     def _own_backoff(self, index: int) -> Backoff:
         seed = self._backoff.seed
@@ -470,7 +439,8 @@ class AwsSpsCollector:
     def _client(self, account: _Account, run: _Run, state: _Query) -> Any:
         if account.client is None:
             try:
-                account.client = account.spec.client_factory()
+                with run.factories:
+                    account.client = account.spec.client_factory()
             except Exception as exc:  # caller code: any failure makes the account unusable this run
                 with run.lock:
                     account.status = AccountStatus.BROKEN
