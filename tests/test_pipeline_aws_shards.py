@@ -14,6 +14,7 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pandas as pd
 import pytest
 
@@ -23,7 +24,9 @@ from spotlake.collect.aws import AwsSpsPlan, AwsSpsQuery
 from spotlake.model import ChangeKind, Cloud
 from spotlake.pipeline import Shard, pending_runs
 from spotlake.pipeline.aws import AwsAccess, AwsCycleOptions, run_aws_cycle
+from spotlake.pipeline.aws_shards import AwsPartDoc
 from spotlake.pipeline.report import RunReport, RunStatus
+from spotlake.pipeline.shards import read_part_doc
 from spotlake.pipeline.state import StateDocs
 from spotlake.storage import ObjectStore, open_store
 from spotlake.storage.base import FrameKind
@@ -252,4 +255,43 @@ def test_cli_collect_aws_shards_commit_when_the_last_one_finishes(
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "committed" and report["shard"]["finalised"] is True
     assert main(["status", "--store", str(tmp_path), "--cloud", "aws"]) == EXIT_OK
-    assert "no run committed" not in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "no run committed" not in status and "last run 2026-11-24T12:00" in status
+    assert "plan for" not in status and "quota" not in status  # Azure's documents, not AWS's
+
+
+def test_a_retried_worker_asked_for_other_types_collects_its_part_again(tmp_path: Path) -> None:
+    """A part is kept for a rerun only when it followed the plan the worker makes now; a part
+    replaced still spent budget, so its records join the book."""
+    clock = FakeClock(START)
+    emu = world(clock)
+    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    types = sorted({t for t, _ in emu.catalog.offerings})
+
+    def run(index: int, wanted: list[str]) -> RunReport:
+        options = attrs.evolve(KEEP, instance_types=tuple(wanted))
+        return run_aws_cycle(
+            START,
+            store=store,
+            access=access(emu),
+            clock=clock,
+            options=options,
+            shard=Shard(index=index, count=2),
+        )
+
+    assert run(0, types[:4]).status is PENDING
+    first = list(emu.scores.calls)
+    assert run(0, types[:4]).status is PENDING and len(emu.scores.calls) == len(first)  # kept
+    assert run(0, types[4:]).status is PENDING and len(emu.scores.calls) > len(first)  # collected again
+    doc = read_part_doc(store, START, Shard(index=0, count=2), AwsPartDoc)
+    assert doc is not None and doc.day_plan.instance_types == tuple(types[4:])
+    served = {(s.key, s.account) for s in doc.book.served}
+    assert {
+        (f"{c.instance_types[0]}|{','.join(c.regions)}|{c.target_capacity}", c.account)
+        for c in first
+        if c.new_configuration
+    } <= served  # the replaced part's records kept
+    last = run(1, types[4:])
+    assert last.status is COMMITTED and last.shard is not None and last.shard.finalised
+    notes = last.collectors["aws_sps"].notes  # type: ignore[index]
+    assert not any("did not all follow one plan" in n for n in notes)

@@ -20,9 +20,11 @@ hooks on :data:`converter` in their own module.
 from __future__ import annotations
 
 import enum
+import typing
+from collections import abc
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import cattrs
 from cattrs.preconf.json import make_converter
@@ -76,8 +78,12 @@ converter.register_structure_hook(date, lambda v, _t: date.fromisoformat(str(v))
 converter.register_unstructure_hook(timedelta, lambda v: v.total_seconds())
 converter.register_structure_hook(timedelta, _load_timedelta)
 converter.register_unstructure_hook(Secret, _refuse_secret)
-converter.register_unstructure_hook(frozenset, _sorted_list)
-converter.register_unstructure_hook(set, _sorted_list)
+_SETS: Final[tuple[object, ...]] = (frozenset, set, abc.Set)
+# Sets sorted, whether the type is bare (``frozenset``) or parametrised (``frozenset[tuple[str, str]]``,
+# which cattrs would otherwise write in hash order, different with every PYTHONHASHSEED).
+converter.register_unstructure_hook_func(
+    lambda t: t in (frozenset, set) or typing.get_origin(t) in _SETS, _sorted_list
+)
 converter.register_unstructure_hook_func(
     lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda v: v.value
 )

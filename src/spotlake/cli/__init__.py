@@ -365,13 +365,16 @@ def _status_text(status: StoreStatus, *, cloud: str = "azure") -> str:
         f"rotation: next count {nxt.desired_count if nxt else '?'}"
         f"{' (new UTC day)' if nxt and nxt.new_day else ''},"
         f" day {rotation.day}, failed attempts {rotation.attempts}, counts skipped {rotation.skipped}",
-        f"learned invalid: {len(rotation.invalid_regions)} regions, {len(rotation.invalid_sizes)} sizes",
-        f"plan for {status.plan_date}: {plan.calls if plan else '?'} calls"
-        f" (lower bound {plan.lower_bound if plan else '?'})",
-        *(_quota_line(name, snap) for name, snap in status.quota.items()),
     ]
-    if not status.quota:
-        lines.append("quota: no SPS calls recorded yet")
+    if cloud == "azure":  # the SPS plan, learned values and quota ledgers are Azure's documents
+        lines += [
+            f"learned invalid: {len(rotation.invalid_regions)} regions, {len(rotation.invalid_sizes)} sizes",
+            f"plan for {status.plan_date}: {plan.calls if plan else '?'} calls"
+            f" (lower bound {plan.lower_bound if plan else '?'})",
+            *(_quota_line(name, snap) for name, snap in status.quota.items()),
+        ]
+        if not status.quota:
+            lines.append("quota: no SPS calls recorded yet")
     if scoring is not None:
         lines.append(
             f"last run changes: {scoring.new} new, {scoring.changed} changed, {scoring.ceased} ceased"

@@ -121,14 +121,21 @@ async def run_aws_shard(at: datetime, env: AwsCycleEnv, shard: Shard) -> RunRepo
     if isinstance(start, RunReport):
         store.remove_parts(through=at)  # a finaliser that died after its commit left them behind
         return attrs.evolve(start, shard=present_parts(store, at, shard))
+    docs = StateDocs(start.state, store.url)
+    types = await list_offerings(env.access, env.clock)  # costs no account budget
+    day_plan = plan_day(start, docs, types, env.opts.instance_types)
     doc = read_part_doc(store, at, shard, AwsPartDoc)
-    if doc is not None and doc.matches(start, at):
+    if doc is not None and doc.matches(start, at) and doc.plan_digest == aws_plan_digest(day_plan):
         # A retried worker keeps its part: every query it sent took account budget.
         log.info(
             "AWS run %s %s: part already written against this state; not collecting again", at, shard.label
         )
     else:
-        doc = await _collect_part(at, env, shard, start, accounts)
+        # A part being replaced spent budget too: its records join the committed book.
+        book = docs.account_book()
+        if doc is not None:
+            book = AccountBook.merged([book, doc.book])
+        doc = await _collect_part(at, env, shard, start, day_plan=day_plan, book=book, accounts=accounts)
     progress = present_parts(store, at, shard)
     if progress.missing:
         return RunReport(
@@ -149,20 +156,24 @@ async def run_aws_shard(at: datetime, env: AwsCycleEnv, shard: Shard) -> RunRepo
 
 
 async def _collect_part(
-    at: datetime, env: AwsCycleEnv, shard: Shard, start: RunStart, accounts: Sequence[AwsAccount]
+    at: datetime,
+    env: AwsCycleEnv,
+    shard: Shard,
+    start: RunStart,
+    *,
+    day_plan: AwsDayPlan,
+    book: AccountBook,
+    accounts: Sequence[AwsAccount],
 ) -> AwsPartDoc:
-    """Plan the day as every worker does, send this shard's queries and store the part."""
+    """Send this shard's queries of the day's plan, starting from ``book``, and store the part."""
     store = env.store
-    docs = StateDocs(start.state, store.url)
-    types = await list_offerings(env.access, env.clock)
-    day_plan = plan_day(start, docs, types, env.opts.instance_types)
     positions = day_plan.plan.shard(shard.index, shard.count)
     queries = [day_plan.plan.queries[i] for i in positions]
     result = await AwsSpsCollector(
         queries=queries,
         target_capacity=start.decision.desired_count,
         accounts=accounts,
-        book=docs.account_book(),
+        book=book,
         clock=env.clock,
         concurrency=env.opts.sps_concurrency,
     ).acollect()
@@ -202,7 +213,7 @@ class MergedAwsParts:
     count: int
 
     async def __call__(self, start: RunStart, day_plan: AwsDayPlan) -> AwsSpsOutcome:
-        return merge_aws_parts(self._load(), start, self.at)
+        return merge_aws_parts(self._load(), start, self.at, instance_types=day_plan.instance_types)
 
     def _load(self) -> list[tuple[AwsPartDoc, pd.DataFrame]]:
         parts: list[tuple[AwsPartDoc, pd.DataFrame]] = []
@@ -220,9 +231,14 @@ class MergedAwsParts:
 
 
 def merge_aws_parts(
-    parts: Sequence[tuple[AwsPartDoc, pd.DataFrame]], start: RunStart, at: datetime
+    parts: Sequence[tuple[AwsPartDoc, pd.DataFrame]],
+    start: RunStart,
+    at: datetime,
+    *,
+    instance_types: tuple[str, ...] | None = None,
 ) -> AwsSpsOutcome:
-    """One run's placement scores from its shards' parts, checked against the state committed on."""
+    """One run's placement scores from its shards' parts, checked against the state committed on
+    (and, given ``instance_types``, against the instance types the finaliser was asked for)."""
     docs = [doc for doc, _ in parts]
     stale = [d for d in docs if not d.matches(start, at)]
     if stale:
@@ -242,8 +258,15 @@ def merge_aws_parts(
     if len(groups) > 1:
         incomplete = (
             f"shards did not all follow one plan ({' / '.join(str(g) for g in groups)}: their offering "
-            "listings differed); some pairs may not have been asked, so the capacity is retried next run"
+            "listings or instance types differed); some pairs may not have been asked, so the capacity "
+            "is retried next run"
         )
+    elif instance_types is not None and day_plan.instance_types != instance_types:
+        incomplete = (
+            f"the parts were collected for instance types {list(day_plan.instance_types) or 'all'}, "
+            f"the finaliser was asked for {list(instance_types) or 'all'}; the capacity is retried next run"
+        )
+    if incomplete:
         log.warning("AWS run %s: %s", at.isoformat(), incomplete)
     failed = tuple(sorted((f for d in docs for f in d.failed_queries), key=lambda f: f.index))
     frame = merge_sps_frames([f for _, f in parts])
