@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
@@ -37,7 +37,6 @@ from spotlake.clock import ensure_utc
 from spotlake.collect.aws import AccountBook, AwsAccount, AwsSpsCollector, AwsSpsResult
 from spotlake.collect.aws.sps import AccountStatus, FailedQuery
 from spotlake.collect.base import CollectReport
-from spotlake.errors import ConflictError, CorruptStoreError
 from spotlake.model import Source
 from spotlake.pipeline._aws_collect import (
     AwsSpsOutcome,
@@ -49,9 +48,17 @@ from spotlake.pipeline._aws_collect import (
 from spotlake.pipeline._run import run_id_of
 from spotlake.pipeline._start import RunStart, begin
 from spotlake.pipeline.report import RunReport, RunStatus
-from spotlake.pipeline.shards import Shard, merge_sps_frames, present_parts, read_part_doc
+from spotlake.pipeline.shards import (
+    PartHead,
+    Shard,
+    load_parts,
+    merge_sps_frames,
+    plan_groups,
+    present_parts,
+    read_part_doc,
+)
 from spotlake.pipeline.state import AwsDayPlan, StateDocs
-from spotlake.serde import dump, dump_doc, load_doc
+from spotlake.serde import dump, dump_doc
 from spotlake.storage.base import SnapshotStore
 
 if TYPE_CHECKING:
@@ -63,40 +70,24 @@ log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
-class AwsPartDoc:
+class AwsPartDoc(PartHead):
     """What one AWS shard worker collected, besides its score frame (stored with the part)."""
 
     DOC_FORMAT: ClassVar[int] = 1
 
-    at: datetime
-    index: int
-    count: int
-    #: The state version the worker read: parts of another version are never merged.
-    base_version: str | None
-    desired_count: int
-    day: date
-    #: The whole day's plan the worker followed, and its identity.
+    #: The whole day's plan the worker followed (its identity is ``plan_digest``).
     day_plan: AwsDayPlan
-    plan_digest: str
     #: (region, type) pairs its successful queries covered.
     asked: frozenset[Pair]
     #: Its failed queries, numbered by their place in the whole plan.
     failed_queries: tuple[FailedQuery, ...]
-    #: The committed book plus what its accounts served.
+    #: The book it started from plus what its accounts served.
     book: AccountBook
     truncated: tuple[str, ...]
     served_by: dict[str, str]
     accounts: dict[str, AccountStatus]
     report: CollectReport
     written_at: datetime
-
-    def matches(self, start: RunStart, at: datetime) -> bool:
-        """Collected for this run against the state ``start`` read."""
-        return (
-            self.at == at
-            and self.base_version == start.state.version
-            and self.desired_count == start.decision.desired_count
-        )
 
 
 def aws_plan_digest(day_plan: AwsDayPlan) -> str:
@@ -213,21 +204,8 @@ class MergedAwsParts:
     count: int
 
     async def __call__(self, start: RunStart, day_plan: AwsDayPlan) -> AwsSpsOutcome:
-        return merge_aws_parts(self._load(), start, self.at, instance_types=day_plan.instance_types)
-
-    def _load(self) -> list[tuple[AwsPartDoc, pd.DataFrame]]:
-        parts: list[tuple[AwsPartDoc, pd.DataFrame]] = []
-        for index in range(self.count):
-            where = f"{self.store.url} part {index}/{self.count} of {run_id_of(self.at)}"
-            found = self.store.read_part(self.at, index=index, count=self.count)
-            if found is None:
-                raise CorruptStoreError(
-                    f"{where}: the part vanished while finalising (another finaliser committed and "
-                    "removed it?); run the shard again"
-                )
-            raw, frame = found
-            parts.append((load_doc(raw, AwsPartDoc, where=where, hint="run that shard again"), frame))
-        return parts
+        parts = load_parts(self.store, self.at, self.count, AwsPartDoc)
+        return merge_aws_parts(parts, start, self.at, instance_types=day_plan.instance_types)
 
 
 def merge_aws_parts(
@@ -240,20 +218,8 @@ def merge_aws_parts(
     """One run's placement scores from its shards' parts, checked against the state committed on
     (and, given ``instance_types``, against the instance types the finaliser was asked for)."""
     docs = [doc for doc, _ in parts]
-    stale = [d for d in docs if not d.matches(start, at)]
-    if stale:
-        raise ConflictError(
-            f"AWS run {at.isoformat()}: the parts of shards {[d.index for d in stale]} were collected "
-            f"against state {[d.base_version for d in stale]}, but the store is now at "
-            f"{start.state.version} (a run committed in between); run those shards again (they replace "
-            "their parts and the last one finalises)"
-        )
-    by_plan: dict[str, list[int]] = {}
-    for doc in docs:
-        by_plan.setdefault(doc.plan_digest, []).append(doc.index)
-    # The plan most shards followed (ties: the one of the lowest shard) is the day's plan.
-    groups = sorted(by_plan.values(), key=lambda idx: (-len(idx), idx[0]))
-    day_plan = docs[groups[0][0]].day_plan
+    groups = plan_groups(docs, start, at)
+    day_plan = docs[groups[0][0]].day_plan  # the plan most shards followed is the day's plan
     incomplete = None
     if len(groups) > 1:
         incomplete = (

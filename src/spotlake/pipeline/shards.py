@@ -48,9 +48,12 @@ __all__ = [
     "BATCH_INDEX_ENV",
     "MergedParts",
     "PartDoc",
+    "PartHead",
     "Shard",
+    "load_parts",
     "merge_sps_frames",
     "pending_runs",
+    "plan_groups",
     "present_parts",
     "read_part_doc",
     "run_shard",
@@ -129,10 +132,8 @@ class Shard:
 
 
 @attrs.frozen(kw_only=True)
-class PartDoc:
-    """What one shard worker collected, besides its SPS frame (stored with the part)."""
-
-    DOC_FORMAT: ClassVar[int] = 1
+class PartHead:
+    """What every shard part (Azure's :class:`PartDoc`, AWS's ``AwsPartDoc``) says of its run."""
 
     at: datetime
     index: int
@@ -141,9 +142,29 @@ class PartDoc:
     base_version: str | None
     desired_count: int
     day: date
-    #: The whole day's plan the worker followed, and its identity (without timing).
-    plan: Plan
+    #: The identity of the day's plan the worker followed (workers must agree on it).
     plan_digest: str
+
+    def matches(self, start: RunStart, at: datetime) -> bool:
+        """Collected for this run against the state ``start`` read."""
+        return (
+            self.at == at
+            and self.base_version == start.state.version
+            and self.desired_count == start.decision.desired_count
+        )
+
+
+H = TypeVar("H", bound=PartHead)
+
+
+@attrs.frozen(kw_only=True)
+class PartDoc(PartHead):
+    """What one shard worker collected, besides its SPS frame (stored with the part)."""
+
+    DOC_FORMAT: ClassVar[int] = 1
+
+    #: The whole day's plan the worker followed (its identity is ``plan_digest``, without timing).
+    plan: Plan
     shard_plan: PlanReport
     #: Index of this shard's first call in the whole plan (failures use the whole plan's numbers).
     call_offset: int
@@ -156,13 +177,40 @@ class PartDoc:
     report: CollectReport
     written_at: datetime
 
-    def matches(self, start: RunStart, at: datetime) -> bool:
-        """Collected for this run against the state ``start`` read."""
-        return (
-            self.at == at
-            and self.base_version == start.state.version
-            and self.desired_count == start.decision.desired_count
+
+def load_parts(store: SnapshotStore, at: datetime, count: int, kind: type[H]) -> list[tuple[H, pd.DataFrame]]:
+    """Every part of the run at ``at`` split into ``count`` shards, for its finaliser (a part that
+    vanished meanwhile is a :class:`CorruptStoreError`: another finaliser committed and removed it)."""
+    parts: list[tuple[H, pd.DataFrame]] = []
+    for index in range(count):
+        where = f"{store.url} part {index}/{count} of {run_id_of(at)}"
+        found = store.read_part(at, index=index, count=count)
+        if found is None:
+            raise CorruptStoreError(
+                f"{where}: the part vanished while finalising (another finaliser committed and "
+                "removed it?); run the shard again"
+            )
+        raw, frame = found
+        parts.append((load_doc(raw, kind, where=where, hint="run that shard again"), frame))
+    return parts
+
+
+def plan_groups(docs: Sequence[PartHead], start: RunStart, at: datetime) -> list[list[int]]:
+    """The shards grouped by the plan they followed, the plan most followed first (ties: the one of
+    the lowest shard), after checking every part was collected against the state ``start`` read
+    (:class:`ConflictError` naming the shards to run again otherwise)."""
+    stale = [d for d in docs if not d.matches(start, at)]
+    if stale:
+        raise ConflictError(
+            f"run {at.isoformat()}: the parts of shards {[d.index for d in stale]} were collected against "
+            f"state {[d.base_version for d in stale]}, but the store is now at {start.state.version} (a run "
+            "committed in between); run those shards again (they replace their parts and the last one "
+            "finalises)"
         )
+    by_plan: dict[str, list[int]] = {}
+    for doc in docs:
+        by_plan.setdefault(doc.plan_digest, []).append(doc.index)
+    return sorted(by_plan.values(), key=lambda idx: (-len(idx), idx[0]))
 
 
 def plan_digest(plan: Plan) -> str:
@@ -290,40 +338,14 @@ class MergedParts:
     count: int
 
     async def __call__(self, start: RunStart, prices: PriceCrawl) -> SpsOutcome:
-        return merge_parts(self._load(), start, self.at)
-
-    def _load(self) -> list[tuple[PartDoc, pd.DataFrame]]:
-        parts: list[tuple[PartDoc, pd.DataFrame]] = []
-        for index in range(self.count):
-            where = f"{self.store.url} part {index}/{self.count} of {run_id_of(self.at)}"
-            found = self.store.read_part(self.at, index=index, count=self.count)
-            if found is None:
-                raise CorruptStoreError(
-                    f"{where}: the part vanished while finalising (another finaliser committed and "
-                    "removed it?); run the shard again"
-                )
-            raw, frame = found
-            parts.append((load_doc(raw, PartDoc, where=where, hint="run that shard again"), frame))
-        return parts
+        return merge_parts(load_parts(self.store, self.at, self.count, PartDoc), start, self.at)
 
 
 def merge_parts(parts: Sequence[tuple[PartDoc, pd.DataFrame]], start: RunStart, at: datetime) -> SpsOutcome:
     """One run's SPS outcome from its shards' parts, checked against the state being committed on."""
     docs = [doc for doc, _ in parts]
-    stale = [d for d in docs if not d.matches(start, at)]
-    if stale:
-        raise ConflictError(
-            f"run {at.isoformat()}: the parts of shards {[d.index for d in stale]} were collected against "
-            f"state {[d.base_version for d in stale]}, but the store is now at {start.state.version} (a run "
-            "committed in between); run those shards again (they replace their parts and the last one "
-            "finalises)"
-        )
-    by_plan: dict[str, list[int]] = {}
-    for doc in docs:
-        by_plan.setdefault(doc.plan_digest, []).append(doc.index)
-    # The plan most shards followed (ties: the one of the lowest shard) is the day's plan.
-    groups = sorted(by_plan.values(), key=lambda idx: (-len(idx), idx[0]))
-    plan = docs[groups[0][0]].plan
+    groups = plan_groups(docs, start, at)
+    plan = docs[groups[0][0]].plan  # the plan most shards followed is the day's plan
     incomplete = None
     if len(groups) > 1:
         incomplete = (
