@@ -205,18 +205,17 @@ class MergedAwsParts:
 
     async def __call__(self, start: RunStart, day_plan: AwsDayPlan) -> AwsSpsOutcome:
         parts = load_parts(self.store, self.at, self.count, AwsPartDoc)
-        return merge_aws_parts(parts, start, self.at, instance_types=day_plan.instance_types)
+        # The finaliser's own part followed its own plan (a worker whose plan changed collects
+        # its part again), so a finaliser asked for other types shows as a plan disagreement.
+        return merge_aws_parts(parts, start, self.at)
 
 
 def merge_aws_parts(
     parts: Sequence[tuple[AwsPartDoc, pd.DataFrame]],
     start: RunStart,
     at: datetime,
-    *,
-    instance_types: tuple[str, ...] | None = None,
 ) -> AwsSpsOutcome:
-    """One run's placement scores from its shards' parts, checked against the state committed on
-    (and, given ``instance_types``, against the instance types the finaliser was asked for)."""
+    """One run's placement scores from its shards' parts, checked against the state committed on."""
     docs = [doc for doc, _ in parts]
     groups = plan_groups(docs, start, at)
     day_plan = docs[groups[0][0]].day_plan  # the plan most shards followed is the day's plan
@@ -226,11 +225,6 @@ def merge_aws_parts(
             f"shards did not all follow one plan ({' / '.join(str(g) for g in groups)}: their offering "
             "listings or instance types differed); some pairs may not have been asked, so the capacity "
             "is retried next run"
-        )
-    elif instance_types is not None and day_plan.instance_types != instance_types:
-        incomplete = (
-            f"the parts were collected for instance types {list(day_plan.instance_types) or 'all'}, "
-            f"the finaliser was asked for {list(instance_types) or 'all'}; the capacity is retried next run"
         )
     if incomplete:
         log.warning("AWS run %s: %s", at.isoformat(), incomplete)
