@@ -8,6 +8,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from spotlake.pipeline.aws import AwsAccess
+from spotlake.testing.aws.emulator import AwsEmulator
+
 
 def offline_aws(monkeypatch: pytest.MonkeyPatch, folder: Path, *, region: str = "us-east-1") -> None:
     """Dummy credentials, no endpoint settings (any ``AWS_ENDPOINT_URL*``), no profile or config
@@ -26,3 +29,13 @@ def offline_aws(monkeypatch: pytest.MonkeyPatch, folder: Path, *, region: str = 
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # see tests/compute/ec2_support.ami
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+def emulator_access(emu: AwsEmulator) -> AwsAccess:
+    """How a cycle reaches the offline AWS world ``emu``: its regions, accounts and clients."""
+    return AwsAccess(
+        regions=emu.regions,
+        accounts=emu.accounts,
+        clients=emu.clients,
+        advisor_transport=emu.advisor_transport(),
+    )

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aws_support import emulator_access as access
 from spotlake.clock import FakeClock
 from spotlake.collect.aws.sps import AccountBook
 from spotlake.model import DESIRED_COUNTS, ChangeKind, Cloud, Source
-from spotlake.pipeline.aws import AwsAccess, AwsCycleOptions, run_aws_cycle
+from spotlake.pipeline.aws import AwsCycleOptions, run_aws_cycle
 from spotlake.pipeline.report import RunStatus
 from spotlake.pipeline.state import AWS_ACCOUNTS_DOC, AWS_PLAN_DOC, StateDocs
 from spotlake.storage import ObjectStore, open_store
@@ -31,15 +32,6 @@ def clock() -> FakeClock:
 
 def emulator(clock: FakeClock, **kw: object) -> AwsEmulator:
     return AwsEmulator(AwsCatalog.generate(1, types=6), clock=clock, **kw)  # type: ignore[arg-type]
-
-
-def access(emu: AwsEmulator) -> AwsAccess:
-    return AwsAccess(
-        regions=emu.regions,
-        accounts=emu.accounts,
-        clients=emu.clients,
-        advisor_transport=emu.advisor_transport(),
-    )
 
 
 def runs(

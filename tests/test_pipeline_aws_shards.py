@@ -18,12 +18,13 @@ import attrs
 import pandas as pd
 import pytest
 
+from aws_support import emulator_access as access
 from spotlake.cli import EXIT_OK, main
 from spotlake.clock import FakeClock
 from spotlake.collect.aws import AwsSpsPlan, AwsSpsQuery
 from spotlake.model import ChangeKind, Cloud
 from spotlake.pipeline import Shard, pending_runs
-from spotlake.pipeline.aws import AwsAccess, AwsCycleOptions, run_aws_cycle
+from spotlake.pipeline.aws import AwsCycleOptions, run_aws_cycle
 from spotlake.pipeline.aws_shards import AwsPartDoc
 from spotlake.pipeline.report import RunReport, RunStatus
 from spotlake.pipeline.shards import read_part_doc
@@ -46,15 +47,6 @@ def world(clock: FakeClock, *, accounts: int = 6, limits: dict[str, int] | None 
         seed=0, clock=clock, offerings=offerings, few_types_cap=None, account_limits=limits or {}
     )
     return AwsEmulator(catalog, clock=clock, accounts=accounts, scores=scores)
-
-
-def access(emu: AwsEmulator) -> AwsAccess:
-    return AwsAccess(
-        regions=emu.regions,
-        accounts=emu.accounts,
-        clients=emu.clients,
-        advisor_transport=emu.advisor_transport(),
-    )
 
 
 def shard_run(
@@ -251,6 +243,9 @@ def test_cli_collect_aws_shards_commit_when_the_last_one_finishes(
     assert main([*base[:-1], "--shard", "0/2"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "shard 0/2" in out and "waiting for shards [1]" in out
+    assert main(["status", "--store", str(tmp_path), "--cloud", "aws"]) == EXIT_OK
+    waiting = capsys.readouterr().out
+    assert f"rerun them: collect aws --at {at.removesuffix('Z')}" in waiting and "missing [1]" in waiting
     assert main([*base, "--shard", "1/2"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "committed" and report["shard"]["finalised"] is True

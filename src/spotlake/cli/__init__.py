@@ -46,7 +46,7 @@ from spotlake.cli._help import ENVIRONMENT, EPILOG, SHOW_EPILOG, Parser
 from spotlake.cli._show import cmd_show
 from spotlake.cli._where import WHERE_HELP
 from spotlake.errors import ConfigError, LockedError, PlanError, SpotlakeError
-from spotlake.model import DEFAULT_PLAN_SEARCH
+from spotlake.model import DEFAULT_PLAN_SEARCH, Cloud
 from spotlake.redact import scrub
 
 if TYPE_CHECKING:
@@ -331,7 +331,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from spotlake.model import Cloud
     from spotlake.pipeline import store_status
     from spotlake.storage import open_store
 
@@ -342,7 +341,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_text(status: StoreStatus, *, cloud: str = "azure") -> str:
+def _status_text(status: StoreStatus, *, cloud: Cloud = Cloud.AZURE) -> str:
     last_committed = status.last_run_at
     pending_lines = [
         f"sharded run {iso(p.at)} not committed:"
@@ -366,7 +365,7 @@ def _status_text(status: StoreStatus, *, cloud: str = "azure") -> str:
         f"{' (new UTC day)' if nxt and nxt.new_day else ''},"
         f" day {rotation.day}, failed attempts {rotation.attempts}, counts skipped {rotation.skipped}",
     ]
-    if cloud == "azure":  # the SPS plan, learned values and quota ledgers are Azure's documents
+    if cloud is Cloud.AZURE:  # the SPS plan, learned values and quota ledgers are Azure's documents
         lines += [
             f"learned invalid: {len(rotation.invalid_regions)} regions, {len(rotation.invalid_sizes)} sizes",
             f"plan for {status.plan_date}: {plan.calls if plan else '?'} calls"

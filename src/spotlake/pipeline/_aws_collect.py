@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -30,6 +30,7 @@ import pandas as pd
 
 from spotlake.clock import Clock
 from spotlake.collect.aws import (
+    AccountBook,
     AwsAccount,
     AwsInstanceTypeCollector,
     AwsOnDemandCollector,
@@ -64,6 +65,7 @@ __all__ = [
     "live_sps",
     "plan_day",
     "query_pairs",
+    "score_queries",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,28 @@ class AwsSpsOutcome:
 AwsSpsSource = Callable[[RunStart, AwsDayPlan], Awaitable[AwsSpsOutcome]]
 
 
+async def score_queries(
+    queries: Sequence[AwsSpsQuery],
+    *,
+    target_capacity: int,
+    accounts: Sequence[AwsAccount],
+    book: AccountBook,
+    clock: Clock,
+    concurrency: int,
+) -> tuple[AwsSpsResult, frozenset[Pair]]:
+    """``queries`` scored at ``target_capacity`` through ``accounts``, starting from ``book``; and
+    the (region, type) pairs of the queries that succeeded."""
+    result = await AwsSpsCollector(
+        queries=queries,
+        target_capacity=target_capacity,
+        accounts=accounts,
+        book=book,
+        clock=clock,
+        concurrency=concurrency,
+    ).acollect()
+    return result, query_pairs(queries, result.failed_queries)
+
+
 def live_sps(
     *, accounts: Iterable[AwsAccount], clock: Clock, store_url: str, concurrency: int = 1
 ) -> AwsSpsSource:
@@ -124,18 +148,15 @@ def live_sps(
     chosen = tuple(accounts)
 
     async def source(start: RunStart, day_plan: AwsDayPlan) -> AwsSpsOutcome:
-        queries = day_plan.plan.queries
-        result = await AwsSpsCollector(
-            queries=queries,
+        result, asked = await score_queries(
+            day_plan.plan.queries,
             target_capacity=start.decision.desired_count,
             accounts=chosen,
             book=StateDocs(start.state, store_url).account_book(),
             clock=clock,
             concurrency=concurrency,
-        ).acollect()
-        return AwsSpsOutcome(
-            day_plan=day_plan, result=result, asked=query_pairs(queries, result.failed_queries)
         )
+        return AwsSpsOutcome(day_plan=day_plan, result=result, asked=asked)
 
     return source
 

@@ -34,7 +34,7 @@ import attrs
 import pandas as pd
 
 from spotlake.clock import ensure_utc
-from spotlake.collect.aws import AccountBook, AwsAccount, AwsSpsCollector, AwsSpsResult
+from spotlake.collect.aws import AccountBook, AwsAccount, AwsSpsResult
 from spotlake.collect.aws.sps import AccountStatus, FailedQuery
 from spotlake.collect.base import CollectReport
 from spotlake.model import Source
@@ -43,19 +43,21 @@ from spotlake.pipeline._aws_collect import (
     Pair,
     list_offerings,
     plan_day,
-    query_pairs,
+    score_queries,
 )
-from spotlake.pipeline._run import run_id_of
-from spotlake.pipeline._start import RunStart, begin
-from spotlake.pipeline.report import RunReport, RunStatus
+from spotlake.pipeline._start import RunStart
+from spotlake.pipeline.report import RunReport
 from spotlake.pipeline.shards import (
     PartHead,
     Shard,
+    finalise,
     load_parts,
     merge_sps_frames,
+    pending_report,
     plan_groups,
     present_parts,
     read_part_doc,
+    worker_start,
 )
 from spotlake.pipeline.state import AwsDayPlan, StateDocs
 from spotlake.serde import dump, dump_doc
@@ -102,16 +104,9 @@ async def run_aws_shard(at: datetime, env: AwsCycleEnv, shard: Shard) -> RunRepo
 
     store = env.store
     accounts = shard.members(env.access.accounts, what="accounts", given="AwsAccess lists")
-    start = begin(
-        store.read_state(frames=False),
-        at,
-        where=store.url,
-        now=env.clock.now(),
-        max_skew=env.opts.max_clock_skew,
-    )
+    start = worker_start(store, at, shard, now=env.clock.now(), max_skew=env.opts.max_clock_skew)
     if isinstance(start, RunReport):
-        store.remove_parts(through=at)  # a finaliser that died after its commit left them behind
-        return attrs.evolve(start, shard=present_parts(store, at, shard))
+        return start
     docs = StateDocs(start.state, store.url)
     types = await list_offerings(env.access, env.clock)  # costs no account budget
     day_plan = plan_day(start, docs, types, env.opts.instance_types)
@@ -129,21 +124,14 @@ async def run_aws_shard(at: datetime, env: AwsCycleEnv, shard: Shard) -> RunRepo
         doc = await _collect_part(at, env, shard, start, day_plan=day_plan, book=book, accounts=accounts)
     progress = present_parts(store, at, shard)
     if progress.missing:
-        return RunReport(
-            at=at,
-            status=RunStatus.PENDING,
-            desired_count=start.decision.desired_count,
-            new_day=start.decision.new_day,
-            state_version=start.state.version,
-            collectors={Source.AWS_SPS: doc.report},
-            failed_calls=len(doc.failed_queries),
-            shard=progress,
-        )
-    with store.lock(run_id_of(at), timeout=env.opts.lock_timeout):
-        report = await run_aws_locked(at, env, MergedAwsParts(store, at, shard.count))
-    if report.status in (RunStatus.COMMITTED, RunStatus.SKIPPED):
-        store.remove_parts(through=at)
-    return attrs.evolve(report, shard=attrs.evolve(progress, finalised=report.status is RunStatus.COMMITTED))
+        return pending_report(start, progress, at=at, part=doc.report, failed=len(doc.failed_queries))
+    return await finalise(
+        store,
+        progress,
+        at=at,
+        lock_timeout=env.opts.lock_timeout,
+        run=lambda: run_aws_locked(at, env, MergedAwsParts(store, at, shard.count)),
+    )
 
 
 async def _collect_part(
@@ -160,14 +148,14 @@ async def _collect_part(
     store = env.store
     positions = day_plan.plan.shard(shard.index, shard.count)
     queries = [day_plan.plan.queries[i] for i in positions]
-    result = await AwsSpsCollector(
-        queries=queries,
+    result, asked = await score_queries(
+        queries,
         target_capacity=start.decision.desired_count,
         accounts=accounts,
         book=book,
         clock=env.clock,
         concurrency=env.opts.sps_concurrency,
-    ).acollect()
+    )
     doc = AwsPartDoc(
         at=at,
         index=shard.index,
@@ -177,7 +165,7 @@ async def _collect_part(
         day=start.day,
         day_plan=day_plan,
         plan_digest=aws_plan_digest(day_plan),
-        asked=query_pairs(queries, result.failed_queries),
+        asked=asked,
         # Numbered in the whole plan, so failures read the same as in an unsharded run.
         failed_queries=tuple(attrs.evolve(f, index=positions[f.index]) for f in result.failed_queries),
         book=result.book,

@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import ClassVar, Final, TypeVar
 
 import attrs
@@ -50,13 +50,16 @@ __all__ = [
     "PartDoc",
     "PartHead",
     "Shard",
+    "finalise",
     "load_parts",
     "merge_sps_frames",
+    "pending_report",
     "pending_runs",
     "plan_groups",
     "present_parts",
     "read_part_doc",
     "run_shard",
+    "worker_start",
 ]
 
 log = logging.getLogger(__name__)
@@ -248,21 +251,66 @@ def present_parts(store: SnapshotStore, at: datetime, shard: Shard) -> ShardProg
     return ShardProgress(index=shard.index, count=shard.count, present=present)
 
 
+def worker_start(
+    store: SnapshotStore, at: datetime, shard: Shard, *, now: datetime, max_skew: timedelta
+) -> RunStart | RunReport:
+    """What a shard worker starts from, without the lock: the committed docs and version (the
+    finaliser re-reads everything under the lock), or the ``skipped`` report of a committed run
+    (whose leftover parts, of a finaliser that died after its commit, are removed)."""
+    start = begin(store.read_state(frames=False), at, where=store.url, now=now, max_skew=max_skew)
+    if isinstance(start, RunReport):
+        store.remove_parts(through=at)
+        return attrs.evolve(start, shard=ShardProgress(index=shard.index, count=shard.count))
+    return start
+
+
+def pending_report(
+    start: RunStart,
+    progress: ShardProgress,
+    *,
+    at: datetime,
+    part: CollectReport,
+    failed: int,
+    plan: PlanReport | None = None,
+) -> RunReport:
+    """The report of a worker that stored its part while others are missing."""
+    return RunReport(
+        at=at,
+        status=RunStatus.PENDING,
+        desired_count=start.decision.desired_count,
+        new_day=start.decision.new_day,
+        state_version=start.state.version,
+        plan=plan,
+        collectors={part.source: part},
+        failed_calls=failed,
+        shard=progress,
+    )
+
+
+async def finalise(
+    store: SnapshotStore,
+    progress: ShardProgress,
+    *,
+    at: datetime,
+    lock_timeout: float,
+    run: Callable[[], Awaitable[RunReport]],
+) -> RunReport:
+    """Commit a run whose parts are all there: ``run`` (the ordinary cycle, its SPS merged from the
+    parts) under the lock; the parts removed once the run stands."""
+    with store.lock(run_id_of(at), timeout=lock_timeout):
+        report = await run()
+    if report.status in (RunStatus.COMMITTED, RunStatus.SKIPPED):
+        store.remove_parts(through=at)
+    return attrs.evolve(report, shard=attrs.evolve(progress, finalised=report.status is RunStatus.COMMITTED))
+
+
 async def run_shard(at: datetime, env: CycleEnv, shard: Shard) -> RunReport:
     """Collect this shard's calls into a part (no lock); finalise the run if every part is there."""
     store = env.store
     subscriptions = shard.subscriptions(env.azure.credentials.subscriptions)
-    # Docs and the version are all a worker needs; the finaliser re-reads everything under the lock.
-    start = begin(
-        store.read_state(frames=False),
-        at,
-        where=store.url,
-        now=env.clock.now(),
-        max_skew=env.opts.max_clock_skew,
-    )
+    start = worker_start(store, at, shard, now=env.clock.now(), max_skew=env.opts.max_clock_skew)
     if isinstance(start, RunReport):
-        store.remove_parts(through=at)  # a finaliser that died after its commit left them behind
-        return attrs.evolve(start, shard=ShardProgress(index=shard.index, count=shard.count))
+        return start
     doc = read_part_doc(store, at, shard, PartDoc)
     if doc is not None and doc.matches(start, at):
         # A retried worker (crash, or exit 75 at finalisation) keeps its part: quota is scarce.
@@ -271,22 +319,15 @@ async def run_shard(at: datetime, env: CycleEnv, shard: Shard) -> RunReport:
         doc = await _collect_part(at, env, shard, start, subscriptions)
     progress = present_parts(store, at, shard)
     if progress.missing:
-        return RunReport(
-            at=at,
-            status=RunStatus.PENDING,
-            desired_count=start.decision.desired_count,
-            new_day=start.decision.new_day,
-            state_version=start.state.version,
-            plan=doc.shard_plan,
-            collectors={Source.SPS: doc.report},
-            failed_calls=len(doc.failed_calls),
-            shard=progress,
-        )
-    with store.lock(run_id_of(at), timeout=env.opts.lock_timeout):
-        report = await run_locked(at, env, lambda _start, _token: MergedParts(store, at, shard.count))
-    if report.status in (RunStatus.COMMITTED, RunStatus.SKIPPED):
-        store.remove_parts(through=at)
-    return attrs.evolve(report, shard=attrs.evolve(progress, finalised=report.status is RunStatus.COMMITTED))
+        failed = len(doc.failed_calls)
+        return pending_report(start, progress, at=at, part=doc.report, failed=failed, plan=doc.shard_plan)
+    return await finalise(
+        store,
+        progress,
+        at=at,
+        lock_timeout=env.opts.lock_timeout,
+        run=lambda: run_locked(at, env, lambda _start, _token: MergedParts(store, at, shard.count)),
+    )
 
 
 async def _collect_part(
