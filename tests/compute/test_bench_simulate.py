@@ -42,3 +42,19 @@ def test_the_excerpts_get_a_scaled_down_job_that_can_meet_its_deadlines() -> Non
             part, bench_simulate._deadline_summary(part), shared=False, where=bench_simulate.EXCERPTS
         )
     )
+
+
+def test_the_further_seeds_compare_ours_with_the_targets_baselines_and_count_the_wins() -> None:
+    part = bench_simulate.further_seeds((4, 5), jobs=30, days=2)
+    assert [s["seed"] for s in part] == [4, 5]
+    for s in part:
+        assert [r["contender"] for r in s["rows"]] == [*bench_simulate.FURTHER_CONTENDERS, OPTIMUM]
+    md = "\n".join(bench_simulate._further_markdown(part))
+    assert "Seeds 4-5" in md and md.count("\n| 4 |") == 1 and md.count("\n| 5 |") == 1
+    cheaper = sum(
+        bench_simulate._row(s["rows"], bench_simulate.OURS)["cost"]
+        < bench_simulate._row(s["rows"], "skypilot-like")["cost"]
+        for s in part
+    )
+    assert f"cheaper than SkyPilot-like on {cheaper} of 2" in md
+    assert bench_simulate._further_markdown([]) == []

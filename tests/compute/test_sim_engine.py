@@ -709,6 +709,32 @@ def test_the_engine_tells_the_controller_how_long_the_job_held_spot_and_how_ofte
     assert 40 * M < last.spot_held <= 40 * M + (last.now - (T0 + H)), last
 
 
+def test_the_loss_an_interruption_may_cost_is_never_more_than_the_work_still_unsaved() -> None:
+    """A job of 40 minutes that checkpoints every hour can lose 40 minutes at most, and a job of 50
+    minutes that has saved 30 of them, 20; a worst case of a whole interval would make the controller hold
+    back slack the job can never lose."""
+    seen: list[JobView] = []
+
+    @attrs.frozen
+    class Watch:
+        def mode(self, view: JobView) -> Mode:
+            seen.append(view)
+            return Mode.SPOT
+
+    trace = make_trace({"us-east-1a": [0, 1, 1, 1, 1, 1]}, step=20 * M)
+    workload = deadline_job(work=40 * M, deadline=2 * H, restart_overhead=timedelta(0), checkpoint_every=H)
+    simulate(trace, workload, attrs.evolve(the("spotlake-deadline"), controller=Watch()))
+    assert seen and all(v.loss_bound == 40 * M for v in seen), seen
+    half = make_trace({"us-east-1a": [1, 1, 0, 1, 1, 1]}, step=20 * M)
+    seen.clear()
+    saved = deadline_job(work=50 * M, deadline=2 * H, restart_overhead=timedelta(0), checkpoint_every=30 * M)
+    simulate(half, saved, attrs.evolve(the("spotlake-deadline"), controller=Watch()))
+    # interrupted at 00:40 with its 00:30 checkpoint saved: 20 minutes of work can still be lost
+    assert [v.loss_bound for v in seen if v.waiting] and all(
+        v.loss_bound == 20 * M for v in seen if v.waiting
+    ), seen
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_slack_guard_meets_every_classic_deadline_on_generated_markets(seed: int) -> None:
     trace = generate_trace(seed=seed, pools=8, days=3, regions=["us-east-1"])

@@ -85,8 +85,9 @@ class JobView:
     work: timedelta
     done: timedelta
     restart_overhead: timedelta
-    #: The work an interruption may lose at most (one checkpoint interval; without periodic
-    #: checkpoints, what an interruption now would lose: all the work not saved yet).
+    #: The work an interruption may lose at most (one checkpoint interval, or the work left to
+    #: save when that is less; without periodic checkpoints, what an interruption now would lose:
+    #: all the work not saved yet).
     loss_bound: timedelta
     #: How long the cloud warns before it takes a spot instance.
     notice: timedelta

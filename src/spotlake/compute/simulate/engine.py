@@ -339,10 +339,13 @@ class _Run:
         if due <= submitted + sim.work:
             return None
         every = sim.checkpoint_every
+        saved = progress.saved(now)
         if every is None:  # no periodic checkpoints: an interruption now loses all not saved
-            loss = progress.work_done(now) - progress.saved(now)
-        else:
-            loss = timedelta(0) if every == CONTINUOUS else every
+            loss = progress.work_done(now) - saved
+        elif every == CONTINUOUS:
+            loss = timedelta(0)
+        else:  # one interval, or less when less work than that is left to save
+            loss = min(every, max(sim.work - saved, timedelta(0)))
         return JobView(
             now=now,
             submitted_at=submitted,
