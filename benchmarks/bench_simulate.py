@@ -382,7 +382,7 @@ def _generated_markdown(part: dict[str, Any], timing: dict[str, Any], *, jobs: i
             f"| {s['seed']} | {opt['vs_on_demand']:.3f} | {pair(OURS)} | {ours['score']:.1f} "
             f"| {pair('greedy')} | {pair('skypilot-like')} | {pair(UP)} | {s['compare_seconds']:.1f} |"
         )
-    md += _further_markdown(part["further"])
+    md += _further_markdown(part.get("further", []))
     steps = first["steps"].get(OURS, 0)
     rate = steps / timing["median_s"] if timing["median_s"] else 0.0
     md += [
@@ -413,7 +413,7 @@ def _further_markdown(further: list[dict[str, Any]]) -> list[str]:
     for s in further:
         rows = s["rows"]
         ours, sky = _row(rows, OURS), _row(rows, "skypilot-like")
-        gap = ours["vs_on_demand"] - sky["vs_on_demand"]
+        gap = (ours["cost"] - sky["cost"]) / _row(rows, "on-demand")["cost"]
         cheaper += ours["cost"] < sky["cost"]
         cells = [f"{_row(rows, c)['vs_on_demand']:.3f} / {_row(rows, c)['misses']}" for c in (OURS, "greedy")]
         md.append(

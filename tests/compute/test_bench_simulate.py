@@ -19,6 +19,7 @@ def test_the_simulator_benchmark_reports_both_parts_and_its_targets() -> None:
     assert {r["contender"] for r in deadline["rows"]} == {*bench_simulate.DEADLINE_CONTENDERS, OPTIMUM}
     assert set(deadline["summary"]["ours_vs_up"]) == {t["trace"] for t in deadline["traces"]}
 
+    assert result["generated"]["further"] == []  # quick mode runs no further seeds
     (seed,) = result["generated"]["seeds"]
     assert seed["jobs"] == 100 and [r["contender"] for r in seed["rows"]] == [*CONTENDERS, OPTIMUM]
     assert result["simulate_timing"]["median_s"] > 0 and len(result["simulate_timing"]["samples_s"]) == 3
@@ -57,4 +58,19 @@ def test_the_further_seeds_compare_ours_with_the_targets_baselines_and_count_the
         for s in part
     )
     assert f"cheaper than SkyPilot-like on {cheaper} of 2" in md
+    misses = {
+        c: sum(int(bench_simulate._row(s["rows"], c)["misses"]) for s in part)
+        for c in (bench_simulate.OURS, "greedy", "skypilot-like")
+    }
+    assert (
+        f"misses in all: ours {misses[bench_simulate.OURS]}, greedy {misses['greedy']}, "
+        f"SkyPilot-like {misses['skypilot-like']}." in md
+    )
+    rows = part[0]["rows"]
+    gap = (
+        bench_simulate._row(rows, bench_simulate.OURS)["cost"]
+        - bench_simulate._row(rows, "skypilot-like")["cost"]
+    ) / bench_simulate._row(rows, "on-demand")["cost"]
+    (line,) = [x for x in md.splitlines() if x.startswith("| 4 |")]
+    assert line.endswith(f"| {gap * 100:+.2f} % |")
     assert bench_simulate._further_markdown([]) == []

@@ -14,14 +14,14 @@ arguments give the same arrays, another seed another market. Per pool and tick i
   per pool alone. Pools of one zone therefore drop together far more often than pools of
   different zones;
 * **price**: the spot price as a share of the on-demand price, a mean-reverting walk (an AR(1)
-  with time constant :attr:`Dynamics.price_hours`) around a per-pool base share (0.25 to 0.45 with
-  the default floor), pulled up when the pool is scarcer than the market's mean and down when it
-  is more plentiful (:attr:`Dynamics.scarcity_premium`), kept within
+  with time constant :attr:`Dynamics.price_hours`) around a per-pool base share (0.32 to 0.47 with
+  the default floor), pulled up when the pool is scarcer than the market's mean over the whole
+  trace and down when it is more plentiful (:attr:`Dynamics.scarcity_premium`), kept within
   [:attr:`Dynamics.price_floor`, :attr:`Dynamics.price_cap`] of on-demand, rounded to 1/10,000 USD.
-  Centring the premium keeps the market's mean share near the base's 0.35: the level of the real
-  AWS catalog for the generator's types (spot/on-demand 0.28 to 0.45 from the 10th to the 90th
-  percentile, median 0.37; Azure's spot prices are lower still). Shallow pools still cost more
-  than deep ones;
+  Centring the premium keeps the market's mean share near the base's 0.395: on average, the level
+  of the real AWS catalog for the generator's types in its four regions (spot/on-demand 0.32 to
+  0.47 from the 10th to the 90th percentile, mean 0.39). Shallow pools still cost more than deep
+  ones;
 * **placement score**, observed every tick: 1..10 for AWS, 1..3 (Low/Medium/High) for Azure, the
   share of capacity available plus observation noise.
 
@@ -368,9 +368,10 @@ def generate_trace(
 
     # Price: a mean-reverting share of on-demand around the pool's base share, higher when the pool
     # is scarcer than the market usually is and lower when it is more plentiful, within the bounds.
-    # The premium is centred on the market's mean availability so that the market's average price
-    # share stays its base (the real catalogs' level), not the base plus a premium for scarcity.
-    base = rng.uniform(market.price_floor + 0.05, market.price_floor + 0.25, size=pools)
+    # The premium is centred on the market's mean availability (over the whole trace) so that the
+    # market's average price share stays its base (the real catalog's level), not the base plus a
+    # premium for scarcity.
+    base = rng.uniform(market.price_floor + 0.12, market.price_floor + 0.27, size=pools)
     usual = float(obtainable.mean())
     target = base[None, :] + market.scarcity_premium * (usual - obtainable)
     rho = _phi(step_hours, market.price_hours)
