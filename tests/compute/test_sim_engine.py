@@ -685,20 +685,29 @@ def test_slack_guard_moves_a_running_job_when_even_a_lossless_interruption_would
     assert guard.mode(attrs.evolve(edge, checkpoints=False)) is Mode.SPOT
 
 
+@attrs.frozen
+class Watch:
+    """A controller that keeps every view it is shown and always says spot."""
+
+    seen: list[JobView] = attrs.field(factory=list)
+
+    def mode(self, view: JobView) -> Mode:
+        self.seen.append(view)
+        return Mode.SPOT
+
+
+def watched(trace: Trace, workload: Workload) -> tuple[RunResult, list[JobView]]:
+    """Ours run with :class:`Watch` as its controller: the result and the views it saw."""
+    watch = Watch()
+    return simulate(trace, workload, attrs.evolve(the("spotlake-deadline"), controller=watch)), watch.seen
+
+
 def test_the_engine_tells_the_controller_how_long_the_job_held_spot_and_how_often_it_was_taken() -> None:
-    seen: list[JobView] = []
-
-    @attrs.frozen
-    class Watch:
-        def mode(self, view: JobView) -> Mode:
-            seen.append(view)
-            return Mode.SPOT
-
     # spot for 40 minutes, gone for 20, back: the job holds spot twice and loses it once
     trace = make_trace({"us-east-1a": [1, 1, 0, 1, 1, 1]}, step=20 * M)
     workload = deadline_job(work=H, deadline=2 * H, restart_overhead=timedelta(0))
-    ours = attrs.evolve(the("spotlake-deadline"), controller=Watch())
-    [outcome] = simulate(trace, workload, ours).jobs
+    result, seen = watched(trace, workload)
+    [outcome] = result.jobs
     assert outcome.state is JobState.COMPLETED
     # while it waits: 40 minutes held, taken once
     waiting = [v for v in seen if v.waiting]
@@ -711,24 +720,15 @@ def test_the_engine_tells_the_controller_how_long_the_job_held_spot_and_how_ofte
 
 def test_the_loss_an_interruption_may_cost_is_never_more_than_the_work_still_unsaved() -> None:
     """A job of 40 minutes that checkpoints every hour can lose 40 minutes at most, and a job of 50
-    minutes that has saved 30 of them, 20; a worst case of a whole interval would make the controller hold
-    back slack the job can never lose."""
-    seen: list[JobView] = []
-
-    @attrs.frozen
-    class Watch:
-        def mode(self, view: JobView) -> Mode:
-            seen.append(view)
-            return Mode.SPOT
-
+    minutes that has saved 30 of them, 20; a worst case of a whole interval would make the
+    controller hold back slack the job can never lose."""
     trace = make_trace({"us-east-1a": [0, 1, 1, 1, 1, 1]}, step=20 * M)
     workload = deadline_job(work=40 * M, deadline=2 * H, restart_overhead=timedelta(0), checkpoint_every=H)
-    simulate(trace, workload, attrs.evolve(the("spotlake-deadline"), controller=Watch()))
+    _, seen = watched(trace, workload)
     assert seen and all(v.loss_bound == 40 * M for v in seen), seen
     half = make_trace({"us-east-1a": [1, 1, 0, 1, 1, 1]}, step=20 * M)
-    seen.clear()
     saved = deadline_job(work=50 * M, deadline=2 * H, restart_overhead=timedelta(0), checkpoint_every=30 * M)
-    simulate(half, saved, attrs.evolve(the("spotlake-deadline"), controller=Watch()))
+    _, seen = watched(half, saved)
     # interrupted at 00:40 with its 00:30 checkpoint saved: 20 minutes of work can still be lost
     assert [v.loss_bound for v in seen if v.waiting] and all(
         v.loss_bound == 20 * M for v in seen if v.waiting
