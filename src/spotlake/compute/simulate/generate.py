@@ -21,7 +21,8 @@ arguments give the same arrays, another seed another market. Per pool and tick i
   Centring the premium keeps the market's mean share near the base's 0.395: on average, the level
   of the real AWS catalog for the generator's types in its four regions (spot/on-demand 0.32 to
   0.47 from the 10th to the 90th percentile, mean 0.39). Shallow pools still cost more than deep
-  ones;
+  ones. An Azure market gets the same shares, which are dearer than Azure's catalog (0.11 to 0.13
+  of on-demand for the generator's sizes);
 * **placement score**, observed every tick: 1..10 for AWS, 1..3 (Low/Medium/High) for Azure, the
   share of capacity available plus observation noise.
 
