@@ -175,3 +175,52 @@ def test_a_lock_write_whose_answer_was_lost_is_recognised_as_ours() -> None:
         objects.lose_next = True  # a renewal's answer is lost too
         assert lock.renew(info) is True and not lock.lost.is_set()
     assert objects.obj is None, "released"
+
+
+class RacedWrite:
+    """A generation write that fails because another run committed on the same parent meanwhile
+    (whose garbage collection removes a generation of the same seq as it is written), or, unarmed
+    with ``rival=None``, fails on its own."""
+
+    def __init__(self, inner: Any, rival: LocalStore | None) -> None:
+        self.inner = inner
+        self.rival = rival
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.armed:
+            self.armed = False
+            if self.rival is not None:
+                parent = self.rival.read_state().version
+                self.rival.commit_state(expected_version=parent, frames={}, docs={"w": {"who": "rival"}})
+            raise StorageError(f"cannot write {key}: No such file or directory")
+        self.inner.put(key, data)
+
+
+def test_a_write_broken_by_a_rival_commit_on_the_same_parent_is_a_conflict(tmp_path: Path) -> None:
+    """Before: the loser of two runs committing on one parent (a bypassed lock) could fail with
+    "cannot write ... No such file or directory" when the winner's garbage collection removed its
+    half-written generation: a broken store to the caller, where it is a conflict to retry."""
+    first = LocalStore(tmp_path, fsync=False).commit_state(expected_version=None, frames={}, docs={"w": {}})
+    backend = RacedWrite(LocalBackend(tmp_path, fsync=False), LocalStore(tmp_path, fsync=False))
+    store = ObjectStore(backend)  # type: ignore[arg-type]
+    backend.armed = True
+    with pytest.raises(ConflictError, match="changed"):
+        store.commit_state(expected_version=first, frames={}, docs={"w": {"who": "loser"}})
+    state = store.read_state()
+    assert state.docs == {"w": {"who": "rival"}} and state.version != first
+    assert store.generations() == sorted([first, state.version]), "nothing of the loser is left"
+
+
+def test_a_write_that_fails_on_its_own_is_still_a_storage_error(tmp_path: Path) -> None:
+    first = LocalStore(tmp_path, fsync=False).commit_state(expected_version=None, frames={}, docs={"w": {}})
+    backend = RacedWrite(LocalBackend(tmp_path, fsync=False), None)
+    store = ObjectStore(backend)  # type: ignore[arg-type]
+    backend.armed = True
+    with pytest.raises(StorageError, match="cannot write") as raised:
+        store.commit_state(expected_version=first, frames={}, docs={"w": {"who": "me"}})
+    assert not isinstance(raised.value, ConflictError)
+    assert store.read_state().version == first

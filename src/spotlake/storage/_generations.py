@@ -188,10 +188,12 @@ class Generations:
             written.append(prefix + "manifest.json")
             if before_swap is not None:
                 before_swap()  # last check of what the generation names (e.g. its stage is complete)
-        except BaseException:
+        except BaseException as exc:
             # Leave nothing half-written behind when we can; a crash (no chance to run this)
             # leaves an unreferenced generation that a later commit collects.
             self._discard(written)
+            if isinstance(exc, StorageError) and not isinstance(exc, ConflictError):
+                self._raise_if_superseded(expected_version, exc)
             raise
         previous = (current_version, *current.previous) if current and current_version else ()
         pointer = Pointer(
@@ -294,6 +296,18 @@ class Generations:
             "Another run committed first; nothing of this run's state was published. Re-read the state "
             "and run again (hold store.lock() to serialise runs)"
         )
+
+    def _raise_if_superseded(self, expected_version: str | None, exc: StorageError) -> None:
+        """A write that failed while another run committed on the same parent is a conflict: that
+        run's garbage collection may remove the files of a generation with its seq as they are
+        written, and the caller must read the new state and try again, not report a broken store."""
+        try:
+            found = self._pointer()
+        except StorageError:
+            return  # cannot tell: the write's own error stands
+        landed = found[0] if found else None
+        if (landed.version if landed else None) != expected_version:
+            raise ConflictError(self._conflict_message(expected_version, landed)) from exc
 
     def _discard(self, keys: Sequence[str]) -> None:
         try:
