@@ -186,12 +186,14 @@ class RacedWrite:
         self.inner = inner
         self.rival = rival
         self.armed = False
+        self.puts = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def put(self, key: str, data: bytes) -> None:
-        if self.armed:
+        self.puts += self.armed
+        if self.armed and self.puts == 2:  # the second file of the generation
             self.armed = False
             if self.rival is not None:
                 parent = self.rival.read_state().version
@@ -208,8 +210,8 @@ def test_a_write_broken_by_a_rival_commit_on_the_same_parent_is_a_conflict(tmp_p
     backend = RacedWrite(LocalBackend(tmp_path, fsync=False), LocalStore(tmp_path, fsync=False))
     store = ObjectStore(backend)  # type: ignore[arg-type]
     backend.armed = True
-    with pytest.raises(ConflictError, match="changed"):
-        store.commit_state(expected_version=first, frames={}, docs={"w": {"who": "loser"}})
+    with pytest.raises(ConflictError, match=r"changed.*write had failed too: cannot write"):
+        store.commit_state(expected_version=first, frames={}, docs={"w": {"who": "loser"}, "z": {}})
     state = store.read_state()
     assert state.docs == {"w": {"who": "rival"}} and state.version != first
     assert store.generations() == sorted([first, state.version]), "nothing of the loser is left"
@@ -221,6 +223,6 @@ def test_a_write_that_fails_on_its_own_is_still_a_storage_error(tmp_path: Path) 
     store = ObjectStore(backend)  # type: ignore[arg-type]
     backend.armed = True
     with pytest.raises(StorageError, match="cannot write") as raised:
-        store.commit_state(expected_version=first, frames={}, docs={"w": {"who": "me"}})
+        store.commit_state(expected_version=first, frames={}, docs={"w": {"who": "me"}, "z": {}})
     assert not isinstance(raised.value, ConflictError)
-    assert store.read_state().version == first
+    assert store.read_state().version == first and store.generations() == [first]

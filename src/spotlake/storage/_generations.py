@@ -193,7 +193,7 @@ class Generations:
             # leaves an unreferenced generation that a later commit collects.
             self._discard(written)
             if isinstance(exc, StorageError) and not isinstance(exc, ConflictError):
-                self._raise_if_superseded(expected_version, exc)
+                self._raise_if_superseded(expected_version, token, exc)
             raise
         previous = (current_version, *current.previous) if current and current_version else ()
         pointer = Pointer(
@@ -297,7 +297,9 @@ class Generations:
             "and run again (hold store.lock() to serialise runs)"
         )
 
-    def _raise_if_superseded(self, expected_version: str | None, exc: StorageError) -> None:
+    def _raise_if_superseded(
+        self, expected_version: str | None, token: str | None, exc: StorageError
+    ) -> None:
         """A write that failed while another run committed on the same parent is a conflict: that
         run's garbage collection may remove the files of a generation with its seq as they are
         written, and the caller must read the new state and try again, not report a broken store."""
@@ -305,9 +307,9 @@ class Generations:
             found = self._pointer()
         except StorageError:
             return  # cannot tell: the write's own error stands
-        landed = found[0] if found else None
-        if (landed.version if landed else None) != expected_version:
-            raise ConflictError(self._conflict_message(expected_version, landed)) from exc
+        if (found[1] if found else None) != token:
+            message = self._conflict_message(expected_version, found[0] if found else None)
+            raise ConflictError(f"{message} (this run's write had failed too: {exc})") from exc
 
     def _discard(self, keys: Sequence[str]) -> None:
         try:
