@@ -49,6 +49,12 @@ def world(clock: FakeClock, *, accounts: int = 6, limits: dict[str, int] | None 
     return AwsEmulator(catalog, clock=clock, accounts=accounts, scores=scores)
 
 
+def fresh(root: Path, *, accounts: int = 6) -> tuple[FakeClock, AwsEmulator, ObjectStore]:
+    """A clock at :data:`START`, an emulated AWS with ``accounts`` accounts and an empty AWS store."""
+    clock = FakeClock(START)
+    return clock, world(clock, accounts=accounts), open_store(root, cloud=Cloud.AWS, clock=clock)
+
+
 def shard_run(
     store: ObjectStore, emu: AwsEmulator, clock: FakeClock, at: datetime, index: int, count: int
 ) -> RunReport:
@@ -97,9 +103,7 @@ def test_three_shards_commit_the_same_run_as_one_worker(tmp_path: Path) -> None:
 
 
 def test_each_shard_asks_through_its_own_accounts_and_the_book_merges(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path)
     names = [a.name for a in emu.accounts]
     plan_types: dict[int, set[str]] = {}
     for index in range(3):
@@ -117,9 +121,7 @@ def test_each_shard_asks_through_its_own_accounts_and_the_book_merges(tmp_path: 
 
 
 def test_a_missing_shard_leaves_the_run_pending_until_it_runs(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path)
     first = shard_run(store, emu, clock, START, 0, 2)
     assert first.status is PENDING and first.shard is not None and first.shard.missing == (1,)
     assert store.read_state().version is None
@@ -135,9 +137,7 @@ def test_a_missing_shard_leaves_the_run_pending_until_it_runs(tmp_path: Path) ->
 
 
 def test_parts_of_another_state_are_refused_then_collected_again(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path)
     sharded(store, emu, clock, START, 2)
     at = START + timedelta(minutes=20)
     assert shard_run(store, emu, clock, at, 0, 2).status is PENDING  # collected against state V
@@ -157,9 +157,7 @@ def test_parts_of_another_state_are_refused_then_collected_again(tmp_path: Path)
 
 
 def test_a_late_shard_of_a_run_committed_meanwhile_is_a_no_op(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path)
     assert shard_run(store, emu, clock, START, 0, 2).status is PENDING
     # an unsharded worker commits this very run time meanwhile
     assert (
@@ -170,9 +168,7 @@ def test_a_late_shard_of_a_run_committed_meanwhile_is_a_no_op(tmp_path: Path) ->
 
 
 def test_the_next_day_repeats_each_shard_s_configurations_for_free(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path)
     sharded(store, emu, clock, START, 3)
     first_day = [c for c in emu.scores.calls if c.new_configuration]
     reports = sharded(store, emu, clock, START + timedelta(hours=23), 3)  # new UTC day, within 24 h
@@ -182,9 +178,7 @@ def test_the_next_day_repeats_each_shard_s_configurations_for_free(tmp_path: Pat
 
 
 def test_a_failed_query_in_one_shard_is_unknown_never_ceased(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock, accounts=2)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path, accounts=2)
     sharded(store, emu, clock, START, 2)
     emu.scores.inject(FaultKind.ACCESS_DENIED, account="account-2")  # shard 1's only account
     at = START + timedelta(minutes=10)
@@ -207,9 +201,7 @@ def test_a_failed_query_in_one_shard_is_unknown_never_ceased(tmp_path: Path) -> 
 
 
 def test_more_shards_than_accounts_is_a_config_error(tmp_path: Path) -> None:
-    clock = FakeClock(START)
-    emu = world(clock, accounts=2)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path, accounts=2)
     report = shard_run(store, emu, clock, START, 0, 3)
     assert report.status is FAILED and report.error_type == "ConfigError"
     assert "3 shards need at least 3 accounts" in (report.error or "")
@@ -258,9 +250,7 @@ def test_cli_collect_aws_shards_commit_when_the_last_one_finishes(
 def test_a_retried_worker_asked_for_other_types_collects_its_part_again(tmp_path: Path) -> None:
     """A part is kept for a rerun only when it followed the plan the worker makes now; a part
     replaced still spent budget, so its records join the book."""
-    clock = FakeClock(START)
-    emu = world(clock)
-    store = open_store(tmp_path, cloud=Cloud.AWS, clock=clock)
+    clock, emu, store = fresh(tmp_path)
     types = sorted({t for t, _ in emu.catalog.offerings})
 
     def run(index: int, wanted: list[str]) -> RunReport:
