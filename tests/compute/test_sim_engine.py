@@ -803,7 +803,7 @@ def test_a_gang_moved_to_on_demand_while_waiting_does_not_stay_on_spot() -> None
         checkpoint_every=30 * M,
         count=4,
     )
-    run = simulate(trace, workload, the("spotlake-deadline"))
+    run = simulate(trace, workload, attrs.evolve(the("spotlake-deadline"), controller=SlackGuard()))
     moved = next(
         t.at for t in run.ledger.list()[0].history if t.reason.startswith("the deadline needs on-demand")
     )

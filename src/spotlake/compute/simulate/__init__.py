@@ -12,21 +12,14 @@ hindsight optimum (:func:`hindsight_cost`) as the limit.
 from __future__ import annotations
 
 from spotlake.compute.simulate.compare import COLUMNS, OPTIMUM, Comparison, ComparisonRow, compare
-from spotlake.compute.simulate.contenders import (
-    CONTENDERS,
-    Contender,
-    Controller,
-    JobView,
-    Mode,
-    SlackGuard,
-    UniformProgress,
-    contenders,
-)
+from spotlake.compute.simulate.contenders import CONTENDERS, Contender, contenders
+from spotlake.compute.simulate.controllers import Controller, JobView, Mode, SlackGuard, UniformProgress
 from spotlake.compute.simulate.engine import JobOutcome, RunResult, TraceOffers, simulate
 from spotlake.compute.simulate.generate import Dynamics, generate_trace
 from spotlake.compute.simulate.history import trace_from_store
 from spotlake.compute.simulate.launcher import Bill, SimLauncher
 from spotlake.compute.simulate.optimum import OptimumReport, hindsight_cost
+from spotlake.compute.simulate.planner import DeadlinePlanner, Plan, SpotModel, plan
 from spotlake.compute.simulate.replay import load_spot_trace, load_spot_traces
 from spotlake.compute.simulate.trace import InstanceShape, OnDemandPrice, PoolSeries, Trace
 from spotlake.compute.simulate.workload import Progress, SimJob, Workload, deadline_job, generate_workload
@@ -40,6 +33,7 @@ __all__ = [
     "ComparisonRow",
     "Contender",
     "Controller",
+    "DeadlinePlanner",
     "Dynamics",
     "InstanceShape",
     "JobOutcome",
@@ -47,12 +41,14 @@ __all__ = [
     "Mode",
     "OnDemandPrice",
     "OptimumReport",
+    "Plan",
     "PoolSeries",
     "Progress",
     "RunResult",
     "SimJob",
     "SimLauncher",
     "SlackGuard",
+    "SpotModel",
     "Trace",
     "TraceOffers",
     "UniformProgress",
@@ -65,6 +61,7 @@ __all__ = [
     "hindsight_cost",
     "load_spot_trace",
     "load_spot_traces",
+    "plan",
     "simulate",
     "trace_from_store",
 ]

@@ -38,7 +38,8 @@ from spotlake.compute.events import InterruptionWarning
 from spotlake.compute.health import HealthRegistry
 from spotlake.compute.jobs import Job, JobManager, JobState
 from spotlake.compute.offers.base import OfferSet
-from spotlake.compute.simulate.contenders import Contender, JobView, Mode
+from spotlake.compute.simulate.contenders import Contender
+from spotlake.compute.simulate.controllers import JobView, Mode
 from spotlake.compute.simulate.launcher import SimLauncher
 from spotlake.compute.simulate.trace import Trace
 from spotlake.compute.simulate.workload import CONTINUOUS, Progress, SimJob, Workload
@@ -163,14 +164,18 @@ def _quiet() -> Iterator[None]:
 
 
 class _SpotRecord:
-    """One job's time on spot so far and how often spot was taken from it."""
+    """One job's time on spot so far and how often spot was taken from it; its time waiting for
+    spot and how often spot was found."""
 
-    __slots__ = ("since", "taken", "total")
+    __slots__ = ("found", "since", "taken", "total", "waited", "waiting_since")
 
     def __init__(self) -> None:
         self.since: datetime | None = None
         self.total = timedelta(0)
         self.taken = 0
+        self.waiting_since: datetime | None = None
+        self.waited = timedelta(0)
+        self.found = 0
 
     def stop(self, now: datetime) -> None:
         if self.since is not None:
@@ -179,6 +184,18 @@ class _SpotRecord:
 
     def held(self, now: datetime) -> timedelta:
         return self.total + (now - self.since if self.since is not None else timedelta(0))
+
+    def wait(self, now: datetime, *, waiting: bool, on_spot: bool) -> None:
+        """The job waits for spot now, or not (``on_spot``: it computes on spot)."""
+        if waiting and self.waiting_since is None:
+            self.waiting_since = now
+        elif not waiting and self.waiting_since is not None:
+            self.waited += now - self.waiting_since
+            self.waiting_since = None
+            self.found += on_spot
+
+    def spent_waiting(self, now: datetime) -> timedelta:
+        return self.waited + (now - self.waiting_since if self.waiting_since is not None else timedelta(0))
 
 
 class _Run:
@@ -361,10 +378,13 @@ class _Run:
             checkpoints=every is not None,
             spot_held=record.held(now),
             spot_lost=record.taken,
+            spot_waited=record.spent_waiting(now),
+            spot_found=record.found,
         )
 
     def _sync(self, now: datetime) -> None:
-        """Start, stop and restart each job's work as the manager placed it."""
+        """Start, stop and restart each job's work as the manager placed it, and keep its record of
+        time on spot and waiting for spot (what a controller's view reports)."""
         for job in self.jobs.list():
             p = self.progress.get(job.id)
             if p is None or job.id in self.finished:
@@ -376,11 +396,16 @@ class _Run:
                 p.pause(now, lost=True)  # taken, replaced or moved: back to the last checkpoint
                 self.on.pop(job.id, None)
                 record.stop(now)
+            on_spot = computing and any(
+                pl.instance.capacity_type is CapacityType.SPOT for pl in job.placements
+            )
             if computing and not p.running:
                 p.run(now)
                 self.on[job.id] = ids
-                if any(pl.instance.capacity_type is CapacityType.SPOT for pl in job.placements):
+                if on_spot:
                     record.since = now
+            waiting = job.state is JobState.PENDING and not job.pinned_on_demand
+            record.wait(now, waiting=waiting, on_spot=on_spot)
 
     # --- the result ------------------------------------------------------------------------------
 
