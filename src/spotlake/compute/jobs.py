@@ -1,7 +1,7 @@
 """Jobs on the allocated capacity: their lifecycle, interruptions, hangs and waiting for capacity.
 
 The :class:`JobManager` keeps the design's job API (``submit``, ``terminate``, ``get``, ``list``,
-``allocate``, ``request_spot``, ``fallback``, ``health``) over an
+``allocate``, ``request_spot``, ``fallback``, ``health``), plus ``unpin`` and ``respot``, over an
 :class:`~spotlake.compute.allocator.Allocator`::
 
     Pending -> Running -> Completed | Failed | Terminated
@@ -22,6 +22,8 @@ The :class:`JobManager` keeps the design's job API (``submit``, ``terminate``, `
   registry says something changed (a block ended, a breaker half-opened).
 * **Revert**: :meth:`JobManager.tick` also moves fallen-back on-demand instances back to spot,
   one at a time after the cooldown (:mod:`spotlake.compute.revert`).
+* **Respot**: :meth:`JobManager.respot` moves a running job from spot to cheaper spot when the
+  caller says how much saving pays for its restart (:mod:`spotlake.compute.respot`).
 
 Everything runs on the injected clock; call :meth:`JobManager.tick` (and :meth:`JobManager.poll`
 with an event source) from the service's loop.
@@ -56,6 +58,7 @@ from spotlake.compute.ledger import CostLedger, EndReason
 from spotlake.compute.offers.base import OfferSource
 from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST
 from spotlake.compute.policy.presets import Policy
+from spotlake.compute.respot import plan_respot
 from spotlake.compute.revert import Reverter
 from spotlake.compute.values import CapacityRequest, CapacityType, Offer, TaskClass
 from spotlake.errors import ConfigError
@@ -306,6 +309,52 @@ class JobManager:
                 job.pinned_on_demand = False
                 job.history.append(Transition(at=self._now(), state=job.state, reason="spot allowed again"))
             return job
+
+    def respot(self, job_id: str, *, saving: float) -> bool:
+        """Move a running job that is all on spot to the spot capacity its policy ranks first now,
+        if that costs at most ``1 - saving`` of what its instances cost now
+        (:mod:`spotlake.compute.respot`): the whole request is launched on spot (no fallback), and
+        only when it replaces the job within that price are the old instances terminated (make
+        before break); a replacement that falls short is given back. Whether the saving pays for
+        the restart is the caller's to judge. Returns whether the job moved. If a call fails
+        part-way the error is raised and every instance still running stays with the job."""
+        with self._lock:
+            job = self.get(job_id)
+            if job.state is not JobState.RUNNING or job.pinned_on_demand:
+                return False
+            plan = plan_respot(self.allocator, self._offers(), job.placements, job.request, saving=saving)
+            if plan is None:
+                return False
+            try:
+                got = self.allocator.carry_out(plan.decision, job=job.id, on_demand_fallback=False)
+            except AllocationError as exc:
+                if exc.partial is not None:
+                    self.ledger.record(exc.partial, job=job.id)
+                    self._adopt(job, exc.partial)
+                raise
+            got = attrs.evolve(
+                got, placements=tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in got.placements)
+            )
+            self.ledger.record(got, job=job.id)
+            if not plan.accepts(got):
+                self._give_back_or_keep(job, got)
+                return False
+            old = list(job.placements)
+            try:
+                self._release(job, old, EndReason.REPLACED, terminate=True)
+            except Exception:
+                self._give_back_or_keep(job, got)  # the old instances still run: no move
+                raise
+            self._adopt(job, got)
+            job.history.append(
+                Transition(
+                    at=self._now(),
+                    state=job.state,
+                    reason=f"moved to cheaper spot: {plan.price_now:.4f} -> "
+                    f"{sum(i.price for i in got.instances):.4f} USD/h ({got.id})",
+                )
+            )
+            return True
 
     def _moves_to_on_demand(self, job: Job) -> Iterator[Placement]:
         """Replace each of a running job's spot instances on-demand (make before break),

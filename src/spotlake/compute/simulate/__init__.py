@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from spotlake.compute.simulate.compare import COLUMNS, OPTIMUM, Comparison, ComparisonRow, compare
 from spotlake.compute.simulate.contenders import CONTENDERS, Contender, contenders
-from spotlake.compute.simulate.controllers import Controller, JobView, Mode, SlackGuard, UniformProgress
+from spotlake.compute.simulate.controllers import (
+    Controller,
+    JobView,
+    Mode,
+    RespotRule,
+    SlackGuard,
+    UniformProgress,
+)
 from spotlake.compute.simulate.engine import JobOutcome, RunResult, TraceOffers, simulate
 from spotlake.compute.simulate.generate import Dynamics, generate_trace
 from spotlake.compute.simulate.history import trace_from_store
@@ -44,6 +51,7 @@ __all__ = [
     "Plan",
     "PoolSeries",
     "Progress",
+    "RespotRule",
     "RunResult",
     "SimJob",
     "SimLauncher",

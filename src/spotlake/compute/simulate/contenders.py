@@ -32,7 +32,9 @@ The contenders (:func:`contenders` builds them by name):
     per launch), spot whenever there is spot, waits for it and returns from on-demand planned per
     job on the spot it has seen, never below a reserve of two restarts, and a running job leaves
     spot when one more interruption would cost its deadline and is likely enough
-    (:class:`~spotlake.compute.simulate.planner.DeadlinePlanner`).
+    (:class:`~spotlake.compute.simulate.planner.DeadlinePlanner`); a job running on spot moves
+    to cheaper spot when the saving over its work left pays for the restart
+    (:class:`~spotlake.compute.simulate.controllers.RespotRule`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from spotlake.compute.policy.fallback import Fallback
 from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST, CapacityMix
 from spotlake.compute.policy.presets import Policy, balanced, cost_optimized, performance_optimized
 from spotlake.compute.policy.rankers import ByPrice, PriceCapacity
-from spotlake.compute.simulate.controllers import Controller, UniformProgress
+from spotlake.compute.simulate.controllers import Controller, RespotRule, UniformProgress
 from spotlake.compute.simulate.planner import DeadlinePlanner
 from spotlake.errors import ConfigError
 
@@ -71,6 +73,9 @@ class Contender:
     on_demand_fallback: bool = True
     #: Decides per job with a deadline (``None``: the policy alone decides).
     controller: Controller | None = None
+    #: Moves a job running on spot to cheaper spot when that pays (``None``: never; needs a
+    #: controller, which is asked first).
+    respot: RespotRule | None = None
     #: Only the cheapest this many spot pools are used (``None``: all of them).
     pools: int | None = None
     description: str = ""
@@ -145,7 +150,9 @@ def _all() -> dict[str, Contender]:
                 limits=_sim_limits(),
                 on_demand_fallback=False,
                 controller=DeadlinePlanner(),
-                description="scores and several pools; planned waits, a reserve of two restarts",
+                respot=RespotRule(),
+                description="scores and several pools; planned waits, a reserve of two restarts, "
+                "moves to cheaper spot when the saving pays for the restart",
             ),
         )
     }

@@ -127,6 +127,8 @@ class RunResult:
     interruptions: int
     #: Instances launched on-demand for units asked as spot.
     fallbacks: int
+    #: Running jobs moved from spot to cheaper spot (:meth:`JobManager.respot`).
+    respots: int
     jobs: tuple[JobOutcome, ...]
     ledger: JobManager = attrs.field(repr=False)
 
@@ -229,6 +231,7 @@ class _Run:
         self.on: dict[str, tuple[str, ...]] = {}  # job id -> the instances it computes on
         self.finished: dict[str, datetime] = {}
         self.interruptions = 0
+        self.respots = 0
         self.spot: dict[str, _SpotRecord] = {}  # job id -> its time on spot and spot lost
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -328,6 +331,10 @@ class _Run:
                 self.jobs.fallback(job.id, "the deadline needs on-demand")
             elif mode is Mode.SPOT and job.pinned_on_demand:
                 self.jobs.unpin(job.id)
+            elif mode is Mode.SPOT and job.state is JobState.RUNNING and self.contender.respot is not None:
+                saving = self.contender.respot.saving(view)
+                if saving is not None and self.jobs.respot(job.id, saving=saving):
+                    self.respots += 1
 
     def _view(self, job: Job, now: datetime) -> JobView | None:
         return self._view_of(
@@ -380,6 +387,7 @@ class _Run:
             spot_lost=record.taken,
             spot_waited=record.spent_waiting(now),
             spot_found=record.found,
+            unsaved=progress.work_done(now) - saved,
         )
 
     def _sync(self, now: datetime) -> None:
@@ -445,6 +453,7 @@ class _Run:
             lifetime_seconds=lifetimes,
             interruptions=self.interruptions,
             fallbacks=fallbacks,
+            respots=self.respots,
             jobs=tuple(outcomes),
             ledger=self.jobs,
         )
