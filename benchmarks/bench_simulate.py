@@ -449,12 +449,12 @@ def run(quick: bool, *, traces: Path | None = None) -> dict[str, Any]:
     # "on every shared trace": a trace's score is the mean over its setups (deadlines x overheads)
     up = summary["ours_vs_up"]
     margins = {t: v["ours_mean"] - v["up_mean"] for t, v in up.items()}
-    up_met = all(m >= 0 for m in margins.values())
+    up_met = bool(margins) and all(m >= 0 for m in margins.values())
     up_traces = sum(m >= 0 for m in margins.values())
     up_count = sum(v["at_least_up"] for v in up.values())
     up_total = sum(v["setups"] for v in up.values())
     up_short = [f"{t} {m:+.2f}" for t, m in margins.items() if m < 0]
-    closest = min(margins, key=lambda t: margins[t])
+    closest = min(margins, key=lambda t: margins[t], default=None)
 
     per_seed = []
     for s in part2["seeds"]:
@@ -481,8 +481,9 @@ def run(quick: bool, *, traces: Path | None = None) -> dict[str, Any]:
         f"({summary['ours_missed_with_room']} missed of {summary['setups_with_room']} such setups; "
         f"{summary['setups']} setups in all)": summary["ours_missed_with_room"] == 0,
         "spotlake-deadline's normalised score is at least Uniform Progress's on every shared trace "
-        f"(mean over each trace's setups: {up_traces}/{len(up)} traces, the closest {closest} "
-        f"{margins[closest]:+.2f} points{'; short: ' + ', '.join(up_short) if up_short else ''}; "
+        f"(mean over each trace's setups: {up_traces}/{len(up)} traces"
+        + (f", the closest {closest} {margins[closest]:+.2f} points" if closest is not None else "")
+        + f"{'; short: ' + ', '.join(up_short) if up_short else ''}; "
         f"per setup {up_count}/{up_total})": up_met,
         f"ours (spotlake-deadline) <= {TARGET_VS_ON_DEMAND}x the all-on-demand cost on the 500-job week"
         f"{week} ({vs_od})": all(p["ours_vs_on_demand"] <= TARGET_VS_ON_DEMAND for p in per_seed),

@@ -10,6 +10,7 @@ from compute_support import T0, clock, on_demand, spot
 from test_jobs_when_calls_fail import Flaky, manager, open_in_ledger, owned
 
 from spotlake.clock import FakeClock
+from spotlake.compute.allocator import AllocationError
 from spotlake.compute.jobs import JobManager, JobState
 from spotlake.compute.launch.base import LaunchFailure
 from spotlake.compute.ledger import EndReason
@@ -130,3 +131,14 @@ def test_the_price_now_is_the_pools_current_offer_or_the_launch_price() -> None:
     assert price_now(placements, []) == pytest.approx(0.08)  # no offer now: as launched
     plan = plan_respot(jobs.allocator, drifting(c.now()), placements, CapacityRequest(count=2), saving=0.3)
     assert plan is not None and plan.price_now == pytest.approx(0.20) and plan.limit == pytest.approx(0.14)
+
+
+def test_a_launch_that_breaks_leaves_the_job_as_it_was_and_says_so() -> None:
+    c = clock()
+    jobs, launcher, job_id = spot_job(c)
+    before = set(jobs.get(job_id).instance_ids)
+    launcher.broken_launch = True
+    with pytest.raises(AllocationError, match="failed part-way"):
+        jobs.respot(job_id, saving=0.3)
+    assert set(jobs.get(job_id).instance_ids) == before
+    assert set(launcher.running) == owned(jobs) == open_in_ledger(jobs) == before

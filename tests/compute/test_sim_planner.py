@@ -20,6 +20,7 @@ from spotlake.compute.simulate import (
     deadline_job,
     plan,
 )
+from spotlake.compute.simulate.planner import MAX_CELLS
 from spotlake.errors import ConfigError
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -82,7 +83,12 @@ def test_the_plan_never_waits_or_returns_to_spot_below_the_hard_reserve() -> Non
         slack = t.slack0 + t.step * np.arange(t.wait.shape[1])
         assert not t.wait[:, slack <= HARD_H].any()
         assert not t.back[:, slack <= HARD_H + OVERHEAD_H + NOTICE_H].any()
-        assert t.wait[1:, slack > 1.0].all()  # an hour to spare: waiting is free and keeps spot
+        time_left = t.step * np.arange(t.wait.shape[0])
+        remaining = time_left[:, None] - slack[None, :] - OVERHEAD_H
+        assert not (t.wait | t.back)[remaining <= 1e-9].any()  # a job with no work left does not move
+        live = (remaining > 1e-9) & (remaining <= 4.0)  # the states the job can be in
+        # an hour to spare: waiting is free and keeps spot
+        assert t.wait[live & (slack > 1.0)[None, :]].all()
 
 
 def test_the_plan_waits_near_the_reserve_only_for_spot_that_comes_back_soon() -> None:
@@ -100,6 +106,29 @@ def test_the_plan_leaves_on_demand_only_for_spot_that_lasts_and_saves() -> None:
     assert not tables(share=1.0).back.any()  # no saving pays for a restart
 
 
+def test_the_plan_expects_what_the_job_would_pay_when_spot_is_certain_or_absent() -> None:
+    # 4 hours of work and one start (6 minutes): 4.1 hours to pay for, once
+    always = tables(up=1e6, down=1e-3, share=0.4)
+    assert always.expected_cost == pytest.approx(0.4 * 4.1, rel=0.01)
+    never = tables(up=1e6, down=1e6, share=0.4)  # spot never comes: all of it on on-demand
+    assert never.expected_cost == pytest.approx(4.1, rel=0.01)
+
+
+def test_a_long_loose_job_gets_a_coarser_grid_not_a_huge_table() -> None:
+    week = plan(
+        span_h=168.0,
+        spare_h=160.0,
+        overhead_h=OVERHEAD_H,
+        notice_h=NOTICE_H,
+        spot_share=0.4,
+        model=SpotModel(up_hours=10.0, down_hours=1.0),
+        hard_h=HARD_H,
+        step=0.04,
+    )
+    assert week.wait.size <= 1.05 * MAX_CELLS and week.step > 0.04
+    assert tables().step == 0.04  # a day's job keeps the grid it asked for
+
+
 def test_jobs_of_one_shape_and_model_share_their_plan() -> None:
     assert tables(down=0.5) is tables(down=0.5)
     assert tables(down=0.5) is not tables(down=0.6)
@@ -114,7 +143,7 @@ def test_a_spot_model_needs_positive_means() -> None:
 
 
 def test_a_plan_needs_a_positive_step_and_span() -> None:
-    with pytest.raises(ConfigError, match="positive step"):
+    with pytest.raises(ConfigError, match="step > 0"):
         plan(
             span_h=10.0,
             spare_h=6.0,
@@ -125,6 +154,12 @@ def test_a_plan_needs_a_positive_step_and_span() -> None:
             hard_h=HARD_H,
             step=0.0,
         )
+
+
+def test_a_planner_with_impossible_settings_is_refused() -> None:
+    for bad in ({"spot_share": 0.0}, {"spot_share": 1.5}, {"bucket": 0.0}, {"step": -1.0}):
+        with pytest.raises(ConfigError, match="DeadlinePlanner needs"):
+            DeadlinePlanner(**bad)  # type: ignore[arg-type]
 
 
 # --- the controller ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from test_sim_engine import make_trace
 from spotlake.compute.ledger import EndReason
 from spotlake.compute.simulate import JobView, RespotRule, Trace, contenders, deadline_job, simulate
 from spotlake.compute.simulate.workload import CONTINUOUS
+from spotlake.errors import ConfigError
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -96,3 +97,15 @@ def test_a_job_that_never_saves_is_not_moved_once_it_has_work_to_lose() -> None:
     )
     run = simulate(rising(), workload, ours)
     assert run.respots == 0 and run.cost == pytest.approx(2 * 0.02 + 3.1 * 0.10, abs=0.002)
+
+
+def test_a_respot_rule_with_impossible_settings_is_refused() -> None:
+    for bad in ({"margin": 1.0}, {"margin": -0.1}, {"max_unsaved": -M}, {"restarts": -1}):
+        with pytest.raises(ConfigError, match="RespotRule needs"):
+            RespotRule(**bad)  # type: ignore[arg-type]
+
+
+def test_a_contender_cannot_respot_without_a_controller() -> None:
+    [greedy] = contenders(["greedy"])
+    with pytest.raises(ConfigError, match="respot rule but no controller"):
+        attrs.evolve(greedy, respot=RespotRule())

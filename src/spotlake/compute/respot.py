@@ -11,7 +11,7 @@ or other pools, than planned) and then terminates the old instances (make before
 
 How much saving pays for a move is the caller's to say: a move restarts the job, so it costs the
 job's restart overhead and the work it has not saved, which only the job knows. The simulator's
-rule is :class:`spotlake.compute.simulate.controllers.RespotRule`.
+rule is :class:`spotlake.compute.simulate.respot_rule.RespotRule`.
 """
 
 from __future__ import annotations
@@ -70,10 +70,15 @@ def plan_respot(
     if not placements or any(p.instance.capacity_type is not CapacityType.SPOT for p in placements):
         return None
     now = price_now(placements, offers)
+    limit = (1 - saving) * now
+    # no plan can beat the cheapest spot price per unit: skip the decision when even that is dear
+    unit = request.unit
+    per_unit = [o.price / o.weight(unit) for o in offers if o.spot and o.weight(unit) > 0]
+    if not per_unit or min(per_unit) * request.amount > limit:
+        return None
     spot_only = (policy or allocator.policy).only(SPOT_FIRST)
     decision = allocator.decide(offers, request, spot_only)
     planned = sum(step.offer.price * step.count for step in decision.steps)
-    limit = (1 - saving) * now
     if not decision.complete or any(not s.offer.spot for s in decision.steps) or planned > limit:
         return None
     return RespotPlan(decision=decision, price_now=now, limit=limit)

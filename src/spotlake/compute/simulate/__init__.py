@@ -17,7 +17,6 @@ from spotlake.compute.simulate.controllers import (
     Controller,
     JobView,
     Mode,
-    RespotRule,
     SlackGuard,
     UniformProgress,
 )
@@ -28,6 +27,7 @@ from spotlake.compute.simulate.launcher import Bill, SimLauncher
 from spotlake.compute.simulate.optimum import OptimumReport, hindsight_cost
 from spotlake.compute.simulate.planner import DeadlinePlanner, Plan, SpotModel, plan
 from spotlake.compute.simulate.replay import load_spot_trace, load_spot_traces
+from spotlake.compute.simulate.respot_rule import RespotRule
 from spotlake.compute.simulate.trace import InstanceShape, OnDemandPrice, PoolSeries, Trace
 from spotlake.compute.simulate.workload import Progress, SimJob, Workload, deadline_job, generate_workload
 

@@ -21,7 +21,7 @@ The contenders (:func:`contenders` builds them by name):
     rounded per request by the allocator's rule (a one-instance job is all spot), with no
     fallback: spot units that find no spot wait for it.
 ``uniform-progress``
-    The deadline-aware rule of "Can't Be Late" (NSDI'24), from its description: a job uses spot
+    The deadline-aware rule published with the "Can't Be Late" traces, from its description: a job uses spot
     when it can; when it cannot and its progress is behind the straight line from submission to
     deadline it uses on-demand, and it leaves on-demand as soon as it is ahead of the line again.
     One pool (the cheapest), as in the paper's single-zone setting.
@@ -34,7 +34,7 @@ The contenders (:func:`contenders` builds them by name):
     spot when one more interruption would cost its deadline and is likely enough
     (:class:`~spotlake.compute.simulate.planner.DeadlinePlanner`); a job running on spot moves
     to cheaper spot when the saving over its work left pays for the restart
-    (:class:`~spotlake.compute.simulate.controllers.RespotRule`).
+    (:class:`~spotlake.compute.simulate.respot_rule.RespotRule`).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ from spotlake.compute.policy.fallback import Fallback
 from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST, CapacityMix
 from spotlake.compute.policy.presets import Policy, balanced, cost_optimized, performance_optimized
 from spotlake.compute.policy.rankers import ByPrice, PriceCapacity
-from spotlake.compute.simulate.controllers import Controller, RespotRule, UniformProgress
+from spotlake.compute.simulate.controllers import Controller, UniformProgress
 from spotlake.compute.simulate.planner import DeadlinePlanner
+from spotlake.compute.simulate.respot_rule import RespotRule
 from spotlake.errors import ConfigError
 
 __all__ = ["CONTENDERS", "Contender", "contenders"]
@@ -75,10 +76,17 @@ class Contender:
     controller: Controller | None = None
     #: Moves a job running on spot to cheaper spot when that pays (``None``: never; needs a
     #: controller, which is asked first).
-    respot: RespotRule | None = None
+    respot: RespotRule | None = attrs.field(default=None)
     #: Only the cheapest this many spot pools are used (``None``: all of them).
     pools: int | None = None
     description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.respot is not None and self.controller is None:
+            raise ConfigError(
+                f"contender {self.name!r} has a respot rule but no controller: the engine asks the "
+                "controller first and moves a job only when it keeps the job on spot; add one"
+            )
 
 
 def _sim_limits() -> HealthLimits:

@@ -4,11 +4,10 @@ A :class:`Controller` sees a :class:`JobView` (the job's progress, deadline, res
 what it has seen of spot so far) and answers a :class:`Mode`. The engine
 (:mod:`spotlake.compute.simulate.engine`) asks it for every job with a deadline and moves the job
 through the :class:`~spotlake.compute.jobs.JobManager` (``fallback`` to on-demand, ``unpin``
-back to spot). Here: :class:`UniformProgress` (the rule of "Can't Be Late", NSDI'24, from its
-description) and :class:`SlackGuard` (ours: slack reserves and the odds of an interruption).
+back to spot). Here: :class:`UniformProgress` (the rule published with the "Can't Be Late" spot
+traces, from its description; docs/allocator.md) and :class:`SlackGuard` (ours: slack reserves
+and the odds of an interruption).
 :mod:`spotlake.compute.simulate.planner` builds on :class:`SlackGuard` with a planned wait.
-:class:`RespotRule` decides the other move a running job can make: to cheaper spot
-(:meth:`~spotlake.compute.jobs.JobManager.respot`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Final, Protocol
 
 import attrs
 
-__all__ = ["Controller", "JobView", "Mode", "RespotRule", "SlackGuard", "UniformProgress"]
+__all__ = ["Controller", "JobView", "Mode", "SlackGuard", "UniformProgress"]
 
 _HOUR: Final = timedelta(hours=1)
 
@@ -192,35 +191,3 @@ class SlackGuard:
         hours = view.remaining / _HOUR * exposed
         chance = 1.0 - math.exp(-self.hazard(view) * hours)
         return Mode.SPOT if chance <= self.risk else Mode.ON_DEMAND
-
-
-@attrs.frozen
-class RespotRule:
-    """When moving a job running on spot to cheaper spot pays (spot to spot; the engine calls
-    :meth:`~spotlake.compute.jobs.JobManager.respot` with the saving this asks for).
-
-    A move restarts the job: it costs its restart overhead and its unsaved work, on the new
-    capacity, and saves the price difference over the work left. It pays when the new price
-    times (work left + that cost) is at most ``1 - margin`` of the current price times the work
-    left; :meth:`saving` turns that into the least saving to ask for. No move when less than
-    ``min_remaining`` of work is left, when more than ``max_unsaved`` is unsaved (a job that
-    checkpoints moves just after a checkpoint; one that never does, only in its first minutes),
-    or when the slack after the move's cost would not keep ``restarts`` worst switches (the
-    notice, the work an interruption may lose and a restart overhead each).
-    """
-
-    margin: float = 0.05
-    min_remaining: timedelta = timedelta(minutes=30)
-    max_unsaved: timedelta = timedelta(minutes=3)
-    restarts: int = 2
-
-    def saving(self, view: JobView) -> float | None:
-        """The least saving on the job's hourly price that pays for a move now (``None``: none)."""
-        remaining = view.remaining
-        if remaining < self.min_remaining or view.unsaved > self.max_unsaved:
-            return None
-        cost = view.restart_overhead + view.unsaved
-        switch = view.notice + view.loss_bound + view.restart_overhead
-        if view.slack - cost <= switch * self.restarts:
-            return None
-        return 1.0 - (1.0 - self.margin) * (remaining / (remaining + cost))

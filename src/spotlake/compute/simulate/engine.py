@@ -9,13 +9,16 @@ moves time from event to event (a job's submission, a tick of the trace, an inte
 take, a job finishing its work) and at each one does what the service's loop does: hand the cloud's
 events to the manager (``poll``), let the manager retry and revert (``tick``), and, for
 deadline-aware contenders, ask the controller where each job with a deadline should be
-(``fallback`` to on-demand, ``unpin`` back to spot). Nothing is decided here that the library does
-not decide in production.
+(``fallback`` to on-demand, ``unpin`` back to spot) and, for a contender with a respot rule,
+whether a job it keeps running on spot should move to cheaper spot (``respot``). Nothing is
+decided here that the library does not decide in production.
 
 Work is accounted per job with :class:`~spotlake.compute.simulate.workload.Progress`: a job
 computes while the manager has it Running on a fixed set of instances; each new set (a start, a
-replacement after an interruption, a move to or from on-demand) is a restart that pays the job's
-restart overhead and falls back to its last checkpoint. A job is completed through the manager
+replacement after an interruption, a move to or from on-demand or to cheaper spot) is a restart
+that pays the job's restart overhead and falls back to its last checkpoint (a job's
+``interruptions`` count every such restart that lost work; the run's count the instances the
+cloud took). A job is completed through the manager
 when its work is done. The run ends when every job has ended or the trace does; what is billed is
 what the launcher billed by then.
 """
@@ -94,6 +97,8 @@ class JobOutcome:
     due_at: datetime | None
     finished_at: datetime | None
     work_lost: timedelta
+    #: Restarts that fell back to a checkpoint: spot taken, and moves (to or from on-demand, or
+    #: to cheaper spot).
     interruptions: int
     restarts: int
     #: When the run ended (a deadline after it is neither met nor missed: the job is unfinished).

@@ -16,10 +16,10 @@ a grid of (time left, slack) (:func:`plan`). The solution is two tables of decis
 Costs are in on-demand hours: an hour on spot costs ``spot_share``. A job's state is where it
 computes and whether spot is there: on spot (it computes; an interruption costs the notice and
 sends it waiting), waiting (its slack shrinks by the time it waits; when spot returns it restarts
-there, paying a restart overhead), on on-demand with spot there or not (it computes at full
-price and may move back when spot is there, paying a restart overhead). Every move costs a
-restart overhead of slack; a job whose slack falls below minus one restart overhead can no longer
-finish (an infinite cost).
+there), on on-demand with spot there or not (it computes at full price and may move back when
+spot is there). Every move is a restart: it costs a restart overhead of slack, which is work to
+do (and pay for) on the new capacity; a job whose slack falls below minus one restart overhead
+can no longer finish (an infinite cost).
 
 The planner keeps :class:`SlackGuard`'s hard reserve (its ``restarts`` worst switches, which no
 plan may spend) and its rule for a job running on spot, and waits only while the job is on or
@@ -43,11 +43,14 @@ import numpy.typing as npt
 from spotlake.compute.simulate.controllers import JobView, Mode, SlackGuard
 from spotlake.errors import ConfigError
 
-__all__ = ["DeadlinePlanner", "Plan", "SpotModel", "plan"]
+__all__ = ["MAX_CELLS", "DeadlinePlanner", "Plan", "SpotModel", "plan"]
 
 _HOUR_S: Final = 3600.0
 #: The cost of a state from which the deadline can no longer be met (on-demand hours).
 _INFEASIBLE: Final = 1e4
+#: The most cells (time left x slack) a plan's table has: a longer or looser job gets a coarser
+#: grid (a job due in a week: about 10-minute steps), so a plan takes at most 2 MB.
+MAX_CELLS: Final = 1_000_000
 
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
@@ -77,6 +80,9 @@ class Plan:
     slack0: float
     wait: Bools
     back: Bools
+    #: The expected cost, in on-demand hours, of the job from its submission (waiting for spot,
+    #: all its slack left) when it follows the plan.
+    expected_cost: float
 
     def _cell(self, time_left_h: float, slack_h: float) -> tuple[int, int]:
         rows, cols = self.wait.shape
@@ -99,7 +105,7 @@ def _shifted(values: Floats, grid: Floats, by: float) -> Floats:
     return out
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=128)
 def plan(
     *,
     span_h: float,
@@ -116,13 +122,16 @@ def plan(
     ``span_h``: submission to deadline; ``spare_h``: that span minus the work (the most slack the
     job ever has); ``overhead_h``: one restart; ``notice_h``: what an interruption costs beyond the
     restart; ``spot_share``: spot's price as a share of on-demand; ``hard_h``: slack no wait may go
-    below (a move back to spot needs one restart and a notice more); ``step``: the grid, hours.
-    Cached: jobs of one shape under one model share their tables.
+    below (a move back to spot needs one restart and a notice more); ``step``: the grid, hours
+    (coarser when the table would have more than :data:`MAX_CELLS` cells). Cached: jobs of one
+    shape under one model share their tables.
     """
-    if step <= 0 or span_h <= 0 or spare_h < 0:
+    if not (step > 0 and span_h > 0 and spare_h >= 0):
         raise ConfigError(
-            f"plan needs a positive step and span and spare time >= 0, got {step}, {span_h}, {spare_h}"
+            f"a plan needs step > 0, span_h > 0 and spare_h >= 0 (hours), got step={step!r}, "
+            f"span_h={span_h!r}, spare_h={spare_h!r}"
         )
+    step = max(step, math.sqrt(span_h * (spare_h + overhead_h) / MAX_CELLS))
     grid: Floats = np.arange(-overhead_h - 3 * step, spare_h + 3 * step, step)
     rows = math.ceil(span_h / step) + 1
     lost = 1.0 - math.exp(-step / model.up_hours)  # spot taken within one step
@@ -133,7 +142,7 @@ def plan(
     wait = np.zeros((rows, len(grid)), dtype=np.bool_)
     back = np.zeros((rows, len(grid)), dtype=np.bool_)
     for i in range(1, rows):
-        finished = (i * step - grid - overhead_h) <= 0  # no work left at this time left and slack
+        finished = (i * step - grid - overhead_h) <= 1e-9  # no work left at this time left and slack
         # on spot: pay spot for a step; taken, it loses the notice and waits
         n_spot = spot_share * step + (1 - lost) * on_spot + lost * _shifted(waiting, grid, notice_h)
         # on on-demand while spot is away: pay on-demand; spot may come back
@@ -141,20 +150,20 @@ def plan(
         n_spot[finished] = n_od_down[finished] = 0.0
         # on on-demand while spot is there: stay, or move back (a restart on spot)
         stay = step + (1 - lost) * od_up + lost * od_down
-        move = spot_share * overhead_h + _shifted(n_spot, grid, overhead_h)
-        go_back = (move < stay) & (grid > hard_back)
+        move = _shifted(n_spot, grid, overhead_h)
+        go_back = (move < stay) & (grid > hard_back) & ~finished
         n_od_up = np.where(go_back, move, stay)
         n_od_up[finished] = 0.0
         # waiting: lose a step of slack; if spot returns, restart there
-        keep = (1 - found) * _shifted(waiting, grid, step) + found * (
-            spot_share * overhead_h + _shifted(on_spot, grid, step + overhead_h)
-        )
-        give_up = overhead_h + _shifted(n_od_down, grid, overhead_h)
-        keep_waiting = (keep < give_up) & (grid > hard_h)
+        back_on_spot = _shifted(on_spot, grid, step + overhead_h)
+        keep = (1 - found) * _shifted(waiting, grid, step) + found * back_on_spot
+        give_up = _shifted(n_od_down, grid, overhead_h)
+        keep_waiting = (keep < give_up) & (grid > hard_h) & ~finished
         n_waiting = np.where(keep_waiting, keep, give_up)
         wait[i], back[i] = keep_waiting, go_back
         on_spot, waiting, od_up, od_down = n_spot, n_waiting, n_od_up, n_od_down
-    return Plan(step=step, slack0=float(grid[0]), wait=wait, back=back)
+    start = float(np.interp(spare_h - overhead_h, grid, waiting))
+    return Plan(step=step, slack0=float(grid[0]), wait=wait, back=back, expected_cost=start)
 
 
 @attrs.frozen
@@ -175,6 +184,21 @@ class DeadlinePlanner(SlackGuard):
     down_prior_waits: float = 2.0
     bucket: float = 0.3
     step: float = 0.04
+
+    def __attrs_post_init__(self) -> None:
+        checks = {
+            "spot_share": 0 < self.spot_share <= 1,
+            "down_prior_hours": self.down_prior_hours > 0,
+            "down_prior_waits": self.down_prior_waits > 0,
+            "bucket": self.bucket > 0,
+            "step": self.step > 0,
+        }
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(
+                f"DeadlinePlanner needs 0 < spot_share <= 1 and positive priors, bucket and step; "
+                f"got {', '.join(bad)}"
+            )
 
     def model(self, view: JobView) -> SpotModel:
         """The job's spot model, rounded to the bucket."""
