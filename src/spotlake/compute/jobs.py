@@ -37,7 +37,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Protocol
 
 import attrs
@@ -54,6 +53,8 @@ from spotlake.compute.events import (
 )
 from spotlake.compute.fill import EPS
 from spotlake.compute.health import Block, BreakerState
+from spotlake.compute.job import FINAL_STATES as _FINAL
+from spotlake.compute.job import Job, JobState, Transition
 from spotlake.compute.ledger import CostLedger, EndReason
 from spotlake.compute.offers.base import OfferSource
 from spotlake.compute.policy.mix import ON_DEMAND_ONLY, SPOT_FIRST
@@ -69,75 +70,12 @@ __all__ = ["HealthReport", "Job", "JobManager", "JobState", "Transition"]
 log = logging.getLogger(__name__)
 
 
-class JobState(StrEnum):
-    """Where a job stands: pending (waiting for capacity), running, hanging (ran too long: its
-    instances are terminated and it is rescheduled), or one of the final states completed,
-    failed and terminated (docs/allocator.md, "Jobs")."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    HANGING = "hanging"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TERMINATED = "terminated"
-
-
-_FINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TERMINATED})
 #: Instance states that mean the capacity is gone (a stop is not: the instance may start again).
 _GONE = frozenset({InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED})
 
 
-@attrs.frozen(kw_only=True)
-class Transition:
-    at: datetime
-    state: JobState
-    reason: str
-
-
 class CheckpointHook(Protocol):
     def __call__(self, job: Job, deadline: datetime) -> None: ...
-
-
-@attrs.define(kw_only=True, eq=False)
-class Job:
-    """A job and its capacity (mutable: the manager updates it; read it through the manager)."""
-
-    id: str
-    name: str
-    request: CapacityRequest
-    state: JobState = JobState.PENDING
-    placements: list[Placement] = attrs.field(factory=list)
-    #: Runs so far: the first, and one more each time a hang reschedules it.
-    attempts: int = 0
-    #: Interruptions survived.
-    restarts: int = 0
-    submitted_at: datetime
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    history: list[Transition] = attrs.field(factory=list)
-    #: Whether the current wait for capacity was alerted (one alert per wait).
-    alerted: bool = False
-    #: When to retry a waiting job next (``None``: at the next tick).
-    retry_at: datetime | None = None
-    #: Moved to on-demand on purpose (:meth:`JobManager.fallback`): revert leaves it there.
-    pinned_on_demand: bool = False
-    #: When a running job lost capacity and started waiting (its runtime is paused meanwhile).
-    paused_at: datetime | None = None
-    #: Whether it has run before (a later start is a restart: the restart hook is called).
-    ran: bool = False
-
-    @property
-    def units(self) -> float:
-        return sum(p.units for p in self.placements)
-
-    @property
-    def missing(self) -> float:
-        """Units the job still waits for."""
-        return max(self.request.amount - self.units, 0.0)
-
-    @property
-    def instance_ids(self) -> tuple[str, ...]:
-        return tuple(p.instance.id for p in self.placements)
 
 
 @attrs.frozen(kw_only=True)
