@@ -10,7 +10,15 @@ import pytest
 from test_sim_engine import make_trace
 
 from spotlake.compute.ledger import EndReason
-from spotlake.compute.simulate import JobView, RespotRule, Trace, contenders, deadline_job, simulate
+from spotlake.compute.simulate import (
+    JobView,
+    RespotRule,
+    Trace,
+    Workload,
+    contenders,
+    deadline_job,
+    simulate,
+)
 from spotlake.compute.simulate.workload import CONTINUOUS
 from spotlake.errors import ConfigError
 
@@ -64,15 +72,20 @@ def rising() -> Trace:
     )
 
 
-def test_ours_moves_a_running_job_to_the_pool_that_became_cheaper() -> None:
-    [ours] = contenders(["spotlake-deadline"])
-    workload = deadline_job(
+def five_hours(checkpoint_every: timedelta | None) -> Workload:
+    """5 hours of work due in 10, 6-minute restarts, on the traces' type."""
+    return deadline_job(
         work=5 * H,
         deadline=10 * H,
         restart_overhead=6 * M,
-        checkpoint_every=CONTINUOUS,
+        checkpoint_every=checkpoint_every,
         instance_type="m5.xlarge",
     )
+
+
+def test_ours_moves_a_running_job_to_the_pool_that_became_cheaper() -> None:
+    [ours] = contenders(["spotlake-deadline"])
+    workload = five_hours(CONTINUOUS)
     moved = simulate(rising(), workload, ours)
     stayed = simulate(rising(), workload, attrs.evolve(ours, respot=None))
     assert (moved.respots, stayed.respots) == (1, 0)
@@ -88,14 +101,7 @@ def test_ours_moves_a_running_job_to_the_pool_that_became_cheaper() -> None:
 
 def test_a_job_that_never_saves_is_not_moved_once_it_has_work_to_lose() -> None:
     [ours] = contenders(["spotlake-deadline"])
-    workload = deadline_job(
-        work=5 * H,
-        deadline=10 * H,
-        restart_overhead=6 * M,
-        checkpoint_every=None,
-        instance_type="m5.xlarge",
-    )
-    run = simulate(rising(), workload, ours)
+    run = simulate(rising(), five_hours(None), ours)
     assert run.respots == 0 and run.cost == pytest.approx(2 * 0.02 + 3.1 * 0.10, abs=0.002)
 
 

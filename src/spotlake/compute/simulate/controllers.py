@@ -163,6 +163,11 @@ class SlackGuard:
         hard = switch * self.restarts
         if view.slack <= hard:
             return Mode.ON_DEMAND
+        return self._off_spot(view, switch, hard)
+
+    def _off_spot(self, view: JobView, switch: timedelta, hard: timedelta) -> Mode:
+        """A job waiting for spot or on on-demand, with more slack than the hard reserve ``hard``
+        (``restarts`` worst switches of ``switch``): wait, go, stay or return."""
         if view.on_demand:  # back to spot if the slack pays for the move and keeps the hard reserve
             return Mode.SPOT if view.slack > hard + switch else Mode.ON_DEMAND
         expected = self.disruptions(view) * (view.remaining / _HOUR)

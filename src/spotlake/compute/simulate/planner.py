@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+from datetime import timedelta
 from typing import Final
 
 import attrs
@@ -212,13 +213,8 @@ class DeadlinePlanner(SlackGuard):
 
         return SpotModel(up_hours=rounded(up), down_hours=rounded(down))
 
-    def mode(self, view: JobView) -> Mode:
-        switch = view.notice + view.loss_bound + view.restart_overhead
-        if not view.waiting and not view.on_demand:
-            return self._running(view, switch)
-        hard = switch * self.restarts
-        if view.slack <= hard:
-            return Mode.ON_DEMAND
+    def _off_spot(self, view: JobView, switch: timedelta, hard: timedelta) -> Mode:
+        """Waiting or on on-demand, above the hard reserve: the plan decides, within the line."""
         span = view.due_at - view.submitted_at
         overhead_h = view.restart_overhead.total_seconds() / _HOUR_S
         notice_h = view.notice.total_seconds() / _HOUR_S
