@@ -142,3 +142,13 @@ def test_a_launch_that_breaks_leaves_the_job_as_it_was_and_says_so() -> None:
         jobs.respot(job_id, saving=0.3)
     assert set(jobs.get(job_id).instance_ids) == before
     assert set(launcher.running) == owned(jobs) == open_in_ledger(jobs) == before
+
+
+def test_the_restart_hook_starts_the_job_on_its_new_instances() -> None:
+    c = clock()
+    started: list[tuple[str, ...]] = []
+    jobs, _, job_id = spot_job(c, restart=lambda job: started.append(job.instance_ids))
+    assert not jobs.respot(job_id, saving=0.5)
+    assert started == []
+    assert jobs.respot(job_id, saving=0.3)
+    assert started == [jobs.get(job_id).instance_ids]

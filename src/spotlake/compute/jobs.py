@@ -253,8 +253,9 @@ class JobManager:
         if that costs at most ``1 - saving`` of what its instances cost now
         (:mod:`spotlake.compute.respot`): the whole request is launched on spot (no fallback), and
         only when it replaces the job within that price are the old instances terminated (make
-        before break); a replacement that falls short is given back. Whether the saving pays for
-        the restart is the caller's to judge. Returns whether the job moved. If a call fails
+        before break); a replacement that falls short is given back. The job's restart hook is
+        called on its new instances. Whether the saving pays for the restart is the caller's to
+        judge. Returns whether the job moved. If a call fails
         part-way the error is raised and every instance still running stays with the job."""
         with self._lock:
             job = self.get(job_id)
@@ -292,6 +293,8 @@ class JobManager:
                     f"{sum(i.price for i in got.instances):.4f} USD/h ({got.id})",
                 )
             )
+            if self._restart is not None:  # the job runs on new instances: start it there
+                self._restart(job)
             return True
 
     def _moves_to_on_demand(self, job: Job) -> Iterator[Placement]:
