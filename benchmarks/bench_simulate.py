@@ -14,7 +14,9 @@ spotlake-deadline, asg-like and skypilot-like, via :func:`~spotlake.compute.simu
 Part 2, generated markets: :func:`~spotlake.compute.simulate.generate_trace` (50 pools, 7 days,
 5-minute ticks) with :func:`~spotlake.compute.simulate.generate_workload` (500 jobs over 6 days)
 for seeds 1..3, every contender (:data:`~spotlake.compute.simulate.CONTENDERS`), and seeds 4..10 with
-the contenders the week's targets compare (on-demand, greedy, SkyPilot-like, ours). The speed claim:
+the contenders the week's targets compare (on-demand, greedy, SkyPilot-like, ours), and ours taken
+apart on seeds 1..3 (:func:`ablations`: without respot, and with SlackGuard in place of the
+planner). The speed claim:
 one :func:`~spotlake.compute.simulate.simulate` of spotlake-deadline on seed 1, median of 3 runs.
 
 ``python -m benchmarks --only simulate [--quick]``; quick mode runs part 1 with the 0.05 h overhead
@@ -39,6 +41,7 @@ from spotlake.compute.simulate import (
     CONTENDERS,
     OPTIMUM,
     ComparisonRow,
+    SlackGuard,
     Trace,
     compare,
     contenders,
@@ -267,6 +270,62 @@ def further_seeds(seeds: Sequence[int], *, jobs: int, days: int) -> list[dict[st
     return out
 
 
+#: Ours with a piece taken away: what each piece buys on the week (name -> how ours is changed).
+ABLATIONS: Final = ("ours", "without respot", "SlackGuard, without respot")
+
+
+def ablations(seeds: Sequence[int], *, jobs: int, days: int) -> list[dict[str, Any]]:
+    """Part 2, ours taken apart: ours as it is, without its respot rule, and with
+    :class:`SlackGuard` (its own waiting rule) in place of the planner and without respot; each
+    with its cost over the all-on-demand run's, misses and moves to cheaper spot."""
+    (ours,) = contenders([OURS])
+    (on_demand,) = contenders(["on-demand"])
+    variants = dict(
+        zip(
+            ABLATIONS,
+            (ours, attrs.evolve(ours, respot=None), attrs.evolve(ours, controller=SlackGuard(), respot=None)),
+            strict=True,
+        )
+    )
+    out = []
+    for seed in seeds:
+        trace = generate_trace(seed=seed, days=days)
+        workload = generate_workload(seed=seed, jobs=jobs, start=trace.start, span=timedelta(days=days - 1))
+        od = simulate(trace, workload, on_demand).cost
+        runs = {name: simulate(trace, workload, c) for name, c in variants.items()}
+        out.append(
+            {
+                "seed": seed,
+                "variants": {
+                    name: {"vs_on_demand": round(r.cost / od, 4), "misses": r.misses, "respots": r.respots}
+                    for name, r in runs.items()
+                },
+            }
+        )
+    return out
+
+
+def _ablation_markdown(part: list[dict[str, Any]]) -> list[str]:
+    if not part:
+        return []
+    md = [
+        "",
+        "Ours taken apart (`vs OD` / misses, and moves to cheaper spot): without its respot rule "
+        "(`attrs.evolve(ours, respot=None)`), and with `SlackGuard`'s own waiting rule in place of the "
+        "planner, also without respot:",
+        "",
+        "| seed | " + " | ".join(ABLATIONS) + " |",
+        "|---:|" + "---:|" * len(ABLATIONS),
+    ]
+    for s in part:
+        cells = [
+            f"{v['vs_on_demand']:.3f} / {v['misses']}" + (f" ({v['respots']} moves)" if v["respots"] else "")
+            for v in (s["variants"][name] for name in ABLATIONS)
+        ]
+        md.append(f"| {s['seed']} | " + " | ".join(cells) + " |")
+    return md
+
+
 def time_simulate(seed: int, *, jobs: int, days: int, repeats: int = 3) -> dict[str, Any]:
     """The speed claim: one ``simulate`` of spotlake-deadline, median of ``repeats`` runs."""
     trace = generate_trace(seed=seed, days=days)
@@ -390,6 +449,7 @@ def _generated_markdown(part: dict[str, Any], timing: dict[str, Any], *, jobs: i
             f"| {pair('greedy')} | {pair('skypilot-like')} | {pair(UP)} | {s['compare_seconds']:.1f} |"
         )
     md += _further_markdown(part.get("further", []))
+    md += _ablation_markdown(part.get("ablations", []))
     steps = first["steps"].get(OURS, 0)
     rate = steps / timing["median_s"] if timing["median_s"] else 0.0
     md += [
@@ -444,6 +504,7 @@ def run(quick: bool, *, traces: Path | None = None) -> dict[str, Any]:
     summary = _deadline_summary(part1)
     part2 = generated_runs(seeds, jobs=jobs, days=days)
     part2["further"] = further_seeds(() if quick else FURTHER_SEEDS, jobs=jobs, days=days)
+    part2["ablations"] = ablations(seeds, jobs=jobs, days=days)
     timing = time_simulate(seeds[0], jobs=jobs, days=days)
 
     # "on every shared trace": a trace's score is the mean over its setups (deadlines x overheads)

@@ -20,6 +20,9 @@ def test_the_simulator_benchmark_reports_both_parts_and_its_targets() -> None:
     assert set(deadline["summary"]["ours_vs_up"]) == {t["trace"] for t in deadline["traces"]}
 
     assert result["generated"]["further"] == []  # quick mode runs no further seeds
+    (taken_apart,) = result["generated"]["ablations"]
+    assert list(taken_apart["variants"]) == list(bench_simulate.ABLATIONS)
+    assert taken_apart["variants"]["without respot"]["respots"] == 0
     (seed,) = result["generated"]["seeds"]
     assert seed["jobs"] == 100 and [r["contender"] for r in seed["rows"]] == [*CONTENDERS, OPTIMUM]
     assert result["simulate_timing"]["median_s"] > 0 and len(result["simulate_timing"]["samples_s"]) == 3
@@ -27,6 +30,7 @@ def test_the_simulator_benchmark_reports_both_parts_and_its_targets() -> None:
     md = result["markdown"]
     assert "### 1. Single-job deadline setup" in md and "### 2. Generated markets" in md
     assert "| trace | deadline | on-demand | greedy |" in md and "| contender | cost USD |" in md
+    assert "Ours taken apart" in md
     if not result["spot_traces"]["shared"]:
         assert "committed 200-tick excerpts" in md
 

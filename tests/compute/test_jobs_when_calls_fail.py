@@ -97,9 +97,9 @@ def test_a_hang_whose_terminate_fails_stays_running_and_is_retried() -> None:
     assert not set(first) & set(launcher.running) and set(launcher.running) == owned(jobs)
 
 
-def fallen_back(c: FakeClock) -> tuple[JobManager, Flaky, Job]:
+def fallen_back(c: FakeClock, **kw: object) -> tuple[JobManager, Flaky, Job]:
     """A job whose spot part fell back to on-demand, half an hour ago (revert may move it now)."""
-    jobs, launcher = manager(c)
+    jobs, launcher = manager(c, **kw)
     for offer in market():
         if offer.spot:
             launcher.fail_next(offer.pool, SPOT, LaunchFailure.NO_CAPACITY)
@@ -193,6 +193,19 @@ def test_a_job_rescheduled_after_a_hang_is_restarted() -> None:
     c.advance(timedelta(minutes=30).total_seconds())
     jobs.tick()
     assert job.attempts == 2 and restarted == [job.instance_ids]
+
+
+def test_every_move_of_a_running_job_onto_new_instances_restarts_it() -> None:
+    c = clock()
+    restarted: list[tuple[str, ...]] = []
+    jobs, _, job = fallen_back(c, restart=lambda j: restarted.append(j.instance_ids))
+    assert not restarted  # its first start
+    jobs.tick()  # revert moves one instance back to spot
+    assert any(p.instance.capacity_type is SPOT for p in job.placements)
+    assert restarted == [job.instance_ids]
+    jobs.fallback(job.id, "the deadline needs on-demand")  # and back to on-demand
+    assert all(p.instance.capacity_type is OD for p in job.placements)
+    assert restarted[-1] == job.instance_ids and len(restarted) == 2
 
 
 def test_spot_only_requests_refuse_critical_work() -> None:

@@ -114,19 +114,31 @@ def test_the_plan_expects_what_the_job_would_pay_when_spot_is_certain_or_absent(
     assert never.expected_cost == pytest.approx(4.1, rel=0.01)
 
 
-def test_a_long_loose_job_gets_a_coarser_grid_not_a_huge_table() -> None:
-    week = plan(
-        span_h=168.0,
-        spare_h=160.0,
+def plan_for(span_h: float, spare_h: float, *, up: float = 10.0, down: float = 1.0) -> Plan:
+    return plan(
+        span_h=span_h,
+        spare_h=spare_h,
         overhead_h=OVERHEAD_H,
         notice_h=NOTICE_H,
         spot_share=0.4,
-        model=SpotModel(up_hours=10.0, down_hours=1.0),
+        model=SpotModel(up_hours=up, down_hours=down),
         hard_h=HARD_H,
         step=0.04,
     )
-    assert week.wait.size <= 1.05 * MAX_CELLS and week.step > 0.04
+
+
+def test_a_long_or_loose_job_gets_a_coarser_grid_not_a_huge_table() -> None:
+    for span, spare in ((168.0, 160.0), (8760.0, 1.0)):  # a week to spare; a year with an hour
+        long = plan_for(span, spare)
+        assert long.wait.size <= MAX_CELLS and long.step > 0.04
     assert tables().step == 0.04  # a day's job keeps the grid it asked for
+
+
+def test_the_plan_starts_at_the_submission_whatever_the_step() -> None:
+    # 8.1 hours is no whole number of 0.04-hour steps: the grid adjusts so that its last row is
+    # the submission, and the expected cost with spot always there is the work and one start
+    odd = plan_for(8.1, 4.0, up=1e6, down=1e-3)
+    assert odd.expected_cost == pytest.approx(0.4 * 4.2, rel=0.005)
 
 
 def test_jobs_of_one_shape_and_model_share_their_plan() -> None:

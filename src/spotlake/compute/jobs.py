@@ -24,6 +24,8 @@ The :class:`JobManager` keeps the design's job API (``submit``, ``terminate``, `
   one at a time after the cooldown (:mod:`spotlake.compute.revert`).
 * **Respot**: :meth:`JobManager.respot` moves a running job from spot to cheaper spot when the
   caller says how much saving pays for its restart (:mod:`spotlake.compute.respot`).
+* Every move of a running job onto new instances (``fallback``, revert, ``respot``) calls its
+  restart hook, as a replacement after an interruption does.
 
 Everything runs on the injected clock; call :meth:`JobManager.tick` (and :meth:`JobManager.poll`
 with an event source) from the service's loop.
@@ -236,6 +238,8 @@ class JobManager:
                 job.pinned_on_demand = job.pinned_on_demand or done or moved > 0
                 outcome = f"{moved} moved" if done else f"{moved} moved, then failed"
                 job.history.append(Transition(at=self._now(), state=job.state, reason=f"{reason}: {outcome}"))
+            if moved and job.state is JobState.RUNNING:
+                self._restarted(job)
             return job
 
     def unpin(self, job_id: str) -> Job:
@@ -293,9 +297,15 @@ class JobManager:
                     f"{sum(i.price for i in got.instances):.4f} USD/h ({got.id})",
                 )
             )
-            if self._restart is not None:  # the job runs on new instances: start it there
-                self._restart(job)
+            self._restarted(job)
             return True
+
+    def _restarted(self, job: Job) -> None:
+        """A running job was moved onto new instances on purpose (fallback, revert, respot): its
+        restart hook starts the work there. A voluntary move has no notice, so no checkpoint hook
+        is called: save first, or move just after a save (as the simulator's respot rule does)."""
+        if self._restart is not None:
+            self._restart(job)
 
     def _moves_to_on_demand(self, job: Job) -> Iterator[Placement]:
         """Replace each of a running job's spot instances on-demand (make before break),
@@ -666,6 +676,8 @@ class JobManager:
         for p in move.new:
             self._by_instance[p.instance.id] = job.id
         job.history.append(Transition(at=self._now(), state=job.state, reason=reason))
+        if not move.kept_old:
+            self._restarted(job)
         return True
 
 

@@ -74,7 +74,7 @@ def plan_respot(
     # no plan can beat the cheapest spot price per unit: skip the decision when even that is dear
     unit = request.unit
     per_unit = [o.price / o.weight(unit) for o in offers if o.spot and o.weight(unit) > 0]
-    if not per_unit or min(per_unit) * request.amount > limit:
+    if not per_unit or min(per_unit) * request.amount > limit * (1 + 1e-9):
         return None
     spot_only = (policy or allocator.policy).only(SPOT_FIRST)
     decision = allocator.decide(offers, request, spot_only)

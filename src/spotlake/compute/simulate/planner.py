@@ -50,7 +50,7 @@ _HOUR_S: Final = 3600.0
 #: The cost of a state from which the deadline can no longer be met (on-demand hours).
 _INFEASIBLE: Final = 1e4
 #: The most cells (time left x slack) a plan's table has: a longer or looser job gets a coarser
-#: grid (a job due in a week: about 10-minute steps), so a plan takes at most 2 MB.
+#: grid (a job due in a week: about 10-minute steps), so a plan's two tables take at most 2 MB.
 MAX_CELLS: Final = 1_000_000
 
 Bools = npt.NDArray[np.bool_]
@@ -106,6 +106,18 @@ def _shifted(values: Floats, grid: Floats, by: float) -> Floats:
     return out
 
 
+def _grid(span_h: float, spare_h: float, overhead_h: float, step: float) -> tuple[float, int, Floats]:
+    """The grid's step (at least ``step``, a whole fraction of the span so that the last row is the
+    submission, and coarse enough for :data:`MAX_CELLS`), its rows and its slack values."""
+    while True:
+        step = span_h / max(math.floor(span_h / step + 1e-9), 1)
+        grid: Floats = np.arange(-overhead_h - 3 * step, spare_h + 3 * step, step)
+        rows = round(span_h / step) + 1
+        if rows * len(grid) <= MAX_CELLS:
+            return step, rows, grid
+        step *= 1.25
+
+
 @functools.lru_cache(maxsize=128)
 def plan(
     *,
@@ -132,9 +144,7 @@ def plan(
             f"a plan needs step > 0, span_h > 0 and spare_h >= 0 (hours), got step={step!r}, "
             f"span_h={span_h!r}, spare_h={spare_h!r}"
         )
-    step = max(step, math.sqrt(span_h * (spare_h + overhead_h) / MAX_CELLS))
-    grid: Floats = np.arange(-overhead_h - 3 * step, spare_h + 3 * step, step)
-    rows = math.ceil(span_h / step) + 1
+    step, rows, grid = _grid(span_h, spare_h, overhead_h, step)
     lost = 1.0 - math.exp(-step / model.up_hours)  # spot taken within one step
     found = 1.0 - math.exp(-step / model.down_hours)  # spot back within one step
     hard_back = hard_h + overhead_h + notice_h
