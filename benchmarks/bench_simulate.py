@@ -270,7 +270,7 @@ def further_seeds(seeds: Sequence[int], *, jobs: int, days: int) -> list[dict[st
     return out
 
 
-#: Ours with a piece taken away: what each piece buys on the week (name -> how ours is changed).
+#: The variants of :func:`ablations`, in the order of its table: ours, and ours with a piece taken away.
 ABLATIONS: Final = ("ours", "without respot", "SlackGuard, without respot")
 
 
