@@ -268,17 +268,12 @@ class JobManager:
             plan = plan_respot(self.allocator, self._offers(), job.placements, job.request, saving=saving)
             if plan is None:
                 return False
-            try:
-                got = self.allocator.carry_out(plan.decision, job=job.id, on_demand_fallback=False)
-            except AllocationError as exc:
-                if exc.partial is not None:
-                    self.ledger.record(exc.partial, job=job.id)
-                    self._adopt(job, exc.partial)
-                raise
-            got = attrs.evolve(
-                got, placements=tuple(attrs.evolve(p, requested=CapacityType.SPOT) for p in got.placements)
+            got = self._launched(
+                job,
+                lambda: self.allocator.carry_out(plan.decision, job=job.id, on_demand_fallback=False),
+                as_spot=True,
+                adopt=False,
             )
-            self.ledger.record(got, job=job.id)
             if not plan.accepts(got):
                 self._give_back_or_keep(job, got)
                 return False
@@ -507,14 +502,21 @@ class JobManager:
         ``as_spot``: the units were asked as spot, whatever they landed on (a revert may move
         them back). An allocation that broke part-way and could not terminate what it launched
         leaves those instances with the job (recorded) before the error goes on."""
+        return self._launched(
+            job,
+            lambda: self.allocator.allocate(
+                self._offers(), request, policy=policy, job=job.id, on_demand_fallback=self.on_demand_fallback
+            ),
+            as_spot=as_spot,
+            adopt=adopt,
+        )
+
+    def _launched(
+        self, job: Job, launch: Callable[[], Allocation], *, as_spot: bool, adopt: bool
+    ) -> Allocation:
+        """Run ``launch`` for a job and record what it got (see :meth:`_allocate`)."""
         try:
-            allocation = self.allocator.allocate(
-                self._offers(),
-                request,
-                policy=policy,
-                job=job.id,
-                on_demand_fallback=self.on_demand_fallback,
-            )
+            allocation = launch()
         except AllocationError as exc:
             if exc.partial is not None:
                 self.ledger.record(exc.partial, job=job.id)

@@ -79,6 +79,13 @@ class JobView:
         """Time to spare if the job ran uninterrupted from now, after one restart."""
         return self.time_left - self.remaining - self.restart_overhead
 
+    @property
+    def behind_the_line(self) -> bool:
+        """Progress is below the straight line from submission (no work) to deadline (all of it):
+        Uniform Progress's line."""
+        span = self.due_at - self.submitted_at
+        return self.done < self.work * ((self.now - self.submitted_at) / span)
+
 
 class Controller(Protocol):
     """Decides, per job with a deadline and at every step, where the job should be now."""
@@ -97,9 +104,7 @@ class UniformProgress:
     def mode(self, view: JobView) -> Mode:
         if view.slack <= view.restart_overhead:
             return Mode.ON_DEMAND
-        span = view.due_at - view.submitted_at
-        expected = view.work * ((view.now - view.submitted_at) / span)
-        behind = view.done < expected
+        behind = view.behind_the_line
         if view.on_demand:
             return Mode.ON_DEMAND if behind else Mode.SPOT
         return Mode.ON_DEMAND if behind and view.waiting else Mode.SPOT

@@ -225,6 +225,10 @@ class DeadlinePlanner(SlackGuard):
 
     def _off_spot(self, view: JobView, switch: timedelta, hard: timedelta) -> Mode:
         """Waiting or on on-demand, above the hard reserve: the plan decides, within the line."""
+        if view.on_demand and view.slack <= hard + switch:  # the move must keep the reserve
+            return Mode.ON_DEMAND
+        if not view.on_demand and view.behind_the_line:
+            return Mode.ON_DEMAND
         span = view.due_at - view.submitted_at
         overhead_h = view.restart_overhead.total_seconds() / _HOUR_S
         notice_h = view.notice.total_seconds() / _HOUR_S
@@ -240,8 +244,5 @@ class DeadlinePlanner(SlackGuard):
         )
         time_left_h = view.time_left.total_seconds() / _HOUR_S
         slack_h = view.slack.total_seconds() / _HOUR_S
-        if view.on_demand:  # the move must keep the reserve of the job's own switches
-            back = view.slack > hard + switch and tables.goes_back(time_left_h, slack_h)
-            return Mode.SPOT if back else Mode.ON_DEMAND
-        on_the_line = view.done >= view.work * ((view.now - view.submitted_at) / span)
-        return Mode.SPOT if on_the_line and tables.waits(time_left_h, slack_h) else Mode.ON_DEMAND
+        decide = tables.goes_back if view.on_demand else tables.waits
+        return Mode.SPOT if decide(time_left_h, slack_h) else Mode.ON_DEMAND
